@@ -1,0 +1,134 @@
+"""The ``paddock`` command: the desktop app, or the same core from a terminal.
+
+Every failure a user can cause (bad path, not a GGUF, context overflow, crash
+of the engine) ends in one line on stderr and a non-zero exit code, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.errors import EngineCrashedError, PaddockError
+
+log = logging.getLogger("paddock.cli")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paddock",
+        description="Private chat with open-weight language models. Run without a command to open the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"paddock {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: llama.cpp too)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", help="ask a model one question and stream the answer")
+    chat.add_argument("--model", required=True, help="path to a .gguf file, or a model in the library")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--top-p", type=float, default=0.95)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
+    chat.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    chat.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (-1 all, 0 none)")
+    chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
+    chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
+    chat.add_argument("prompt", help="the message")
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbosity < 2:
+        logging.getLogger("paddock.llama").setLevel(logging.ERROR)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from app.engine.client import Engine
+    from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+    from app.models.library import resolve_model
+
+    if args.max_tokens <= 0:
+        raise PaddockError("--max-tokens must be a positive number")
+    path = resolve_model(args.model)
+    params = SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+    )
+    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    messages: list[ChatMessage] = []
+    if args.system:
+        messages.append(ChatMessage("system", args.system))
+    messages.append(ChatMessage("user", args.prompt))
+    with Engine() as engine:
+        loaded = engine.load(str(path), settings)
+        if not args.json:
+            for notice in loaded.notices:
+                print(f"note: {notice}", file=sys.stderr)
+        gen = engine.stream(messages, params, raw_prompt=args.prompt if args.raw else None)
+        try:
+            for chunk in gen:
+                if not args.json:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            engine.cancel()
+            for _ in gen:  # drain to the Done event; the child stops within one token
+                pass
+        except EngineCrashedError as exc:
+            if not args.json and exc.partial_text:
+                sys.stdout.write("\n")
+            raise
+        result = gen.result
+        assert result is not None
+        if args.json:
+            out = {
+                "text": result.text,
+                "prompt_tokens": result.stats.prompt_tokens,
+                "completion_tokens": result.stats.completion_tokens,
+                "ttft_s": round(result.stats.ttft_s, 4),
+                "tokens_per_s": round(result.stats.tokens_per_s, 2),
+                "load_s": round(loaded.load_s, 4),
+                "backend": loaded.backend,
+                "finish_reason": result.stats.finish_reason,
+                "model": loaded.name,
+                "n_ctx": loaded.n_ctx,
+                "template": loaded.template_source,
+                "notices": list(loaded.notices + result.notices),
+            }
+            print(json.dumps(out, ensure_ascii=False))
+        else:
+            sys.stdout.write("\n")
+            for notice in result.notices:
+                print(f"note: {notice}", file=sys.stderr)
+    return 0
+
+
+def _gui(args: argparse.Namespace) -> int:
+    from app.ui.main import run_app
+
+    return run_app()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    multiprocessing.freeze_support()  # packaged builds start the engine child through this
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    handlers = {"chat": _chat, None: _gui}
+    try:
+        return handlers[args.command](args)
+    except PaddockError as exc:
+        print(f"paddock: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("paddock: interrupted", file=sys.stderr)
+        return 130

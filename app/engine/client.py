@@ -1,0 +1,306 @@
+"""The parent side of the engine: starts the child process and speaks its protocol.
+
+:class:`Engine` is thread-safe: requests are serialised by a lock (one owner of
+the model at a time), while :meth:`Engine.cancel` may be called from any thread
+at any moment.  If the child dies, the running request raises
+:class:`EngineCrashedError` with the text generated so far, and the next
+request starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TypeVar
+
+from app import errors
+from app.engine.protocol import (
+    Cancel,
+    Chunk,
+    CountTokens,
+    Done,
+    Event,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    LogRecord,
+    Ok,
+    Ready,
+    Request,
+    Shutdown,
+    TokenCount,
+    Unload,
+)
+from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 120.0
+E = TypeVar("E", bound=Event)
+
+_ERROR_TYPES: dict[str, type[errors.PaddockError]] = {
+    name: cls
+    for name, cls in vars(errors).items()
+    if isinstance(cls, type) and issubclass(cls, errors.PaddockError) and cls is not errors.EngineCrashedError
+}
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped responding"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (possibly out of memory)" if name == "SIGKILL" else ""
+        return f"crashed ({name}){hint}"
+    return f"exited with code {exitcode}"
+
+
+class Generation:
+    """An answer being streamed: iterate for text chunks; ``result`` when done.
+
+    Raises (while iterating):
+        EngineCrashedError: the engine died; ``partial_text`` holds what came.
+        PaddockError: the request failed (context overflow, template error...).
+    """
+
+    def __init__(self, engine: Engine, request: Generate) -> None:
+        self._engine = engine
+        self._request = request
+        self.text = ""
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        with self._engine._lock:
+            self._engine._send(self._request)
+            while True:
+                event = self._engine._next_event("generating", partial=self.text)
+                if isinstance(event, Chunk):
+                    self.text += event.text
+                    yield event.text
+                elif isinstance(event, Done):
+                    self.result = event.result
+                    return
+                else:
+                    self._engine._unexpected(event)
+
+
+class Engine:
+    """Handle on one engine child process.
+
+    Args:
+        on_crash: called (from the requesting thread) with the crash error, e.g. to
+            update a status bar; the error is raised as well.
+    """
+
+    def __init__(self, on_crash: Callable[[errors.EngineCrashedError], None] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.on_crash = on_crash
+        self.loaded: LoadedModel | None = None
+        self.system_info = ""
+        self.backend = "cpu"
+
+    # -- process lifecycle -----------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.is_alive():
+                return
+            from app.engine.host import serve
+
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=serve, args=(child,), name="paddock-engine", daemon=True)
+            proc.start()
+            child.close()  # so that recv() sees EOF when the child dies
+            self._proc, self._conn = proc, parent
+            ready = self._expect(Ready, "starting", timeout=START_TIMEOUT_S)
+            self.system_info, self.backend = ready.system_info, ready.backend
+            log.info("engine started (pid %s, backend %s)", proc.pid, self.backend)
+
+    def close(self) -> None:
+        """Stop the child politely, then firmly."""
+        with self._lock:
+            proc, conn = self._proc, self._conn
+            if proc is None or conn is None:
+                return
+            if proc.is_alive():
+                with contextlib.suppress(Exception):
+                    self._send(Shutdown())
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            conn.close()
+            self._proc = self._conn = None
+            self.loaded = None
+
+    def kill(self) -> None:
+        """SIGKILL the child (used by tests and by "force stop")."""
+        if self._proc is not None and self._proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests --------------------------------------------------------------
+
+    def load(self, path: str, settings: LoadSettings | None = None) -> LoadedModel:
+        """Load a GGUF (replacing any loaded model).
+
+        Raises:
+            InvalidModelError / ModelNotFoundError: the file is not a usable GGUF.
+            ModelLoadError: llama.cpp refused it.
+            EngineCrashedError: llama.cpp crashed on it (the next request starts a new engine).
+        """
+        with self._lock:
+            self.start()
+            self.loaded = None
+            self._send(Load(str(path), settings or LoadSettings()))
+            self.loaded = self._expect(Loaded, "loading the model").model
+            return self.loaded
+
+    def unload(self) -> None:
+        with self._lock:
+            if self.is_alive():
+                self._send(Unload())
+                self._expect(Ok, "unloading")
+            self.loaded = None
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams | None = None,
+        raw_prompt: str | None = None,
+    ) -> Generation:
+        if not self.is_alive() or self.loaded is None:
+            raise errors.EngineError("no model is loaded: choose a model first")
+        return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt))
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams | None = None,
+        raw_prompt: str | None = None,
+    ) -> GenerationResult:
+        gen = self.stream(messages, params, raw_prompt)
+        for _ in gen:
+            pass
+        assert gen.result is not None
+        return gen.result
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> tuple[int, int]:
+        """(prompt tokens, context size) for these messages with the loaded model."""
+        with self._lock:
+            if not self.is_alive() or self.loaded is None:
+                raise errors.EngineError("no model is loaded: choose a model first")
+            self._send(CountTokens(tuple(messages)))
+            count = self._expect(TokenCount, "counting tokens")
+            return count.n_tokens, count.n_ctx
+
+    def cancel(self) -> None:
+        """Stop the current generation (safe from any thread; no-op when idle)."""
+        if self.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                self._send(Cancel())
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _send(self, request: Request) -> None:
+        conn = self._conn
+        if conn is None:
+            raise errors.EngineError("the engine is not running")
+        with self._send_lock:
+            try:
+                conn.send(request)
+            except (OSError, ValueError) as exc:
+                self._crashed("sending a request", "")
+                raise errors.EngineError("the engine is not running") from exc
+
+    def _next_event(self, doing: str, partial: str = "", timeout: float | None = None) -> Event:
+        """The next non-log event; raises on child death or a failed request."""
+        conn, proc = self._conn, self._proc
+        assert conn is not None
+        assert proc is not None
+        waited = 0.0
+        while True:
+            try:
+                ready = conn.poll(0.25)
+            except (OSError, EOFError):
+                ready = True
+            if ready:
+                try:
+                    event: Event = conn.recv()
+                except (EOFError, OSError):
+                    raise self._crashed(doing, partial) from None
+                if isinstance(event, LogRecord):
+                    logging.getLogger(event.name).log(event.level, "%s", event.message)
+                    continue
+                if isinstance(event, Failed):
+                    raise _ERROR_TYPES.get(event.kind, errors.EngineError)(event.message)
+                return event
+            if not proc.is_alive():
+                raise self._crashed(doing, partial)
+            waited += 0.25
+            if timeout is not None and waited >= timeout:
+                self.kill()
+                raise self._crashed(doing, partial)
+
+    def _expect(self, kind: type[E], doing: str, timeout: float | None = None) -> E:
+        event = self._next_event(doing, timeout=timeout)
+        if not isinstance(event, kind):
+            self._unexpected(event)
+        assert isinstance(event, kind)
+        return event
+
+    def _unexpected(self, event: Event) -> None:
+        raise errors.EngineError(f"the engine answered out of turn ({type(event).__name__})")
+
+    def _crashed(self, doing: str, partial: str) -> errors.EngineCrashedError:
+        proc, conn = self._proc, self._conn
+        exitcode: int | None = None
+        if proc is not None:
+            proc.join(2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2)
+            exitcode = proc.exitcode
+        if conn is not None:
+            conn.close()
+        self._proc = self._conn = None
+        model = self.loaded.name if self.loaded else "the model"
+        self.loaded = None
+        error = errors.EngineCrashedError(
+            f"The model engine {_describe_exit(exitcode)} while {doing} with {model}. "
+            "Your chats are safe and the text generated so far was kept; load the model again to continue.",
+            partial_text=partial,
+            exitcode=exitcode,
+        )
+        log.error("%s", error)
+        if self.on_crash is not None:
+            self.on_crash(error)
+        return error

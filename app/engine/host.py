@@ -1,0 +1,472 @@
+"""The engine child process: the one owner of the ``Llama`` object.
+
+Runs :func:`serve` in a process of its own (``multiprocessing`` spawn), so that
+a crash in native code (a crafted GGUF, a driver failure, an out-of-memory
+kill) ends only this process.  A reader thread takes requests off the pipe;
+``Cancel`` sets an event at once, which both the token loop and llama.cpp's
+abort callback (checked between graph nodes during prompt evaluation) watch,
+so cancellation lands within one token or one compute step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from app.engine import hardware
+from app.engine.gguf_file import GGUFInfo, read_gguf
+from app.engine.protocol import (
+    Cancel,
+    Chunk,
+    CountTokens,
+    Done,
+    Event,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    LogRecord,
+    Ok,
+    Ready,
+    Request,
+    Shutdown,
+    TokenCount,
+    Unload,
+)
+from app.engine.templates import FALLBACK_NOTICE, ChatFormatter, RenderedPrompt
+from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
+from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
+
+log = logging.getLogger("paddock.engine.host")
+
+GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+# ggml_log_level (NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5) -> logging levels.
+# llama.cpp's INFO is a page of buffer sizes per load: keep it at DEBUG.
+_LLAMA_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+
+class _PipeLogHandler(logging.Handler):
+    """Sends log records to the parent, which re-emits them in its own logging tree."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._send(LogRecord(record.levelno, record.name, self.format(record)))
+
+
+class EngineHost:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._send_lock = threading.Lock()
+        self.requests: queue.Queue[Request | None] = queue.Queue()
+        self.cancel = threading.Event()
+        self.llm: Any = None
+        self.info: GGUFInfo | None = None
+        self.formatter: ChatFormatter | None = None
+        self.loaded: LoadedModel | None = None
+        self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
+
+    # -- plumbing --------------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        with self._send_lock:
+            self.conn.send(event)
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                # The parent is gone: nobody is left to answer to.
+                os._exit(0)
+            if isinstance(msg, Cancel):
+                self.cancel.set()
+            else:
+                self.requests.put(msg)
+
+    def _install_llama_logging(self, llama_cpp: Any) -> None:
+        llama_log = logging.getLogger("paddock.llama")
+        state = {"level": logging.DEBUG}
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            pylevel = state["level"] if level == 5 else _LLAMA_LEVELS.get(level, logging.DEBUG)
+            state["level"] = pylevel
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message and llama_log.isEnabledFor(pylevel):
+                llama_log.log(pylevel, "%s", message)
+
+        self._callbacks.append(callback)
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self) -> None:
+        root = logging.getLogger()
+        root.handlers[:] = [_PipeLogHandler(self.send)]
+        root.setLevel(int(os.environ.get("PADDOCK_ENGINE_LOG_LEVEL", logging.INFO)))
+        import llama_cpp
+
+        self._install_llama_logging(llama_cpp)
+        threading.Thread(target=self._reader, name="engine-reader", daemon=True).start()
+        self.send(
+            Ready(llama_cpp.llama_print_system_info().decode(errors="replace"), hardware.detect_backend())
+        )
+        while True:
+            request = self.requests.get()
+            if request is None or isinstance(request, Shutdown):
+                self._unload()
+                self.send(Ok())
+                return
+            self.cancel.clear()
+            try:
+                self._dispatch(request)
+            except PaddockError as exc:
+                self.send(Failed(type(exc).__name__, str(exc)))
+            except Exception as exc:
+                log.exception("engine request failed")
+                self.send(Failed("EngineError", f"the engine failed: {exc}"))
+
+    def _dispatch(self, request: Request) -> None:
+        if isinstance(request, Load):
+            self.send(Loaded(self._load(request.path, request.settings)))
+        elif isinstance(request, Unload):
+            self._unload()
+            self.send(Ok())
+        elif isinstance(request, Generate):
+            self.send(Done(self._generate(request)))
+        elif isinstance(request, CountTokens):
+            prompt = self._formatter().render(request.messages)
+            self.send(TokenCount(len(self._tokenize(prompt)), self.llm.n_ctx() if self.llm else 0))
+        else:
+            raise EngineError(f"unknown engine request {type(request).__name__}")
+
+    # -- load ------------------------------------------------------------------
+
+    def _unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.llm = None
+        self.info = None
+        self.formatter = None
+        self.loaded = None
+
+    def _load(self, path: str, settings: LoadSettings) -> LoadedModel:
+        from llama_cpp import Llama
+
+        info = read_gguf(path)  # raises InvalidModelError before llama.cpp sees the file
+        self._unload()
+        hw = hardware.detect()
+        shape = hardware.ModelShape(
+            weights_bytes=info.tensor_bytes or info.file_size,
+            n_layers=info.block_count,
+            n_head_kv=info.head_count_kv,
+            key_length=info.key_length,
+            value_length=info.value_length,
+            n_ctx_train=info.context_length,
+        )
+        plan = hardware.plan_load(shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
+        notices = list(plan.notices)
+        n_threads = settings.n_threads or hw.physical_cores
+        flash = settings.flash_attn
+        if flash is None:
+            # Quantized V cache needs flash attention; GPUs gain from it.
+            flash = settings.kv_cache_type != "f16" or plan.n_gpu_layers != 0
+        kwargs: dict[str, Any] = {
+            "model_path": str(info.path),
+            "n_ctx": plan.n_ctx,
+            "n_threads": n_threads,
+            "n_threads_batch": n_threads,
+            "n_batch": settings.n_batch,
+            "flash_attn": flash,
+            "type_k": GGML_TYPES[settings.kv_cache_type],
+            "type_v": GGML_TYPES[settings.kv_cache_type],
+            # Sliding-window models (Gemma 2/3, ...) keep a full-size cache so that a
+            # follow-up turn can reuse the whole prefix (otherwise llama.cpp drops
+            # positions outside the window and the prompt must be re-evaluated).
+            "swa_full": True,
+            "verbose": False,
+        }
+        started = time.perf_counter()
+        try:
+            llm = Llama(n_gpu_layers=plan.n_gpu_layers, **kwargs)
+            gpu_layers = plan.n_gpu_layers
+        except (ValueError, RuntimeError) as exc:
+            if plan.n_gpu_layers == 0:
+                raise ModelLoadError(
+                    f"llama.cpp could not load {info.path.name}: {exc}. The file may be damaged "
+                    "or use an architecture this version of llama.cpp does not support."
+                ) from exc
+            log.warning("GPU load failed (%s); retrying on the CPU", exc)
+            notices.append(f"Loading on the GPU failed ({exc}); the model runs on the CPU instead.")
+            try:
+                llm = Llama(n_gpu_layers=0, **kwargs)
+            except (ValueError, RuntimeError) as exc2:
+                raise ModelLoadError(f"llama.cpp could not load {info.path.name}: {exc2}") from exc2
+            gpu_layers = 0
+        load_s = time.perf_counter() - started
+        self._set_abort_callback(llm)
+        self.llm = llm
+        self.info = info
+        self.formatter = ChatFormatter(
+            info.chat_template,
+            _token_text(llm, llm.token_bos()),
+            _token_text(llm, llm.token_eos()),
+            bool(info.get("tokenizer.ggml.add_bos_token", True)),
+        )
+        if self.formatter.source == "fallback":
+            notices.append(FALLBACK_NOTICE)
+        backend = hw.backend if gpu_layers != 0 else "cpu"
+        self.loaded = LoadedModel(
+            path=str(info.path),
+            name=info.name,
+            architecture=info.architecture,
+            n_ctx=llm.n_ctx(),
+            n_ctx_train=info.context_length,
+            n_threads=n_threads,
+            n_gpu_layers=gpu_layers,
+            backend=backend,
+            template_source="gguf" if self.formatter.source == "gguf" else "fallback",
+            load_s=load_s,
+            notices=tuple(notices),
+        )
+        log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
+                 info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
+        return self.loaded
+
+    def _set_abort_callback(self, llm: Any) -> None:
+        """llama.cpp checks this between compute steps of ``llama_decode``."""
+        import llama_cpp
+        from llama_cpp import llama_cpp as lib
+
+        fn = lib._lib.llama_set_abort_callback
+        fn.argtypes = [ctypes.c_void_p, llama_cpp.ggml_abort_callback, ctypes.c_void_p]
+        fn.restype = None
+        cancel = self.cancel
+
+        @llama_cpp.ggml_abort_callback
+        def abort(_data: ctypes.c_void_p) -> bool:
+            return cancel.is_set()
+
+        self._callbacks.append(abort)
+        fn(llm._ctx.ctx, abort, None)
+
+    # -- generation ------------------------------------------------------------
+
+    def _formatter(self) -> ChatFormatter:
+        if self.llm is None or self.formatter is None:
+            raise EngineError("no model is loaded: choose a model first")
+        return self.formatter
+
+    def _tokenize(self, prompt: RenderedPrompt) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+        return tokens
+
+    def _fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[RenderedPrompt, list[int], int]:
+        """Render the conversation; drop the oldest turns (never the system prompt
+        or the newest message) until prompt + answer room fit the context."""
+        formatter = self._formatter()
+        n_ctx = self.llm.n_ctx()
+        reserve = max(1, min(max_tokens, n_ctx // 4))
+        msgs = list(messages)
+        dropped = 0
+        while True:
+            prompt = formatter.render(msgs)
+            tokens = self._tokenize(prompt)
+            if len(tokens) + reserve <= n_ctx:
+                return prompt, tokens, dropped
+            droppable = [i for i, m in enumerate(msgs[:-1]) if m.role != "system"]
+            if not droppable:
+                raise ContextOverflowError(
+                    f"this message needs {len(tokens)} tokens plus {reserve} for the answer, but the "
+                    f"model's context holds {n_ctx}: shorten it, or raise the context length in the "
+                    "model settings"
+                )
+            del msgs[droppable[0]]
+            dropped += 1
+
+    def _generate(self, req: Generate) -> GenerationResult:
+        import llama_cpp
+
+        llm = self.llm
+        if llm is None:
+            raise EngineError("no model is loaded: choose a model first")
+        params = req.params
+        notices: list[str] = []
+        if req.raw_prompt is not None:
+            bos = bool(self.info.get("tokenizer.ggml.add_bos_token", True)) if self.info else True
+            prompt = RenderedPrompt(req.raw_prompt, (), "raw", bos)
+            tokens = self._tokenize(prompt)
+            dropped = 0
+            if len(tokens) >= llm.n_ctx():
+                raise ContextOverflowError(
+                    f"the prompt is {len(tokens)} tokens but the model's context holds {llm.n_ctx()}"
+                )
+        else:
+            prompt, tokens, dropped = self._fit(req.messages, params.max_tokens)
+            if dropped:
+                notices.append(
+                    f"The {dropped} oldest message{'s' if dropped > 1 else ''} no longer fit the "
+                    f"{llm.n_ctx()}-token context and {'were' if dropped > 1 else 'was'} left out of this answer."
+                )
+        n_ctx = llm.n_ctx()
+        stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, n_ctx=n_ctx)
+        started = time.perf_counter()
+
+        # Reuse the KV cache for the longest common prefix with what is already evaluated.
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        reuse = min(prefix, len(tokens) - 1)
+        if reuse > 0 and llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
+            llm.n_tokens = reuse
+        else:
+            reuse = 0
+            llm.reset()
+        stats.prompt_reused = reuse
+        stats.prompt_evaluated = len(tokens) - reuse
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            # The last prompt token is always decoded on its own: a batched decode gives
+            # slightly different logits than a single-token one, and the first sampled
+            # token must not depend on how much of the prompt was cached (else a fixed
+            # seed would not reproduce an answer).
+            if len(tokens) - reuse > 1:
+                llm.eval(tokens[reuse:-1])
+            llm.eval(tokens[-1:])
+        except RuntimeError as exc:
+            if self.cancel.is_set():
+                stats.finish_reason = "cancelled"
+                stats.total_s = time.perf_counter() - started
+                return GenerationResult("", stats, tuple(notices))
+            raise EngineError(f"llama.cpp failed while reading the prompt: {exc}") from exc
+
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        llm.set_seed(seed)
+        stops = tuple(s for s in prompt.stops if s)
+        max_stop = max((len(s) for s in stops), default=0)
+        emitted = ""  # text already sent
+        pending = ""  # text held back: it may be the start of a stop string
+        vocab = llm._model.vocab
+        chat = req.raw_prompt is None
+        first_token_at: float | None = None
+        n_generated = 0
+        finish = "length"
+        gen = llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        while True:
+            if self.cancel.is_set():
+                finish = "cancelled"
+                break
+            if n_generated >= params.max_tokens:
+                finish = "length"
+                break
+            if llm.n_tokens >= n_ctx - 1:
+                finish = "context_full"
+                notices.append("The answer reached the end of the model's context and was cut there.")
+                break
+            try:
+                token = next(gen)
+            except StopIteration:
+                finish = "stop"
+                break
+            except RuntimeError as exc:
+                if self.cancel.is_set():
+                    finish = "cancelled"
+                    break
+                raise EngineError(f"llama.cpp failed while generating: {exc}") from exc
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            n_generated += 1
+            pending += decoder.decode(llm._model.detokenize([token]))
+            if not emitted and chat:
+                pending = pending.lstrip()  # "Answer: The" -> "The"
+                # a base model may restate the transcript's answer marker first
+                if any(p.startswith(pending) for p in prompt.strip_prefixes):
+                    continue
+                for p in prompt.strip_prefixes:
+                    if pending.startswith(p):
+                        pending = pending[len(p) :].lstrip()
+                if not pending:
+                    continue
+            if stops:
+                window = emitted[-max_stop:] + pending
+                hit = min((i for i in (window.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    keep = hit - len(emitted[-max_stop:])
+                    pending = pending[: max(0, keep)]
+                    finish = "stop"
+                    break
+                hold = _stop_prefix_len(pending, stops)
+            else:
+                hold = 0
+            if chat:
+                # Trailing white space waits for more text: an answer never ends in "\n".
+                head = pending[: len(pending) - hold]
+                hold += len(head) - len(head.rstrip())
+            out, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
+            if out:
+                emitted += out
+                self.send(Chunk(out))
+        gen.close()
+        pending += decoder.decode(b"", final=True)
+        if chat:
+            pending = pending.rstrip()
+        if pending:  # held-back text that turned out not to start a stop string
+            emitted += pending
+            self.send(Chunk(pending))
+        ended = time.perf_counter()
+        stats.completion_tokens = n_generated
+        stats.finish_reason = finish
+        stats.total_s = ended - started
+        if first_token_at is not None:
+            stats.ttft_s = first_token_at - started
+            decode_s = ended - first_token_at
+            stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
+        return GenerationResult(emitted, stats, tuple(notices))
+
+
+def _token_text(llm: Any, token: int) -> str:
+    return llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could begin a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+def serve(conn: Connection) -> None:
+    """Entry point of the engine process."""
+    EngineHost(conn).run()

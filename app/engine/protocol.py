@@ -1,0 +1,107 @@
+"""The typed messages between Paddock and its engine child process.
+
+Requests go parent -> child; events come back child -> parent.  All are small
+picklable dataclasses sent over a ``multiprocessing`` pipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams
+
+# -- requests ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    path: str
+    settings: LoadSettings
+
+
+@dataclass(frozen=True)
+class Unload:
+    pass
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Chat generation; or, with ``raw_prompt``, plain completion of that text."""
+
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams
+    raw_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class CountTokens:
+    """How many tokens ``messages`` take once rendered with the chat template."""
+
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+Request = Load | Unload | Generate | Cancel | CountTokens | Shutdown
+
+# -- events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The child is up; llama.cpp's system info and backend."""
+
+    system_info: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model: LoadedModel
+
+
+@dataclass(frozen=True)
+class Ok:
+    pass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    result: GenerationResult
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    n_tokens: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A request failed; ``kind`` names the :mod:`app.errors` class to raise in the parent."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    level: int
+    name: str
+    message: str
+
+
+Event = Ready | Loaded | Ok | Chunk | Done | TokenCount | Failed | LogRecord

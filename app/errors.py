@@ -1,0 +1,58 @@
+"""Paddock's error types.
+
+Every error a user can meet is a :class:`PaddockError` whose ``str()`` is a
+sentence the user can act on.  The UI translates them into messages in one
+place; anything else that escapes is a bug and is reported as such.
+"""
+
+from __future__ import annotations
+
+
+class PaddockError(Exception):
+    """Base class: ``str(error)`` is the user-facing message."""
+
+
+class InvalidModelError(PaddockError):
+    """The file is not a usable GGUF model (checked before llama.cpp sees it)."""
+
+
+class ModelNotFoundError(PaddockError):
+    """No model with that path or library id."""
+
+
+class EngineError(PaddockError):
+    """llama.cpp reported a failure (load, decode) inside the engine process."""
+
+
+class EngineCrashedError(EngineError):
+    """The engine process died (segfault, abort, killed, out of memory).
+
+    Attributes:
+        partial_text: everything generated before the crash.
+        exitcode: the child's exit code (negative: killed by that signal).
+    """
+
+    def __init__(self, message: str, partial_text: str = "", exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+        self.exitcode = exitcode
+
+
+class ModelLoadError(EngineError):
+    """llama.cpp could not load the model."""
+
+
+class ContextOverflowError(PaddockError):
+    """The request cannot fit the model's context even after dropping history."""
+
+
+class TemplateError(PaddockError):
+    """The model's chat template failed to render (or tried to leave the sandbox)."""
+
+
+class StoreError(PaddockError):
+    """The chat database cannot be used."""
+
+
+class NewerDatabaseError(StoreError):
+    """The database was written by a newer Paddock; it is left untouched."""

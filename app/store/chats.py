@@ -1,0 +1,391 @@
+"""Conversations and messages in SQLite.
+
+An assistant answer is inserted with status ``streaming`` before the first
+token and rewritten as it grows, so a crash of the app or the engine keeps what
+was generated; at the next start, answers still marked ``streaming`` become
+``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.engine.types import ChatMessage, GenerationStats, Role, SamplingParams
+from app.errors import StoreError
+from app.store.db import Database, Migration
+
+MessageStatus = Literal["complete", "streaming", "interrupted", "error"]
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL DEFAULT 'New chat',
+            model TEXT,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            sampling TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'streaming', 'interrupted', 'error')),
+            error TEXT,
+            model TEXT,
+            stats TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX messages_by_conversation ON messages(conversation_id, id)")
+    conn.execute("CREATE INDEX conversations_by_use ON conversations(updated_at DESC)")
+    conn.execute(
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    )
+    # Full-text search over message content for the sidebar's search box.
+    conn.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id')"
+    )
+    conn.execute(
+        """CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END"""
+    )
+    conn.execute(
+        """CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        END"""
+    )
+    conn.execute(
+        """CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1]
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    model: str | None
+    system_prompt: str
+    sampling: SamplingParams
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: Role
+    content: str
+    status: MessageStatus
+    error: str | None
+    model: str | None
+    stats: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def as_chat(self) -> ChatMessage:
+        return ChatMessage(self.role, self.content)
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model=row["model"],
+        system_prompt=row["system_prompt"],
+        sampling=SamplingParams.from_dict(json.loads(row["sampling"] or "{}")),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        status=row["status"],
+        error=row["error"],
+        model=row["model"],
+        stats=json.loads(row["stats"]) if row["stats"] else {},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class ChatStore:
+    """CRUD for conversations and messages.  Thread-safe (one lock in :class:`Database`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path, MIGRATIONS)
+        self.interrupted_on_open = self._recover_streaming()
+
+    @property
+    def recovery_notice(self) -> str | None:
+        return self.db.recovery_notice
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _recover_streaming(self) -> int:
+        """Answers left ``streaming`` by a crash become ``interrupted`` (text kept)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE messages SET status = 'interrupted', "
+                "error = COALESCE(error, 'Paddock stopped before this answer finished') "
+                "WHERE status = 'streaming'"
+            )
+            return cur.rowcount
+
+    # -- conversations ---------------------------------------------------------
+
+    def create_conversation(
+        self,
+        title: str = "New chat",
+        model: str | None = None,
+        system_prompt: str = "",
+        sampling: SamplingParams | None = None,
+    ) -> Conversation:
+        now = time.time()
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO conversations (title, model, system_prompt, sampling, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps((sampling or SamplingParams()).to_dict()), now, now),
+            )
+            conv_id = int(cur.lastrowid or 0)
+        return self.conversation(conv_id)
+
+    def conversation(self, conv_id: int) -> Conversation:
+        rows = self.db.query("SELECT * FROM conversations WHERE id = ?", (conv_id,))
+        if not rows:
+            raise StoreError(f"conversation {conv_id} does not exist")
+        return _conversation(rows[0])
+
+    def conversations(self, search: str = "") -> list[Conversation]:
+        """Most recently used first; ``search`` matches titles and message text."""
+        if not search.strip():
+            rows = self.db.query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
+            return [_conversation(r) for r in rows]
+        like = f"%{search.strip()}%"
+        fts = _fts_query(search)
+        sql = (
+            "SELECT * FROM conversations WHERE title LIKE ? "
+            "OR id IN (SELECT conversation_id FROM messages WHERE id IN "
+            "(SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)) "
+            "ORDER BY updated_at DESC, id DESC"
+        )
+        return [_conversation(r) for r in self.db.query(sql, (like, fts))]
+
+    def update_conversation(self, conv_id: int, **changes: Any) -> Conversation:
+        allowed = {"title", "model", "system_prompt", "sampling"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown conversation fields: {sorted(unknown)}")
+        if "sampling" in changes and isinstance(changes["sampling"], SamplingParams):
+            changes["sampling"] = json.dumps(changes["sampling"].to_dict())
+        if changes:
+            cols = ", ".join(f"{k} = ?" for k in changes)
+            with self.db.transaction() as conn:
+                conn.execute(
+                    f"UPDATE conversations SET {cols}, updated_at = ? WHERE id = ?",
+                    (*changes.values(), time.time(), conv_id),
+                )
+        return self.conversation(conv_id)
+
+    def delete_conversation(self, conv_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+
+    def touch(self, conv_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conv_id))
+
+    # -- messages --------------------------------------------------------------
+
+    def messages(self, conv_id: int) -> list[Message]:
+        rows = self.db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conv_id,))
+        return [_message(r) for r in rows]
+
+    def message(self, message_id: int) -> Message:
+        rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise StoreError(f"message {message_id} does not exist")
+        return _message(rows[0])
+
+    def add_message(
+        self,
+        conv_id: int,
+        role: Role,
+        content: str,
+        status: MessageStatus = "complete",
+        model: str | None = None,
+    ) -> Message:
+        now = time.time()
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, role, content, status, model, now, now),
+            )
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id))
+            message_id = int(cur.lastrowid or 0)
+        return self.message(message_id)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str | None = None,
+        status: MessageStatus | None = None,
+        error: str | None = None,
+        stats: GenerationStats | dict[str, Any] | None = None,
+    ) -> None:
+        sets: list[str] = ["updated_at = ?"]
+        params: list[object] = [time.time()]
+        if content is not None:
+            sets.append("content = ?")
+            params.append(content)
+        if status is not None:
+            sets.append("status = ?")
+            params.append(status)
+            if status == "complete":
+                sets.append("error = NULL")
+        if error is not None:
+            sets.append("error = ?")
+            params.append(error)
+        if stats is not None:
+            sets.append("stats = ?")
+            params.append(json.dumps(stats.to_dict() if isinstance(stats, GenerationStats) else stats))
+        params.append(message_id)
+        with self.db.transaction() as conn:
+            conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
+
+    def delete_messages_from(self, message_id: int) -> None:
+        """Delete a message and everything after it in its conversation (edit / regenerate)."""
+        msg = self.message(message_id)
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (msg.conversation_id, message_id)
+            )
+
+    # -- settings --------------------------------------------------------------
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        rows = self.db.query("SELECT value FROM settings WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    # -- export / import -------------------------------------------------------
+
+    def export_json(self, conv_id: int) -> dict[str, Any]:
+        conv = self.conversation(conv_id)
+        return {
+            "format": "paddock-conversation",
+            "version": 1,
+            "title": conv.title,
+            "model": conv.model,
+            "system_prompt": conv.system_prompt,
+            "sampling": conv.sampling.to_dict(),
+            "created_at": conv.created_at,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "model": m.model,
+                    "stats": m.stats,
+                    "created_at": m.created_at,
+                }
+                for m in self.messages(conv_id)
+            ],
+        }
+
+    def export_markdown(self, conv_id: int) -> str:
+        conv = self.conversation(conv_id)
+        lines = [f"# {conv.title}", ""]
+        if conv.model:
+            lines += [f"*Model: {Path(conv.model).name}*", ""]
+        if conv.system_prompt:
+            lines += ["**System prompt:**", "", conv.system_prompt, ""]
+        for m in self.messages(conv_id):
+            label = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
+            suffix = "" if m.status == "complete" else f" *({m.status})*"
+            lines += [f"## {label}{suffix}", "", m.content, ""]
+        return "\n".join(lines)
+
+    def import_json(self, data: dict[str, Any]) -> Conversation:
+        """Create a conversation from :meth:`export_json` output.
+
+        Raises:
+            StoreError: the data is not a Paddock conversation export.
+        """
+        if not isinstance(data, dict) or data.get("format") != "paddock-conversation":
+            raise StoreError("this file is not a Paddock conversation export")
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            raise StoreError("the conversation export has no message list")
+        now = time.time()
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO conversations (title, model, system_prompt, sampling, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    str(data.get("title") or "Imported chat"),
+                    data.get("model"),
+                    str(data.get("system_prompt") or ""),
+                    json.dumps(SamplingParams.from_dict(data.get("sampling")).to_dict()),
+                    float(data.get("created_at") or now),
+                    now,
+                ),
+            )
+            conv_id = int(cur.lastrowid or 0)
+            for m in messages:
+                role = m.get("role")
+                status = m.get("status", "complete")
+                if role not in ("system", "user", "assistant"):
+                    raise StoreError(f"the conversation export has a message with role {role!r}")
+                if status not in ("complete", "interrupted", "error"):
+                    status = "interrupted"
+                conn.execute(
+                    "INSERT INTO messages (conversation_id, role, content, status, model, stats, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conv_id, role, str(m.get("content", "")), status, m.get("model"),
+                        json.dumps(m.get("stats") or {}), float(m.get("created_at") or now), now,
+                    ),
+                )
+        return self.conversation(conv_id)
+
+
+def _fts_query(text: str) -> str:
+    """User text as an FTS5 query: each word a quoted prefix term (no FTS syntax injection)."""
+    words = [w.replace('"', '""') for w in text.split() if w.strip()]
+    return " ".join(f'"{w}"*' for w in words) or '""'

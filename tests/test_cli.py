@@ -1,0 +1,73 @@
+"""``paddock`` as a user runs it: a real process, the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import __version__
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version() -> None:
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"paddock {__version__}"
+
+
+def test_chat_json_answers_paris(test_model: Path) -> None:
+    out = run("chat", "--model", str(test_model), "--json", "--temperature", "0", "--ctx", "2048",
+              "The capital of France is")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert "Paris" in data["text"]
+    for key in ("text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s", "load_s", "backend"):
+        assert key in data
+    assert data["backend"] == "cpu"
+    assert data["completion_tokens"] > 0
+    assert data["tokens_per_s"] > 0
+    assert data["load_s"] > 0
+
+
+def test_chat_streams_plain_text(test_model: Path) -> None:
+    out = run("chat", "--model", str(test_model), "--temperature", "0", "--ctx", "2048",
+              "What is the capital of France?")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+    assert "no chat template" in out.stderr  # the fallback is told to the user
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world", b"GGUF\x03\x00\x00\x00"])
+def test_bad_model_is_one_line_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    out = run("chat", "--model", str(bad), "hi")
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("paddock: error: not a valid GGUF model")
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_model_is_one_line_error(tmp_path: Path) -> None:
+    out = run("chat", "--model", str(tmp_path / "nope.gguf"), "hi")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0
+    assert "model not found" in out.stderr
+
+
+def test_model_by_name_from_library(test_model: Path, paddock_home: Path) -> None:
+    models = paddock_home / "data" / "models"
+    models.mkdir(parents=True)
+    (models / "gemma-test.gguf").symlink_to(test_model)
+    out = run("chat", "--model", "gemma-test", "--json", "--temperature", "0", "--max-tokens", "8",
+              "What is the capital of France?")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in json.loads(out.stdout)["text"]

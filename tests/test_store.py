@@ -1,0 +1,178 @@
+"""The chat database: real SQLite files, real crashes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from app.engine.types import SamplingParams
+from app.errors import NewerDatabaseError, StoreError
+from app.store.chats import MIGRATIONS, ChatStore
+from app.store.db import Database
+
+
+def test_pragmas_and_schema(tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    conn = store.db.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.version == len(MIGRATIONS)
+
+
+def test_conversation_round_trip_and_search(tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    conv = store.create_conversation("Trip planning", system_prompt="Be brief.",
+                                     sampling=SamplingParams(temperature=0.2, seed=7))
+    store.add_message(conv.id, "user", "Where is the Louvre?")
+    answer = store.add_message(conv.id, "assistant", "", status="streaming")
+    store.update_message(answer.id, content="In Paris", status="complete")
+    other = store.create_conversation("Recipes")
+    store.add_message(other.id, "user", "How long to boil an egg?")
+
+    again = store.conversation(conv.id)
+    assert again.sampling.temperature == 0.2
+    assert again.sampling.seed == 7
+    assert [m.content for m in store.messages(conv.id)] == ["Where is the Louvre?", "In Paris"]
+    assert [c.title for c in store.conversations("louvre")] == ["Trip planning"]
+    assert [c.title for c in store.conversations("recip")] == ["Recipes"]
+    assert [c.title for c in store.conversations("egg")] == ["Recipes"]
+    assert store.conversations('"; DROP TABLE messages; --') == []
+    # most recently used first
+    assert [c.title for c in store.conversations()] == ["Recipes", "Trip planning"]
+    store.delete_conversation(conv.id)
+    assert store.db.query("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conv.id,))[0][0] == 0
+
+
+def test_delete_from_for_edit_and_regenerate(tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "c.sqlite3")
+    conv = store.create_conversation()
+    ids = [store.add_message(conv.id, r, t).id for r, t in
+           [("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")]]
+    store.delete_messages_from(ids[2])
+    assert [m.content for m in store.messages(conv.id)] == ["a", "b"]
+
+
+def test_streaming_answer_left_by_a_crash_becomes_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    store = ChatStore(path)
+    conv = store.create_conversation()
+    msg = store.add_message(conv.id, "assistant", "partial text", status="streaming")
+    store.close()
+    reopened = ChatStore(path)
+    assert reopened.interrupted_on_open == 1
+    m = reopened.message(msg.id)
+    assert m.status == "interrupted"
+    assert m.content == "partial text"
+
+
+def test_export_import_round_trip(tmp_path: Path) -> None:
+    store = ChatStore(tmp_path / "c.sqlite3")
+    conv = store.create_conversation("Export me", model="/m/x.gguf", system_prompt="sys")
+    store.add_message(conv.id, "user", "hello")
+    store.add_message(conv.id, "assistant", "```python\nprint(1)\n```")
+    data = store.export_json(conv.id)
+    copy = store.import_json(data)
+    assert copy.id != conv.id
+    assert copy.title == "Export me"
+    assert copy.system_prompt == "sys"
+    assert [(m.role, m.content) for m in store.messages(copy.id)] == [
+        (m.role, m.content) for m in store.messages(conv.id)
+    ]
+    md = store.export_markdown(conv.id)
+    assert md.startswith("# Export me")
+    assert "## You" in md
+    assert "print(1)" in md
+    with pytest.raises(StoreError, match="not a Paddock conversation"):
+        store.import_json({"hello": 1})
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    ChatStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(NewerDatabaseError, match="newer version of Paddock"):
+        ChatStore(path)
+    assert path.read_bytes() == before
+
+
+def test_failing_migration_rolls_back_after_backup(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    store = ChatStore(path)
+    conv = store.create_conversation("keep me")
+    store.add_message(conv.id, "user", "precious")
+    store.close()
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE messages ADD COLUMN extra TEXT")
+        conn.execute("THIS IS NOT SQL")
+
+    with pytest.raises(StoreError):
+        Database(path, [*MIGRATIONS, broken])
+    backup = path.with_name(path.name + f".bak-v{len(MIGRATIONS)}")
+    assert backup.exists()
+    reopened = ChatStore(path)
+    assert reopened.db.version == len(MIGRATIONS)
+    cols = [r[1] for r in reopened.db.query("PRAGMA table_info(messages)")]
+    assert "extra" not in cols  # the half-done migration was rolled back
+    assert reopened.messages(conv.id)[0].content == "precious"
+
+
+def test_corrupt_database_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not a database at all" * 100)
+    store = ChatStore(path)
+    assert store.recovery_notice is not None
+    assert "moved to" in store.recovery_notice
+    assert list(tmp_path.glob("c.sqlite3.corrupt-*"))
+    conv = store.create_conversation("fresh")
+    assert store.conversation(conv.id).title == "fresh"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from app.store.chats import ChatStore
+    store = ChatStore(__import__("pathlib").Path(sys.argv[1]))
+    conv = store.create_conversation("crash test")
+    answer = store.add_message(conv.id, "assistant", "", status="streaming")
+    text = ""
+    i = 0
+    while True:
+        m = store.add_message(conv.id, "user", f"message {i}")
+        text += f"token{i} "
+        store.update_message(answer.id, content=text)
+        print(m.id, flush=True)  # printed only after the commit returned
+        i += 1
+    """
+)
+
+
+def test_killed_during_writes_keeps_every_committed_message(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout is not None
+    committed = []
+    for line in proc.stdout:
+        committed.append(int(line))
+        if len(committed) >= 200:
+            break
+    proc.kill()
+    proc.wait()
+    store = ChatStore(path)
+    assert store.db.integrity_check() == "ok"
+    present = {r[0] for r in store.db.query("SELECT id FROM messages")}
+    assert set(committed) <= present
+    streamed = next(m for m in store.messages(1) if m.role == "assistant")
+    assert streamed.status == "interrupted"
+    assert streamed.content.count("token") >= 200
