@@ -1,0 +1,264 @@
+"""The conversation view: one widget per message, driven by :class:`MessageListModel`.
+
+Streaming stays cheap at any answer length: new text is appended to the end of
+the document (work proportional to the new text), and the whole message is
+re-rendered as Markdown at most four times a second and once at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QTextCursor
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.itemmodels import MessageListModel, MsgRole
+from app.ui.markdown import COPY_SCHEME, MarkdownRenderer
+
+RENDER_INTERVAL_MS = 250
+
+
+class SafeTextBrowser(QTextBrowser):
+    """A rich-text view that never loads anything: no remote or local resources."""
+
+    def loadResource(self, kind: int, name: QUrl | str) -> Any:
+        return None
+
+
+class MessageWidget(QFrame):
+    """One message.
+
+    Signals:
+        copyRequested(str), editRequested(int), regenerateRequested(), linkActivated(QUrl)
+    """
+
+    editRequested = Signal(int)
+    regenerateRequested = Signal()
+
+    def __init__(self, renderer: MarkdownRenderer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.renderer = renderer
+        self.message_id = -1
+        self.role = "user"
+        self.text = ""
+        self.code_blocks: tuple[str, ...] = ()
+        self.streaming = False
+        self._rendered_text: str | None = None
+        self.setObjectName("message")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        layout.setSpacing(4)
+        self.header = QLabel()
+        self.header.setObjectName("messageHeader")
+        layout.addWidget(self.header)
+        self.body = SafeTextBrowser()
+        self.body.setObjectName("messageBody")
+        self.body.setOpenLinks(False)
+        self.body.setOpenExternalLinks(False)
+        self.body.setFrameShape(QFrame.Shape.NoFrame)
+        self.body.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.body.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.body.document().setDocumentMargin(2)
+        self.body.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self.body.anchorClicked.connect(self._on_anchor)
+        layout.addWidget(self.body)
+        self.error = QLabel()
+        self.error.setObjectName("messageError")
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()
+        layout.addWidget(self.error)
+        actions = QHBoxLayout()
+        actions.setSpacing(6)
+        self.copy_button = _small_button("Copy", "Copy this message")
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
+        self.edit_button = _small_button("Edit", "Edit this message and send it again")
+        self.edit_button.clicked.connect(lambda: self.editRequested.emit(self.message_id))
+        self.regen_button = _small_button("Regenerate", "Answer this again")
+        self.regen_button.clicked.connect(self.regenerateRequested.emit)
+        for b in (self.copy_button, self.edit_button, self.regen_button):
+            actions.addWidget(b)
+        actions.addStretch(1)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("messageStats")
+        actions.addWidget(self.stats_label)
+        layout.addLayout(actions)
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(RENDER_INTERVAL_MS)
+        self._render_timer.timeout.connect(self._render)
+
+    # -- content ---------------------------------------------------------------
+
+    def set_message(self, index: QModelIndex | QPersistentModelIndex, is_last: bool) -> None:
+        self.message_id = int(index.data(MsgRole.Id))
+        self.role = str(index.data(MsgRole.Role))
+        status = str(index.data(MsgRole.Status))
+        error = index.data(MsgRole.Error)
+        stats = index.data(MsgRole.Stats) or {}
+        self.setProperty("role", self.role)
+        self.streaming = status == "streaming"
+        label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(self.role, self.role)
+        suffix = {"interrupted": " · interrupted", "error": " · failed", "streaming": " · writing…"}.get(status, "")
+        self.header.setText(f"<b>{label}</b><span style='color:gray'>{suffix}</span>")
+        self.edit_button.setVisible(self.role == "user" and not self.streaming)
+        self.regen_button.setVisible(self.role == "assistant" and is_last and not self.streaming)
+        self.copy_button.setVisible(not self.streaming)
+        if error and status in ("error", "interrupted") and error != "Stopped":
+            self.error.setText(str(error))
+            self.error.show()
+        else:
+            self.error.hide()
+        if stats.get("completion_tokens"):
+            self.stats_label.setText(
+                f"{stats['completion_tokens']} tokens · {stats.get('tokens_per_s', 0):.1f} tok/s · "
+                f"first token {stats.get('ttft_s', 0):.2f}s"
+            )
+        else:
+            self.stats_label.setText("")
+        self.set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
+        if not self.streaming:
+            self._render()
+
+    def set_text(self, text: str) -> None:
+        if text == self.text:
+            return
+        if self.streaming and text.startswith(self.text) and self._rendered_text is not None:
+            # cheap path: append the new text now, format it at the next render
+            cursor = QTextCursor(self.body.document())
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(text[len(self.text) :])
+            self.text = text
+            if not self._render_timer.isActive():
+                self._render_timer.start()
+            return
+        self.text = text
+        self._render()
+
+    def _render(self) -> None:
+        self._render_timer.stop()
+        if self._rendered_text == self.text:
+            return
+        if self.role == "user":
+            # what the user typed is shown as typed (no Markdown surprises)
+            self.body.setPlainText(self.text)
+            self.code_blocks = ()
+        else:
+            rendered = self.renderer.render(self.text or ("…" if self.streaming else ""))
+            self.code_blocks = rendered.code_blocks
+            self.body.setHtml(rendered.html)
+        self._rendered_text = self.text
+
+    def _fit_height(self) -> None:
+        height = int(self.body.document().size().height()) + 4
+        if self.body.height() != height:
+            self.body.setFixedHeight(height)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def _on_anchor(self, url: QUrl) -> None:
+        if url.scheme() == COPY_SCHEME:
+            number = int(url.path() or -1)
+            if 0 <= number < len(self.code_blocks):
+                QGuiApplication.clipboard().setText(self.code_blocks[number])
+            return
+        if url.scheme() not in ("http", "https", "mailto"):
+            return
+        answer = QMessageBox.question(
+            self, "Open link?", f"Open this link in your web browser?\n\n{url.toString()}",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            QDesktopServices.openUrl(url)
+
+
+def _small_button(text: str, tip: str) -> QPushButton:
+    button = QPushButton(text)
+    button.setObjectName("smallButton")
+    button.setToolTip(tip)
+    button.setFlat(True)
+    button.setCursor(Qt.CursorShape.PointingHandCursor)
+    return button
+
+
+class ChatView(QScrollArea):
+    """Scrollable column of :class:`MessageWidget`, kept in sync with the model.
+
+    Signals:
+        editRequested(int): the user wants to edit that message.
+        regenerateRequested(): the user wants the last answer again.
+    """
+
+    editRequested = Signal(int)
+    regenerateRequested = Signal()
+
+    def __init__(self, model: MessageListModel, dark: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.renderer = MarkdownRenderer(dark=dark)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.container = QWidget()
+        self.container.setObjectName("chatContainer")
+        self.column = QVBoxLayout(self.container)
+        self.column.setContentsMargins(16, 12, 16, 12)
+        self.column.setSpacing(8)
+        self.column.addStretch(1)
+        self.setWidget(self.container)
+        self.widgets: list[MessageWidget] = []
+        self._stick_to_bottom = True
+        self.verticalScrollBar().valueChanged.connect(self._on_scroll)
+        self.verticalScrollBar().rangeChanged.connect(self._on_range)
+        model.modelReset.connect(self._rebuild)
+        model.rowsInserted.connect(lambda *_: self._rebuild())
+        model.rowsRemoved.connect(lambda *_: self._rebuild())
+        model.dataChanged.connect(self._on_data_changed)
+
+    def _rebuild(self) -> None:
+        for w in self.widgets:
+            self.column.removeWidget(w)
+            w.deleteLater()
+        self.widgets = []
+        rows = self.model.rowCount()
+        for row in range(rows):
+            w = MessageWidget(self.renderer)
+            w.editRequested.connect(self.editRequested)
+            w.regenerateRequested.connect(self.regenerateRequested)
+            self.column.insertWidget(self.column.count() - 1, w)
+            w.set_message(self.model.index(row), row == rows - 1)
+            self.widgets.append(w)
+        self._stick_to_bottom = True
+
+    def _on_data_changed(self, top: QModelIndex, bottom: QModelIndex, roles: list[int] | None = None) -> None:
+        rows = self.model.rowCount()
+        for row in range(top.row(), bottom.row() + 1):
+            if 0 <= row < len(self.widgets):
+                index = self.model.index(row)
+                if roles == [Qt.ItemDataRole.DisplayRole]:
+                    self.widgets[row].set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
+                else:
+                    self.widgets[row].set_message(index, row == rows - 1)
+
+    def _on_scroll(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._stick_to_bottom = value >= bar.maximum() - 24
+
+    def _on_range(self, _min: int, maximum: int) -> None:
+        if self._stick_to_bottom:
+            self.verticalScrollBar().setValue(maximum)

@@ -1,0 +1,283 @@
+"""The chat controller: the bridge between the widgets and the core.
+
+Owns the generation worker.  A turn runs on a Python thread: it loads the
+conversation's model if needed, streams the answer from the engine process,
+writes it to SQLite as it grows (every half second, and at the end), and
+reports back through Qt signals, which Qt delivers on the GUI thread.  Text
+reaches the GUI batched at display rate (about 30 Hz), never per token.
+
+No widgets here: the window connects to the signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.engine.client import Engine
+from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
+from app.errors import EngineCrashedError, PaddockError
+from app.store.chats import ChatStore, Conversation, MessageStatus
+
+log = logging.getLogger(__name__)
+
+DISPLAY_INTERVAL_S = 1 / 30  # text is pushed to the GUI at most this often
+SAVE_INTERVAL_S = 0.5  # the growing answer is written to SQLite at most this often
+
+
+@dataclass
+class ActiveStream:
+    conv_id: int
+    message_id: int
+    text: str = ""
+    cancel_requested: bool = False
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class ChatController(QObject):
+    """Runs chat turns off the GUI thread.
+
+    Signals:
+        conversationsChanged(): the list (titles, order) changed.
+        messagesChanged(int): messages of that conversation were added or removed.
+        streamStarted(int, int): (conversation id, assistant message id).
+        streamText(int, int, str): text appended to the answer (batched).
+        streamFinished(int, int, str, str, dict): (conv, message, status, error, stats).
+        modelLoading(str): a model starts loading (its path).
+        modelLoaded(object): the :class:`LoadedModel`.
+        modelFailed(str): loading failed, with a message for the user.
+        notice(str): something the user should know (context trimmed, template fallback...).
+        busyChanged(bool): a turn started or ended.
+    """
+
+    conversationsChanged = Signal()
+    messagesChanged = Signal(int)
+    streamStarted = Signal(int, int)
+    streamText = Signal(int, int, str)
+    streamFinished = Signal(int, int, str, str, dict)
+    modelLoading = Signal(str)
+    modelLoaded = Signal(object)
+    modelFailed = Signal(str)
+    notice = Signal(str)
+    busyChanged = Signal(bool)
+
+    def __init__(self, store: ChatStore, engine: Engine, load_settings: LoadSettings | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.engine = engine
+        self.load_settings = load_settings or LoadSettings()
+        self.active: ActiveStream | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.active is not None
+
+    def live_text(self, message_id: int) -> str | None:
+        """The current text of an answer still streaming (fresher than SQLite)."""
+        active = self.active
+        return active.text if active is not None and active.message_id == message_id else None
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self.engine.loaded
+
+    # -- conversations ---------------------------------------------------------
+
+    def new_conversation(self, model: str | None = None) -> Conversation:
+        default_system = self.store.get_setting("default_system_prompt", "")
+        sampling = SamplingParams.from_dict(self.store.get_setting("default_sampling"))
+        conv = self.store.create_conversation(model=model, system_prompt=default_system, sampling=sampling)
+        self.conversationsChanged.emit()
+        return conv
+
+    def rename(self, conv_id: int, title: str) -> None:
+        self.store.update_conversation(conv_id, title=title.strip() or "New chat")
+        self.conversationsChanged.emit()
+
+    def delete(self, conv_id: int) -> None:
+        if self.active is not None and self.active.conv_id == conv_id:
+            self.stop()
+            self.wait()
+        self.store.delete_conversation(conv_id)
+        self.conversationsChanged.emit()
+
+    # -- turns -----------------------------------------------------------------
+
+    def send(self, conv_id: int, text: str) -> None:
+        """Add the user's message and generate an answer.
+
+        Raises:
+            PaddockError: a turn is already running, or the conversation has no model.
+        """
+        text = text.strip()
+        if not text:
+            return
+        conv = self._check_can_start(conv_id)
+        self.store.add_message(conv_id, "user", text)
+        if conv.title == "New chat":
+            self.store.update_conversation(conv_id, title=_title_from(text))
+        self.conversationsChanged.emit()
+        self._start_turn(conv)
+
+    def regenerate(self, conv_id: int) -> None:
+        """Replace the last answer with a new one."""
+        conv = self._check_can_start(conv_id)
+        messages = self.store.messages(conv_id)
+        if not messages:
+            return
+        if messages[-1].role == "assistant":
+            self.store.delete_messages_from(messages[-1].id)
+        self._start_turn(conv)
+
+    def edit_and_resend(self, message_id: int, new_text: str) -> None:
+        """Replace a user message (and everything after it) and answer again."""
+        msg = self.store.message(message_id)
+        conv = self._check_can_start(msg.conversation_id)
+        self.store.delete_messages_from(message_id)
+        self.store.add_message(msg.conversation_id, "user", new_text.strip())
+        self._start_turn(conv)
+
+    def stop(self) -> None:
+        active = self.active
+        if active is not None:
+            active.cancel_requested = True
+            self.engine.cancel()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Join the worker (used at shutdown and by tests)."""
+        active = self.active
+        if active is not None and active.thread is not None:
+            active.thread.join(timeout)
+
+    def load_model(self, path: str) -> None:
+        """Load a model in the background (progress through the model* signals)."""
+        if self.busy:
+            raise PaddockError("wait for the current answer to finish, or stop it, before switching models")
+        thread = threading.Thread(target=self._load_worker, args=(path,), name="model-load", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def shutdown(self) -> None:
+        self.stop()
+        self.wait(10)
+        for thread in self._threads:
+            thread.join(10)
+        self.engine.close()
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_can_start(self, conv_id: int) -> Conversation:
+        if self.active is not None:
+            raise PaddockError("Paddock is still answering: stop that answer first")
+        conv = self.store.conversation(conv_id)
+        if not conv.model:
+            raise PaddockError("choose a model for this chat first (the model menu above the chat)")
+        return conv
+
+    def _start_turn(self, conv: Conversation) -> None:
+        answer = self.store.add_message(conv.id, "assistant", "", status="streaming", model=conv.model)
+        active = ActiveStream(conv.id, answer.id)
+        with self._lock:
+            self.active = active
+        self.messagesChanged.emit(conv.id)
+        self.busyChanged.emit(True)
+        self.streamStarted.emit(conv.id, answer.id)
+        thread = threading.Thread(target=self._turn_worker, args=(conv, active), name="chat-turn", daemon=True)
+        active.thread = thread
+        thread.start()
+
+    def _ensure_model(self, path: str) -> LoadedModel:
+        loaded = self.engine.loaded
+        if loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
+            return loaded
+        self.modelLoading.emit(path)
+        loaded = self.engine.load(path, self.load_settings)
+        self.modelLoaded.emit(loaded)
+        for n in loaded.notices:
+            self.notice.emit(n)
+        return loaded
+
+    def _load_worker(self, path: str) -> None:
+        try:
+            self._ensure_model(path)
+        except PaddockError as exc:
+            self.modelFailed.emit(str(exc))
+        except Exception as exc:
+            log.exception("model load failed")
+            self.modelFailed.emit(f"Unexpected error while loading the model: {exc}")
+
+    def _turn_worker(self, conv: Conversation, active: ActiveStream) -> None:
+        status: MessageStatus = "complete"
+        error = ""
+        stats: dict[str, Any] = {}
+        last_emit = last_save = time.monotonic()
+        sent_len = saved_len = 0
+        try:
+            assert conv.model is not None
+            self._ensure_model(conv.model)
+            history = [m for m in self.store.messages(conv.id) if m.id != active.message_id]
+            messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
+            messages += [m.as_chat() for m in history if m.content and m.status != "error"]
+            if active.cancel_requested:
+                raise _Cancelled
+            gen = self.engine.stream(messages, conv.sampling)
+            for piece in gen:
+                active.text += piece
+                now = time.monotonic()
+                if now - last_emit >= DISPLAY_INTERVAL_S:
+                    self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
+                    sent_len, last_emit = len(active.text), now
+                if now - last_save >= SAVE_INTERVAL_S and len(active.text) != saved_len:
+                    self.store.update_message(active.message_id, content=active.text)
+                    saved_len, last_save = len(active.text), now
+            result = gen.result
+            assert result is not None
+            stats = result.stats.to_dict()
+            if result.stats.finish_reason == "cancelled":
+                status, error = "interrupted", "Stopped"
+            for n in result.notices:
+                self.notice.emit(n)
+        except _Cancelled:
+            status, error = "interrupted", "Stopped"
+        except EngineCrashedError as exc:
+            status, error = "error", str(exc)
+        except PaddockError as exc:
+            status, error = "error", str(exc)
+        except Exception as exc:
+            log.exception("chat turn failed")
+            status, error = "error", f"Unexpected error: {exc}"
+        finally:
+            if len(active.text) > sent_len:
+                self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
+            try:
+                self.store.update_message(
+                    active.message_id, content=active.text, status=status, error=error or None, stats=stats
+                )
+                self.store.touch(conv.id)
+            except PaddockError as exc:
+                error = f"{error} (and the answer could not be saved: {exc})".strip()
+                status = "error"
+            with self._lock:
+                self.active = None
+            self.streamFinished.emit(conv.id, active.message_id, status, error, stats)
+            self.busyChanged.emit(False)
+            self.conversationsChanged.emit()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 48 else line[:47].rstrip() + "…"

@@ -1,0 +1,177 @@
+"""Qt item models over the store and the model library.
+
+While an answer streams, only the last row of :class:`MessageListModel`
+changes, and only that row emits ``dataChanged``.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QByteArray, QModelIndex, QObject, QPersistentModelIndex, Qt
+
+from app.store.chats import ChatStore, Conversation, Message
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+class ConvRole(IntEnum):
+    Id = Qt.ItemDataRole.UserRole + 1
+    Updated = Qt.ItemDataRole.UserRole + 2
+    Model = Qt.ItemDataRole.UserRole + 3
+
+
+class ConversationListModel(QAbstractListModel):
+    """Conversations, most recently used first, filtered by a search string."""
+
+    def __init__(self, store: ChatStore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.search = ""
+        self._rows: list[Conversation] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self._rows = self.store.conversations(self.search)
+        self.endResetModel()
+
+    def set_search(self, text: str) -> None:
+        self.search = text
+        self.refresh()
+
+    def conversation_at(self, row: int) -> Conversation | None:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, conv_id: int) -> int:
+        return next((i for i, c in enumerate(self._rows) if c.id == conv_id), -1)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        conv = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return conv.title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            model = Path(conv.model).name if conv.model else "no model chosen"
+            return f"{conv.title}\n{model}\nlast used {_ago(conv.updated_at)}"
+        if role == ConvRole.Id:
+            return conv.id
+        if role == ConvRole.Updated:
+            return conv.updated_at
+        if role == ConvRole.Model:
+            return conv.model
+        return None
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return {k: QByteArray(v) for k, v in {
+            Qt.ItemDataRole.DisplayRole: b"title",
+            ConvRole.Id: b"id",
+            ConvRole.Updated: b"updated",
+            ConvRole.Model: b"model",
+        }.items()}
+
+
+class MsgRole(IntEnum):
+    Id = Qt.ItemDataRole.UserRole + 1
+    Role = Qt.ItemDataRole.UserRole + 2
+    Status = Qt.ItemDataRole.UserRole + 3
+    Error = Qt.ItemDataRole.UserRole + 4
+    Stats = Qt.ItemDataRole.UserRole + 5
+
+
+class MessageListModel(QAbstractListModel):
+    """The messages of one conversation; the streaming answer is the last row."""
+
+    def __init__(self, store: ChatStore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.conv_id: int | None = None
+        self._rows: list[Message] = []
+
+    def load(self, conv_id: int | None, live: dict[int, str] | None = None) -> None:
+        """Show ``conv_id``; ``live`` gives fresher text of answers still streaming."""
+        self.beginResetModel()
+        self.conv_id = conv_id
+        self._rows = self.store.messages(conv_id) if conv_id is not None else []
+        for msg in self._rows:
+            if live and msg.id in live:
+                msg.content = live[msg.id]
+        self.endResetModel()
+
+    def reload(self, live: dict[int, str] | None = None) -> None:
+        self.load(self.conv_id, live)
+
+    def message_at(self, row: int) -> Message | None:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, message_id: int) -> int:
+        for i in range(len(self._rows) - 1, -1, -1):
+            if self._rows[i].id == message_id:
+                return i
+        return -1
+
+    def append_text(self, message_id: int, text: str) -> None:
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        self._rows[row].content += text
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
+
+    def finish(self, message_id: int) -> None:
+        """Take the final state of a finished answer from the store."""
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        self._rows[row] = self.store.message(message_id)
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        msg = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return msg.content
+        if role == MsgRole.Id:
+            return msg.id
+        if role == MsgRole.Role:
+            return msg.role
+        if role == MsgRole.Status:
+            return msg.status
+        if role == MsgRole.Error:
+            return msg.error
+        if role == MsgRole.Stats:
+            return msg.stats
+        return None
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        return {k: QByteArray(v) for k, v in {
+            Qt.ItemDataRole.DisplayRole: b"content",
+            MsgRole.Id: b"id",
+            MsgRole.Role: b"role",
+            MsgRole.Status: b"status",
+            MsgRole.Error: b"error",
+            MsgRole.Stats: b"stats",
+        }.items()}
+
+
+def _ago(ts: float) -> str:
+    delta = max(0, time.time() - ts)
+    if delta < 60:
+        return "just now"
+    if delta < 3600:
+        return f"{int(delta // 60)} min ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)} h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(ts))

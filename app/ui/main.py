@@ -1,0 +1,51 @@
+"""Start the desktop app."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+
+from app import __version__, paths
+
+
+def _setup_logging() -> None:
+    handler = logging.handlers.RotatingFileHandler(
+        paths.log_dir() / "paddock.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("paddock.llama").setLevel(logging.WARNING)
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from app.engine.client import Engine
+    from app.errors import PaddockError
+    from app.store.chats import ChatStore
+    from app.ui.controller import ChatController
+    from app.ui.theme import apply_theme, system_is_dark
+    from app.ui.window import MainWindow
+
+    _setup_logging()
+    app = QApplication.instance() or QApplication(argv or sys.argv)
+    assert isinstance(app, QApplication)
+    app.setApplicationName("Paddock")
+    app.setApplicationVersion(__version__)
+    app.setOrganizationName("Paddock")
+    dark = system_is_dark()
+    apply_theme(app, dark)
+    try:
+        store = ChatStore(paths.database_path())
+    except PaddockError as exc:
+        QMessageBox.critical(None, "Paddock cannot open your chats", str(exc))
+        return 1
+    controller = ChatController(store, Engine())
+    window = MainWindow(controller, dark=dark)
+    window.show()
+    code = app.exec()
+    store.close()
+    return int(code)

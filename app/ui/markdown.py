@@ -1,0 +1,74 @@
+"""Markdown to the HTML subset Qt's rich text engine shows, with highlighted code.
+
+Safety: raw HTML in a message is escaped (``html=False``), and images are never
+turned into ``<img>``: a prompt-injected document could otherwise make an
+answer load ``http://attacker/?q=secret``.  An image becomes a plain link the
+user may click.  Links are not followed by the view itself (see ``chatview``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from markdown_it import MarkdownIt
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name, guess_lexer
+from pygments.util import ClassNotFound
+
+COPY_SCHEME = "paddock-copy"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    html: str
+    code_blocks: tuple[str, ...]
+
+
+class MarkdownRenderer:
+    def __init__(self, dark: bool = False) -> None:
+        self.dark = dark
+        self._formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "friendly")
+        self._md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True})
+        self._md.enable(["table", "strikethrough"])
+        self._md.add_render_rule("fence", self._fence)
+        self._md.add_render_rule("code_block", self._fence)
+        self._md.add_render_rule("image", self._image)
+        self._blocks: list[str] = []
+
+    def render(self, text: str) -> Rendered:
+        self._blocks = []
+        body = self._md.render(text)
+        return Rendered(body, tuple(self._blocks))
+
+    # markdown-it render rules: (self, tokens, idx, options, env)
+    def _fence(self, renderer: Any, tokens: Sequence[Any], idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        code: str = token.content
+        lang = (token.info or "").strip().split(" ")[0]
+        number = len(self._blocks)
+        self._blocks.append(code.rstrip("\n"))
+        try:
+            lexer = get_lexer_by_name(lang) if lang else guess_lexer(code)
+        except ClassNotFound:
+            lexer = None
+        body = highlight(code, lexer, self._formatter) if lexer is not None else html.escape(code)
+        bg, fg, border = ("#272822", "#f8f8f2", "#3e3d32") if self.dark else ("#f6f8fa", "#24292f", "#d0d7de")
+        label = html.escape(lang or "code")
+        return (
+            f'<table width="100%" cellspacing="0" cellpadding="6" '
+            f'style="background:{bg}; border:1px solid {border}; margin-top:4px; margin-bottom:4px;">'
+            f'<tr><td style="color:#8b949e; font-size:small;">{label}</td>'
+            f'<td align="right" style="font-size:small;"><a href="{COPY_SCHEME}:{number}">Copy</a></td></tr>'
+            f'<tr><td colspan="2"><pre style="color:{fg}; font-family:monospace; margin:0;">{body}</pre></td></tr>'
+            "</table>"
+        )
+
+    def _image(self, renderer: Any, tokens: Sequence[Any], idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        src = token.attrGet("src") or ""
+        alt = html.escape(token.content or "image")
+        return f'[image: {alt}] <a href="{html.escape(str(src), quote=True)}">{html.escape(str(src))}</a>'
