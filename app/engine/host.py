@@ -105,6 +105,8 @@ class EngineHost:
         def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
             pylevel = state["level"] if level == 5 else _LLAMA_LEVELS.get(level, logging.DEBUG)
             state["level"] = pylevel
+            if self.cancel.is_set():
+                pylevel = logging.DEBUG  # an aborted decode is how Stop works, not an error
             message = text.decode("utf-8", errors="replace").rstrip()
             if message and llama_log.isEnabledFor(pylevel):
                 llama_log.log(pylevel, "%s", message)

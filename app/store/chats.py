@@ -36,7 +36,7 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
     conn.execute(
         """CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the UI keys live text by id
             conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
             role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
             content TEXT NOT NULL DEFAULT '',

@@ -269,8 +269,8 @@ class ChatController(QObject):
                 status = "error"
             with self._lock:
                 self.active = None
-            self.streamFinished.emit(conv.id, active.message_id, status, error, stats)
             self.busyChanged.emit(False)
+            self.streamFinished.emit(conv.id, active.message_id, status, error, stats)
             self.conversationsChanged.emit()
 
 

