@@ -48,7 +48,9 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count(logical=False)} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+        ).stdout.strip(),
         "model": model.name,
         "runs": runs,
     }
@@ -78,11 +80,12 @@ def main() -> int:
             out[f"decode_{n}_tok_s"] = round(median(speeds), 1)
 
         # pp512 and cold TTFT: a fresh prompt each run (a different first word defeats the cache)
-        words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+        words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
         for n_prompt in (64, 512, 2048):
             ttfts, pps = [], []
             for i in range(runs + 1):
-                prompt = f"{words[i % len(words)]} {i} " + "the quick brown fox jumps over the lazy dog " * (n_prompt // 9)
+                filler = "the quick brown fox jumps over the lazy dog " * (n_prompt // 9)
+                prompt = f"{words[i % len(words)]} {i} {filler}"
                 r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=prompt)
                 if i == 0:
                     continue  # warm-up
