@@ -260,3 +260,18 @@ def test_code_blocks_get_copy_links() -> None:
     rendered = MarkdownRenderer().render("Code:\n\n```python\nprint('hi')\n```\n")
     assert rendered.code_blocks == ("print('hi')",)
     assert 'href="paddock-copy:0"' in rendered.html
+
+
+def test_settings_apply_to_the_next_load_and_persist(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    assert w.controller.loaded is not None
+    assert w.controller.loaded.n_ctx == 2048
+    with qtbot.waitSignal(w.controller.modelLoaded, timeout=WAIT_MS) as blocker:
+        w.apply_settings("Answer in one word.", LoadSettings(n_ctx=1024, n_threads=1))
+    assert blocker.args[0].n_ctx == 1024  # type: ignore[index]
+    assert blocker.args[0].n_threads == 1  # type: ignore[index]
+    assert w.store.get_setting("load_settings")["n_ctx"] == 1024
+    w.new_chat()
+    assert w.store.conversation(w.current_conv).system_prompt == "Answer in one word."  # type: ignore[arg-type]
+    assert w.settings_panel.system.toPlainText() == "Answer in one word."

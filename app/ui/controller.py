@@ -159,11 +159,12 @@ class ChatController(QObject):
         if active is not None and active.thread is not None:
             active.thread.join(timeout)
 
-    def load_model(self, path: str) -> None:
-        """Load a model in the background (progress through the model* signals)."""
+    def load_model(self, path: str, force: bool = False) -> None:
+        """Load a model in the background (progress through the model* signals);
+        ``force`` reloads it even if it is loaded (new load settings)."""
         if self.busy:
             raise PaddockError("wait for the current answer to finish, or stop it, before switching models")
-        thread = threading.Thread(target=self._load_worker, args=(path,), name="model-load", daemon=True)
+        thread = threading.Thread(target=self._load_worker, args=(path, force), name="model-load", daemon=True)
         self._threads.append(thread)
         thread.start()
 
@@ -196,9 +197,9 @@ class ChatController(QObject):
         active.thread = thread
         thread.start()
 
-    def _ensure_model(self, path: str) -> LoadedModel:
+    def _ensure_model(self, path: str, force: bool = False) -> LoadedModel:
         loaded = self.engine.loaded
-        if loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
+        if not force and loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
             return loaded
         self.modelLoading.emit(path)
         loaded = self.engine.load(path, self.load_settings)
@@ -207,9 +208,9 @@ class ChatController(QObject):
             self.notice.emit(n)
         return loaded
 
-    def _load_worker(self, path: str) -> None:
+    def _load_worker(self, path: str, force: bool) -> None:
         try:
-            self._ensure_model(path)
+            self._ensure_model(path, force)
         except PaddockError as exc:
             self.modelFailed.emit(str(exc))
         except Exception as exc:

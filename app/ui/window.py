@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 
 from app import __version__, paths
 from app.engine.gguf_file import GGUFInfo, read_gguf
-from app.engine.types import LoadedModel, SamplingParams
+from app.engine.types import LoadedModel, LoadSettings, SamplingParams
 from app.errors import PaddockError
 from app.models.library import local_gguf_files
 from app.ui.chatview import ChatView
@@ -147,6 +147,57 @@ def _spin(lo: float, hi: float, step: float, decimals: int) -> QDoubleSpinBox:
     return box
 
 
+GPU_CHOICES = (("Automatic (from the model and this machine)", None), ("CPU only", 0), ("All layers on the GPU", -1))
+
+
+class SettingsDialog(QDialog):
+    """App-wide settings: defaults for new chats and how models are loaded."""
+
+    def __init__(self, parent: QWidget, system_prompt: str, load: LoadSettings) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        form = QFormLayout(self)
+        self.system = QPlainTextEdit(system_prompt)
+        self.system.setPlaceholderText("Used for new chats; each chat can change it.")
+        self.system.setFixedHeight(90)
+        form.addRow("Default system prompt", self.system)
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setRange(0, 1_048_576)
+        self.n_ctx.setSingleStep(1024)
+        self.n_ctx.setSpecialValueText("automatic")
+        self.n_ctx.setValue(load.n_ctx or 0)
+        self.n_ctx.setToolTip("Tokens the model can see at once. Automatic: up to 8192, less if memory is short.")
+        form.addRow("Context length", self.n_ctx)
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("automatic (physical cores)")
+        self.threads.setValue(load.n_threads or 0)
+        form.addRow("CPU threads", self.threads)
+        self.gpu = QComboBox()
+        for label, value in GPU_CHOICES:
+            self.gpu.addItem(label, value)
+        self.gpu.setCurrentIndex(max(0, self.gpu.findData(load.n_gpu_layers)))
+        form.addRow("GPU offload", self.gpu)
+        note = QLabel("Model settings apply the next time a model is loaded.")
+        note.setObjectName("hint")
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.resize(520, 300)
+
+    def load_settings(self, base: LoadSettings) -> LoadSettings:
+        return LoadSettings(
+            n_ctx=self.n_ctx.value() or None,
+            n_threads=self.threads.value() or None,
+            n_gpu_layers=self.gpu.currentData(),
+            flash_attn=base.flash_attn,
+            kv_cache_type=base.kv_cache_type,
+            n_batch=base.n_batch,
+        )
+
+
 class ModelsPage(QWidget):
     """The local models: library folder and files opened before."""
 
@@ -244,6 +295,9 @@ class MainWindow(QMainWindow):
         self.models_button = QPushButton("Models")
         self.models_button.clicked.connect(self.show_models)
         side.addWidget(self.models_button)
+        settings_button = QPushButton("Settings")
+        settings_button.clicked.connect(self.show_settings)
+        side.addWidget(settings_button)
         about_button = QPushButton("About Paddock")
         about_button.clicked.connect(self.show_about)
         side.addWidget(about_button)
@@ -276,6 +330,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.speed_status)
         self.statusBar().addPermanentWidget(self.ctx_meter)
 
+        saved_load = self.store.get_setting("load_settings")
+        if isinstance(saved_load, dict):
+            self.controller.load_settings = LoadSettings(**{
+                k: v for k, v in saved_load.items() if k in ("n_ctx", "n_threads", "n_gpu_layers")
+            })
         self._build_menu()
         self._connect_controller()
         self._restore_state()
@@ -399,6 +458,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Export chat as Markdown…", None, lambda: self.export_chat("md"))
         self._action(file_menu, "Export chat as JSON…", None, lambda: self.export_chat("json"))
         self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
+        file_menu.addSeparator()
+        self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         chat_menu = self.menuBar().addMenu("&Chat")
@@ -797,6 +858,24 @@ class MainWindow(QMainWindow):
         layout.addWidget(buttons)
         box.resize(520, 420)
         box.exec()
+
+    def show_settings(self) -> None:
+        dialog = SettingsDialog(self, self.store.get_setting("default_system_prompt", ""),
+                                self.controller.load_settings)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        self.apply_settings(dialog.system.toPlainText(), dialog.load_settings(self.controller.load_settings))
+
+    def apply_settings(self, system_prompt: str, load: LoadSettings) -> None:
+        self.store.set_setting("default_system_prompt", system_prompt)
+        changed = load != self.controller.load_settings
+        self.controller.load_settings = load
+        self.store.set_setting(
+            "load_settings", {"n_ctx": load.n_ctx, "n_threads": load.n_threads, "n_gpu_layers": load.n_gpu_layers}
+        )
+        loaded = self.controller.loaded
+        if changed and loaded is not None and not self.controller.busy:
+            self.controller.load_model(loaded.path, force=True)  # reload with the new settings
 
     def show_error(self, message: str, title: str = "Paddock") -> None:
         """The one place where errors become dialogs."""
