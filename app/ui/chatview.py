@@ -220,6 +220,14 @@ class ChatView(QScrollArea):
         self.column.setContentsMargins(16, 12, 16, 12)
         self.column.setSpacing(8)
         self.column.addStretch(1)
+        self.empty_hint = QLabel(
+            "Ask anything. Your messages and the model's answers stay on this computer."
+        )
+        self.empty_hint.setObjectName("emptyHint")
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setStyleSheet("color: gray; font-size: 14px;")
+        self.column.addWidget(self.empty_hint)
+        self.column.addStretch(1)
         self.setWidget(self.container)
         self.widgets: list[MessageWidget] = []
         self._stick_to_bottom = True
@@ -240,9 +248,10 @@ class ChatView(QScrollArea):
             w = MessageWidget(self.renderer)
             w.editRequested.connect(self.editRequested)
             w.regenerateRequested.connect(self.regenerateRequested)
-            self.column.insertWidget(self.column.count() - 1, w)
+            self.column.insertWidget(self.column.count() - 3, w)
             w.set_message(self.model.index(row), row == rows - 1)
             self.widgets.append(w)
+        self.empty_hint.setVisible(rows == 0)
         self._stick_to_bottom = True
 
     def _on_data_changed(self, top: QModelIndex, bottom: QModelIndex, roles: list[int] | None = None) -> None:

@@ -85,8 +85,11 @@ class SettingsPanel(QFrame):
         self.setFixedWidth(280)
         self._on_change = on_change
         self._loading = False
-        form = QFormLayout(self)
-        form.setContentsMargins(12, 12, 12, 12)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(12, 12, 12, 12)
+        form = QFormLayout()
+        outer.addLayout(form)
+        outer.addStretch(1)
         title = QLabel("<b>Chat settings</b>")
         form.addRow(title)
         self.system = QPlainTextEdit()
