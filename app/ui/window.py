@@ -758,10 +758,7 @@ class MainWindow(QMainWindow):
                 f"{stats.get('prompt_reused', 0)} of {stats.get('prompt_tokens', 0)} prompt tokens from cache"
             )
         if stats.get("n_ctx"):
-            used = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
-            self.ctx_meter.setRange(0, 100)
-            self.ctx_meter.setValue(min(100, round(100 * used / stats["n_ctx"])))
-            self.ctx_meter.setToolTip(f"{used} of {stats['n_ctx']} context tokens used by this chat")
+            self._show_context(stats)
         if status == "error" and "crashed" in error:
             self.model_status.setText("The engine stopped; the model will be loaded again on the next message")
 
@@ -774,12 +771,17 @@ class MainWindow(QMainWindow):
         if self.current_conv is None:
             return
         last = [m for m in self.store.messages(self.current_conv) if m.role == "assistant" and m.stats]
-        if last and last[-1].stats.get("n_ctx"):
-            s = last[-1].stats
-            used = s.get("prompt_tokens", 0) + s.get("completion_tokens", 0)
-            self.ctx_meter.setValue(min(100, round(100 * used / s["n_ctx"])))
-        else:
-            self.ctx_meter.setValue(0)
+        self._show_context(last[-1].stats if last else {})
+
+    def _show_context(self, stats: dict[str, Any]) -> None:
+        """Context meter from the figures of the chat's latest answer."""
+        n_ctx = stats.get("n_ctx") or 0
+        used = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
+        self.ctx_meter.setRange(0, 100)
+        self.ctx_meter.setValue(min(100, round(100 * used / n_ctx)) if n_ctx else 0)
+        self.ctx_meter.setToolTip(
+            f"{used} of {n_ctx} context tokens used by this chat" if n_ctx else "No answer in this chat yet"
+        )
 
     def show_notice(self, text: str) -> None:
         self.notice_bar.setText(text)
