@@ -82,10 +82,10 @@ class ChatController(QObject):
     def busy(self) -> bool:
         return self.active is not None
 
-    def live_text(self, message_id: int) -> str | None:
-        """The current text of an answer still streaming (fresher than SQLite)."""
+    def live_texts(self) -> dict[int, str]:
+        """Message id -> current text of the answer still streaming (fresher than SQLite)."""
         active = self.active
-        return active.text if active is not None and active.message_id == message_id else None
+        return {active.message_id: active.text} if active is not None else {}
 
     @property
     def loaded(self) -> LoadedModel | None:

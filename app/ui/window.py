@@ -535,10 +535,7 @@ class MainWindow(QMainWindow):
     def select_conversation(self, conv_id: int) -> None:
         self.current_conv = conv_id
         conv = self.store.conversation(conv_id)
-        live = {}
-        if self.controller.active is not None:
-            live = {self.controller.active.message_id: self.controller.active.text}
-        self.messages.load(conv_id, live)
+        self.messages.load(conv_id, self.controller.live_texts())
         self.title_label.setText(conv.title)
         self.settings_panel.show_settings(conv.system_prompt, conv.sampling)
         self._fill_model_combo(conv.model)
@@ -740,10 +737,7 @@ class MainWindow(QMainWindow):
 
     def _on_messages_changed(self, conv_id: int) -> None:
         if conv_id == self.current_conv:
-            live = {}
-            if self.controller.active is not None:
-                live = {self.controller.active.message_id: self.controller.active.text}
-            self.messages.reload(live)
+            self.messages.reload(self.controller.live_texts())
 
     def _on_stream_text(self, conv_id: int, message_id: int, text: str) -> None:
         if conv_id == self.current_conv:
