@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QModelIndex, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -265,6 +265,7 @@ class MainWindow(QMainWindow):
         self.dark = dark
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
         self.current_conv: int | None = None
+        self._closed = False
         self._info_cache: dict[str, GGUFInfo | None] = {}
         self.setWindowTitle("Paddock")
         self.resize(1180, 760)
@@ -483,17 +484,35 @@ class MainWindow(QMainWindow):
         menu.addAction(action)
         return action
 
-    def _connect_controller(self) -> None:
+    def _controller_signals(self) -> list[tuple[Any, Any]]:
         c = self.controller
-        c.conversationsChanged.connect(self.refresh_conversations)
-        c.messagesChanged.connect(self._on_messages_changed)
-        c.streamText.connect(self._on_stream_text)
-        c.streamFinished.connect(self._on_stream_finished)
-        c.modelLoading.connect(self._on_model_loading)
-        c.modelLoaded.connect(self._on_model_loaded)
-        c.modelFailed.connect(lambda msg: self.show_error(msg, title="The model could not be loaded"))
-        c.notice.connect(self.show_notice)
-        c.busyChanged.connect(self._on_busy)
+        return [
+            (c.conversationsChanged, self.refresh_conversations),
+            (c.messagesChanged, self._on_messages_changed),
+            (c.streamText, self._on_stream_text),
+            (c.streamFinished, self._on_stream_finished),
+            (c.modelLoading, self._on_model_loading),
+            (c.modelLoaded, self._on_model_loaded),
+            (c.modelFailed, self._on_model_failed),
+            (c.notice, self.show_notice),
+            (c.busyChanged, self._on_busy),
+        ]
+
+    def _connect_controller(self) -> None:
+        for signal, slot in self._controller_signals():
+            signal.connect(slot)
+
+    def _disconnect_controller(self) -> None:
+        """After shutdown: no late, queued signal from a worker may touch the (soon closed) store."""
+        if self._closed:
+            return
+        for signal, slot in self._controller_signals():
+            signal.disconnect(slot)
+        QCoreApplication.removePostedEvents(self, QEvent.Type.MetaCall)
+        self._closed = True
+
+    def _on_model_failed(self, message: str) -> None:
+        self.show_error(message, title="The model could not be loaded")
 
     # -- pages -----------------------------------------------------------------
 
@@ -512,6 +531,8 @@ class MainWindow(QMainWindow):
     # -- conversations ---------------------------------------------------------
 
     def refresh_conversations(self) -> None:
+        if self._closed:
+            return
         current = self.current_conv
         self.conversations.refresh()
         if current is not None:
@@ -736,7 +757,7 @@ class MainWindow(QMainWindow):
         )
 
     def _on_messages_changed(self, conv_id: int) -> None:
-        if conv_id == self.current_conv:
+        if conv_id == self.current_conv and not self._closed:
             self.messages.reload(self.controller.live_texts())
 
     def _on_stream_text(self, conv_id: int, message_id: int, text: str) -> None:
@@ -896,10 +917,14 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(splitter)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self._closed:
+            event.accept()
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("splitter", self.splitter.saveState())
         self.settings.sync()
         if self.current_conv is not None:
             self._save_chat_settings()
         self.controller.shutdown()
+        self._disconnect_controller()
         super().closeEvent(event)
