@@ -42,6 +42,10 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", help="the message")
+
+    from app import cli_models
+
+    cli_models.add_parser(sub)
     return parser
 
 
@@ -55,11 +59,16 @@ def _configure_logging(verbosity: int) -> None:
 def _chat(args: argparse.Namespace) -> int:
     from app.engine.client import Engine
     from app.engine.types import ChatMessage, LoadSettings, SamplingParams
-    from app.models.library import resolve_model
+    from app.models.library import Library
 
     if args.max_tokens <= 0:
         raise PaddockError("--max-tokens must be a positive number")
-    path = resolve_model(args.model)
+    library = Library()
+    try:
+        path = library.resolve(args.model)
+        library.check_loadable(path)
+    finally:
+        library.close()
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
     )
@@ -123,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    handlers = {"chat": _chat, None: _gui}
+    from app import cli_models
+
+    handlers = {"chat": _chat, "models": cli_models.run, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:

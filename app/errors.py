@@ -56,3 +56,43 @@ class StoreError(PaddockError):
 
 class NewerDatabaseError(StoreError):
     """The database was written by a newer Paddock; it is left untouched."""
+
+
+class HubError(PaddockError):
+    """Hugging Face (or a compatible hub) refused or could not answer a request.
+
+    Attributes:
+        kind: what went wrong, for the UI to offer the right next step:
+            ``not_signed_in``, ``license_not_accepted``, ``fine_grained``,
+            ``invalid_token``, ``not_found``, ``rate_limited``, ``offline``, ``server``.
+        url: a page the user can open to fix it (the repo page, the token settings).
+    """
+
+    def __init__(self, message: str, kind: str = "server", url: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.url = url
+
+
+class DownloadError(PaddockError):
+    """A download failed; ``resumable`` says whether the partial file was kept."""
+
+    def __init__(self, message: str, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+
+
+class IntegrityError(DownloadError):
+    """The downloaded bytes do not match the Hub's size or sha256; nothing was registered."""
+
+
+class DiskSpaceError(PaddockError):
+    """Not enough free disk space; the message gives how much is needed."""
+
+
+class LicenseNotAcceptedError(PaddockError):
+    """The model's license has not been accepted in Paddock yet."""
+
+
+class UnsafePathError(PaddockError):
+    """A file name from a repo listing would escape the models folder."""

@@ -52,3 +52,8 @@ def log_dir() -> Path:
 
 def database_path() -> Path:
     return data_dir() / "paddock.sqlite3"
+
+
+def library_path() -> Path:
+    """The model library: registered models, license acceptances, the download queue."""
+    return data_dir() / "library.sqlite3"

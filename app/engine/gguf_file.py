@@ -23,6 +23,7 @@ from typing import Any
 
 import gguf
 
+from app.engine.hardware import ModelShape
 from app.errors import InvalidModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -138,6 +139,18 @@ class GGUFInfo:
             except ValueError:
                 return f"type {ftype}"
         return quant_from_filename(self.path.name) or "unknown"
+
+    @property
+    def shape(self) -> ModelShape:
+        """What the memory estimate needs (weights: the tensor bytes, else the file size)."""
+        return ModelShape(
+            weights_bytes=self.tensor_bytes or self.file_size,
+            n_layers=self.block_count,
+            n_head_kv=self.head_count_kv,
+            key_length=self.key_length,
+            value_length=self.value_length,
+            n_ctx_train=self.context_length,
+        )
 
     @property
     def split_count(self) -> int:
@@ -281,11 +294,7 @@ def _parse(p: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
             "not a valid GGUF model: the header claims more metadata than the file holds (truncated?)"
         )
 
-    metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = cur.string("a metadata key") or ""
-        vtype = cur.u32(f"the type of {key!r}")
-        metadata[key] = _read_value(cur, vtype, key)
+    metadata = _read_metadata(cur, n_kv)
 
     alignment = metadata.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
@@ -329,6 +338,56 @@ def _parse(p: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
         n_params=n_params,
         tensor_bytes=tensor_bytes,
     )
+
+
+def _read_metadata(cur: _Cursor, n_kv: int) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string("a metadata key") or ""
+        vtype = cur.u32(f"the type of {key!r}")
+        metadata[key] = _read_value(cur, vtype, key)
+    return metadata
+
+
+class NeedMoreBytes(Exception):
+    """The prefix ended inside the metadata: fetch more bytes and parse again."""
+
+
+class _PrefixCursor(_Cursor):
+    def need(self, n: int, what: str) -> None:
+        if n < 0:
+            raise InvalidModelError(f"not a valid GGUF model: bad length in {what}")
+        if self.pos + n > self.size:
+            raise NeedMoreBytes(what)
+
+
+def parse_metadata(prefix: bytes, name: str = "the file") -> dict[str, Any]:
+    """The metadata of a GGUF file from the first bytes of it (a remote file's ranged prefix).
+
+    Raises:
+        NeedMoreBytes: the prefix ends before the metadata does.
+        InvalidModelError: not a GGUF file, or an impossible header.
+    """
+    if len(prefix) >= 4 and prefix[:4] != GGUF_MAGIC:
+        raise InvalidModelError(f"not a valid GGUF model: {name} does not start with the GGUF signature")
+    cur = _PrefixCursor(prefix, len(prefix))
+    cur.pos = 4
+    cur.need(20, "the header")
+    version = cur.u32("the header")
+    if version not in SUPPORTED_VERSIONS:
+        raise InvalidModelError(f"not a valid GGUF model: GGUF version {version} is not supported")
+    n_tensors = cur.u64("the header")
+    n_kv = cur.u64("the header")
+    if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
+        raise InvalidModelError(f"not a valid GGUF model: the header claims {n_tensors} tensors and {n_kv} keys")
+    return _read_metadata(cur, n_kv)
+
+
+def shape_from_metadata(metadata: dict[str, Any], weights_bytes: int) -> ModelShape:
+    """The memory estimate's input from GGUF metadata (a local file's, or a remote prefix's)."""
+    info = GGUFInfo(path=Path("remote.gguf"), file_size=weights_bytes, version=3, tensor_count=0,
+                    metadata=metadata, n_params=0, tensor_bytes=weights_bytes)
+    return info.shape
 
 
 def _tensor_bytes(ttype: int, elements: int, name: str) -> int:

@@ -172,15 +172,7 @@ class EngineHost:
         info = read_gguf(path)  # raises InvalidModelError before llama.cpp sees the file
         self._unload()
         hw = hardware.detect()
-        shape = hardware.ModelShape(
-            weights_bytes=info.tensor_bytes or info.file_size,
-            n_layers=info.block_count,
-            n_head_kv=info.head_count_kv,
-            key_length=info.key_length,
-            value_length=info.value_length,
-            n_ctx_train=info.context_length,
-        )
-        plan = hardware.plan_load(shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
+        plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
         notices = list(plan.notices)
         n_threads = settings.n_threads or hw.physical_cores
         flash = settings.flash_attn

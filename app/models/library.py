@@ -1,25 +1,234 @@
-"""Finding models: a path on disk, or a model in Paddock's models folder."""
+"""The local model library: what is on disk, where it came from, and whether it may be used.
+
+Models live in :func:`app.paths.models_dir` (downloads under ``<owner>/<repo>/``,
+imports and quantizations under ``local/``), or stay where they are when
+imported as a link. The registry (:mod:`app.models.registry`) remembers each
+model's source, hash, license acceptance and lineage; files dropped into the
+models folder by hand are picked up by :meth:`Library.scan`.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app import paths
-from app.errors import ModelNotFoundError
+from app.engine.gguf_file import SPLIT_RE, GGUFInfo, read_gguf
+from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFoundError, PaddockError
+from app.models.download import check_disk_space, part_path
+from app.models.hub import RepoDetails, safe_relative_path
+from app.models.licenses import LicenseInfo
+from app.models.registry import Acceptance, DownloadRecord, LibraryModel, Registry, RemoteFile
+from app.models.variants import Variant
+
+log = logging.getLogger(__name__)
 
 
 def local_gguf_files() -> list[Path]:
     """Every GGUF file under the models folder (split models: their first part only)."""
     found = []
     for path in sorted(paths.models_dir().rglob("*.gguf")):
-        name = path.name.lower()
-        if "-of-" in name and not name.rsplit("-of-", 1)[0].endswith("-00001"):
+        m = SPLIT_RE.search(path.name)
+        if m and int(m.group(1)) != 1:
             continue
         found.append(path)
     return found
 
 
-def resolve_model(ref: str) -> Path:
+def split_parts(first: Path) -> list[Path]:
+    """All parts of a split model from its first part (just ``[first]`` for a single file).
+
+    Raises:
+        InvalidModelError: a part is missing.
+    """
+    m = SPLIT_RE.search(first.name)
+    if not m:
+        return [first]
+    count = int(m.group(2))
+    stem = first.name[: m.start()]
+    parts = [first.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [p.name for p in parts if not p.exists()]
+    if missing:
+        raise InvalidModelError(f"split model incomplete: {', '.join(missing)} missing next to {first.name}")
+    return parts
+
+
+def model_meta(info: GGUFInfo) -> dict[str, Any]:
+    return {
+        "architecture": info.architecture,
+        "display_name": info.name,
+        "n_params": info.n_params,
+        "context_length": info.context_length,
+        "license": info.license,
+        "has_template": info.chat_template is not None,
+        "quant": info.quantization,
+    }
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+class Library:
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry(paths.library_path())
+
+    def close(self) -> None:
+        self.registry.close()
+
+    # -- listing -----------------------------------------------------------------
+
+    def scan(self) -> list[LibraryModel]:
+        """Register GGUF files found in the models folder that the library does not know yet."""
+        added = []
+        known = {m.path for m in self.registry.models()} | {p for m in self.registry.models() for p in m.parts}
+        for path in local_gguf_files():
+            if path in known:
+                continue
+            try:
+                info = read_gguf(path)
+                parts = split_parts(path)
+            except PaddockError as exc:
+                log.info("not adding %s: %s", path, exc)
+                continue
+            added.append(self.registry.add_model(
+                path, name=path.stem, source="found", parts=parts if len(parts) > 1 else None,
+                quant=info.quantization, size=sum(p.stat().st_size for p in parts), license_id=info.license,
+                meta=model_meta(info),
+            ))
+        return added
+
+    def models(self) -> list[LibraryModel]:
+        self.scan()
+        return self.registry.models()
+
+    def resolve(self, ref: str) -> Path:
+        """A model reference as users type it: a library id, a path, a file name, or a name without ``.gguf``."""
+        if ref.isdigit():
+            try:
+                return self.registry.model(int(ref)).path
+            except ModelNotFoundError:
+                if not Path(ref).exists():
+                    raise
+        return resolve_model(ref, self)
+
+    # -- licenses ----------------------------------------------------------------
+
+    def accept(self, lic: LicenseInfo) -> Acceptance:
+        return self.registry.accept(lic.repo_id, lic.license_id, lic.name, lic.sha256)
+
+    def accepted(self, lic: LicenseInfo) -> Acceptance | None:
+        return self.registry.acceptance(lic.repo_id, lic.sha256)
+
+    def check_loadable(self, path: Path) -> None:
+        """A model downloaded through the catalogue may only be loaded while its license stays accepted.
+
+        Raises:
+            LicenseNotAcceptedError: the acceptance was withdrawn (or never recorded).
+        """
+        model = self.registry.model_by_path(path)
+        if model is None or model.source != "download" or not model.repo_id:
+            return
+        if model.acceptance_id is None or self.registry.acceptance_by_id(model.acceptance_id) is None:
+            raise LicenseNotAcceptedError(
+                f"The license of {model.repo_id} is no longer accepted in Paddock: open it in Models → Discover "
+                "and accept it to use this model."
+            )
+
+    # -- downloads ---------------------------------------------------------------
+
+    def queue_download(self, details: RepoDetails, variant: Variant, acceptance: Acceptance) -> DownloadRecord:
+        """A download record for ``variant`` (an unfinished one for the same file is reused: resume)."""
+        for f in variant.files:
+            safe_relative_path(f.name)
+        existing = self.registry.find_download(details.repo_id, variant.name)
+        if existing is not None:
+            return existing
+        dest = paths.models_dir() / details.repo_id
+        files = [RemoteFile(f.name, f.size, f.sha256) for f in variant.files]
+        return self.registry.add_download(details.repo_id, details.commit, variant.name, files=files, dest_dir=dest,
+                                          acceptance_id=acceptance.id)
+
+    # -- import, delete ----------------------------------------------------------
+
+    def import_file(self, source: Path, link: bool = False,
+                    on_progress: Callable[[int, int], None] | None = None) -> LibraryModel:
+        """Add a GGUF file (and its split parts) to the library, copied into the models folder or linked in place.
+
+        Raises:
+            ModelNotFoundError / InvalidModelError: not a readable GGUF model.
+            DiskSpaceError: not enough room for the copy.
+        """
+        source = source.expanduser().resolve()
+        info = read_gguf(source)  # validates before anything is copied
+        parts = split_parts(source)
+        existing = self.registry.model_by_path(source)
+        if existing is not None:
+            return existing
+        size = sum(p.stat().st_size for p in parts)
+        meta = model_meta(info)
+        if link or _inside(source, paths.models_dir()):
+            return self.registry.add_model(
+                source, name=source.stem, source="link" if link else "found", parts=parts if len(parts) > 1 else None,
+                quant=info.quantization, size=size, license_id=info.license, meta=meta,
+            )
+        dest_dir = paths.models_dir() / "local"
+        targets = [dest_dir / p.name for p in parts]
+        if any(t.exists() for t in targets):
+            raise PaddockError(f"a model named {source.name} is already in {dest_dir}: rename the file first")
+        check_disk_space(dest_dir, size, source.name)
+        copied = 0
+        try:
+            for src, dst in zip(parts, targets, strict=True):
+                tmp = part_path(dst)
+                with src.open("rb") as fin, tmp.open("wb") as fout:
+                    while block := fin.read(8 << 20):
+                        fout.write(block)
+                        copied += len(block)
+                        if on_progress:
+                            on_progress(copied, size)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+                os.replace(tmp, dst)
+        except BaseException:
+            for dst in targets:
+                part_path(dst).unlink(missing_ok=True)
+                dst.unlink(missing_ok=True)
+            raise
+        return self.registry.add_model(
+            targets[0], name=source.stem, source="import", parts=targets if len(targets) > 1 else None,
+            quant=info.quantization, size=size, license_id=info.license, meta=meta,
+        )
+
+    def delete(self, model_id: int) -> str:
+        """Remove a model; its files are deleted only if they are in Paddock's models folder."""
+        model = self.registry.model(model_id)
+        if model.source == "link" or not _inside(model.path, paths.models_dir()):
+            self.registry.remove_model(model_id)
+            return f"Removed {model.name} from the library; the file itself was left at {model.path}."
+        freed = 0
+        for p in model.files:
+            if p.exists():
+                freed += p.stat().st_size
+                p.unlink()
+        folder = model.path.parent
+        while folder != paths.models_dir() and _inside(folder, paths.models_dir()):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+            folder = folder.parent
+        self.registry.remove_model(model_id)
+        return f"Deleted {model.name} ({freed / 1e9:.2f} GB freed)."
+
+    def reveal_folder(self, model_id: int) -> Path:
+        return self.registry.model(model_id).path.parent
+
+
+def resolve_model(ref: str, library: Library | None = None) -> Path:
     """A model reference as users type it: a path, a file name, or a name without ``.gguf``.
 
     Raises:
@@ -28,10 +237,19 @@ def resolve_model(ref: str) -> Path:
     candidate = Path(ref).expanduser()
     if candidate.exists():
         return candidate
+    if library is None and ref.isdigit():
+        lib = Library()
+        try:
+            return lib.resolve(ref)
+        finally:
+            lib.close()
     wanted = ref.lower().removesuffix(".gguf")
-    matches = [p for p in local_gguf_files() if p.stem.lower() == wanted or p.name.lower() == ref.lower()]
+    files = local_gguf_files()
+    if library is not None:
+        files += [m.path for m in library.registry.models() if m.path not in files and m.path.exists()]
+    matches = [p for p in files if p.stem.lower() == wanted or p.name.lower() == ref.lower()]
     if not matches:
-        matches = [p for p in local_gguf_files() if wanted in p.stem.lower()]
+        matches = [p for p in files if wanted in p.stem.lower()]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -40,3 +258,4 @@ def resolve_model(ref: str) -> Path:
     raise ModelNotFoundError(
         f"model not found: {ref!r} is neither a file nor a model in {paths.models_dir()}"
     )
+
