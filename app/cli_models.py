@@ -107,6 +107,8 @@ def _files(args: argparse.Namespace) -> int:
         print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {v.name}{parts}")
     for name in listing.rejected:
         print(f"note: ignored unsafe file name {name!r}", file=sys.stderr)
+    if listing.variants and listing.shape is not None and listing.recommended is None:
+        print("note: no variant fits this machine's memory", file=sys.stderr)
     if listing.shape is None and listing.variants:
         print("note: fit unknown (the file header could not be read; a gated repo needs your token)",
               file=sys.stderr)

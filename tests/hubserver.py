@@ -117,8 +117,12 @@ class HubServer(ThreadingHTTPServer):
         self.server_close()
 
     def ranges_for(self, name: str) -> list[str]:
-        """The Range headers of the GETs made for a file (resume evidence)."""
-        return [h.get("Range", "") for m, p, h in self.requests if m == "GET" and p.endswith("/" + name)]
+        """The Range headers of the download GETs made for a file (resume evidence).
+
+        Closed ranges (``bytes=0-2097151``: reads of the GGUF header for the fit estimate) are left out.
+        """
+        found = [h.get("Range", "") for m, p, h in self.requests if m == "GET" and p.endswith("/" + name)]
+        return [r for r in found if not r.rstrip("-").replace("bytes=", "").count("-")]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -267,7 +267,7 @@ class HubClient:
         url = self.url(repo_id, filename, revision)
         with self._errors(repo_id):
             meta = get_hf_file_metadata(url, token=self._token_arg(), endpoint=self.endpoint, timeout=self.timeout,
-                                        retry_on_errors=True)
+                                        retry_on_errors=False)  # the downloader retries, with its own backoff
         sha = meta.etag if meta.etag and re.fullmatch(r"[0-9a-f]{64}", meta.etag) else None
         return FileMetadata(url=url, size=int(meta.size or 0), sha256=sha, commit=meta.commit_hash)
 

@@ -138,7 +138,7 @@ def list_variants(client: HubClient, details: RepoDetails, hw: Hardware | None =
     """Every GGUF variant of a repo with its fit on this machine."""
     variants, rejected, incomplete = group_files(details)
     for name in rejected:
-        log.warning("%s lists an unsafe file name, ignored: %r", details.repo_id, name)
+        log.info("%s lists an unsafe file name, ignored: %r", details.repo_id, name)
     shape = None
     if variants:
         probe = variants[0].files[0]
