@@ -126,7 +126,7 @@ def test_cancelled_quantization_leaves_nothing(test_model: Path) -> None:
     def run() -> None:
         try:
             job.run()
-        except Exception as exc:  # noqa: BLE001 - recorded for the assertion below
+        except Exception as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run)

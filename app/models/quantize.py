@@ -162,19 +162,17 @@ class QuantizeJob:
         return self.out
 
 
-def quantize_into_library(source: Path, target: str, out: Path | None = None,
-                          on_progress: Callable[[int, int], None] | None = None) -> tuple[LibraryModel, QuantizeJob]:
-    """Quantize and register the result with its lineage (the source model's library id)."""
+def register_quantized(job: QuantizeJob) -> LibraryModel:
+    """Add a finished quantization to the library with its lineage (the source model's library id)."""
     from app.models.library import Library, model_meta
 
-    job = QuantizeJob(source, target, out, on_progress)
-    path = job.run()
     library = Library()
     try:
+        source = job.source
         parent = library.registry.model_by_path(source.resolve()) or library.registry.model_by_path(source)
-        info = read_gguf(path)
-        model = library.registry.add_model(
-            path, name=path.stem, source="quantize", quant=info.quantization, size=path.stat().st_size,
+        info = read_gguf(job.out)
+        return library.registry.add_model(
+            job.out, name=job.out.stem, source="quantize", quant=info.quantization, size=job.out.stat().st_size,
             parent_id=parent.id if parent else None, license_id=info.license,
             repo_id=parent.repo_id if parent else None,
             acceptance_id=parent.acceptance_id if parent else None,
@@ -182,4 +180,11 @@ def quantize_into_library(source: Path, target: str, out: Path | None = None,
         )
     finally:
         library.close()
-    return model, job
+
+
+def quantize_into_library(source: Path, target: str, out: Path | None = None,
+                          on_progress: Callable[[int, int], None] | None = None) -> tuple[LibraryModel, QuantizeJob]:
+    """Quantize and register the result."""
+    job = QuantizeJob(source, target, out, on_progress)
+    job.run()
+    return register_quantized(job), job

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ class ChatController(QObject):
         self.active: ActiveStream | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # Called on the worker thread before a model is loaded; raises PaddockError to refuse it.
+        self.before_load: Callable[[Path], None] | None = None
 
     # -- state -----------------------------------------------------------------
 
@@ -201,6 +204,8 @@ class ChatController(QObject):
         loaded = self.engine.loaded
         if not force and loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
             return loaded
+        if self.before_load is not None:
+            self.before_load(Path(path))  # e.g. the license of a downloaded model is still accepted
         self.modelLoading.emit(path)
         loaded = self.engine.load(path, self.load_settings)
         self.modelLoaded.emit(loaded)

@@ -15,7 +15,6 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -37,8 +36,6 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QStackedWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -48,10 +45,11 @@ from app import __version__, paths
 from app.engine.gguf_file import GGUFInfo, read_gguf
 from app.engine.types import LoadedModel, LoadSettings, SamplingParams
 from app.errors import PaddockError
-from app.models.library import local_gguf_files
 from app.ui.chatview import ChatView
 from app.ui.controller import ChatController
 from app.ui.itemmodels import ConversationListModel, ConvRole, MessageListModel
+from app.ui.model_manager import ModelManager
+from app.ui.models_page import ModelsPage
 
 log = logging.getLogger(__name__)
 OPEN_FILE = "__open__"
@@ -201,66 +199,12 @@ class SettingsDialog(QDialog):
         )
 
 
-class ModelsPage(QWidget):
-    """The local models: library folder and files opened before."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__()
-        self.window_ = window
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(24, 20, 24, 20)
-        head = QHBoxLayout()
-        title = QLabel("<h2>Models</h2>")
-        head.addWidget(title)
-        head.addStretch(1)
-        open_button = QPushButton("Open GGUF file…")
-        open_button.clicked.connect(window.open_model_file)
-        head.addWidget(open_button)
-        layout.addLayout(head)
-        info = QLabel(
-            f"Models in <code>{paths.models_dir()}</code> and GGUF files you opened. "
-            "Double-click a model to chat with it."
-        )
-        info.setWordWrap(True)
-        layout.addWidget(info)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["Model", "Architecture", "Quant", "Size", "Context", "License"])
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.verticalHeader().hide()
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.cellDoubleClicked.connect(self._chat_with)
-        layout.addWidget(self.table)
-
-    def refresh(self) -> None:
-        models = self.window_.known_models()
-        self.table.setRowCount(len(models))
-        for row, (path, info) in enumerate(models):
-            cells = [
-                info.name if info else Path(path).name,
-                info.architecture if info else "?",
-                info.quantization if info else "?",
-                f"{Path(path).stat().st_size / 1e9:.2f} GB" if Path(path).exists() else "missing",
-                str(info.context_length) if info else "?",
-                (info.license or "not stated") if info else "?",
-            ]
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, path)
-                item.setToolTip(path)
-                self.table.setItem(row, col, item)
-        self.table.resizeColumnsToContents()
-
-    def _chat_with(self, row: int, _col: int) -> None:
-        item = self.table.item(row, 0)
-        if item is not None:
-            self.window_.new_chat(model=str(item.data(Qt.ItemDataRole.UserRole)))
-
-
 class MainWindow(QMainWindow):
-    def __init__(self, controller: ChatController, dark: bool = False) -> None:
+    def __init__(self, controller: ChatController, dark: bool = False, manager: ModelManager | None = None) -> None:
         super().__init__()
         self.controller = controller
+        self.manager = manager or ModelManager()
+        controller.before_load = self.manager.library.check_loadable
         self.store = controller.store
         self.dark = dark
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
@@ -310,7 +254,7 @@ class MainWindow(QMainWindow):
         self.pages = QStackedWidget()
         self.welcome = self._build_welcome()
         self.chat_page = self._build_chat_page()
-        self.models_page = ModelsPage(self)
+        self.models_page = ModelsPage(self, self.manager)
         for page in (self.welcome, self.chat_page, self.models_page):
             self.pages.addWidget(page)
 
@@ -629,7 +573,7 @@ class MainWindow(QMainWindow):
 
     def known_models(self) -> list[tuple[str, GGUFInfo | None]]:
         recent = [p for p in self.store.get_setting("recent_models", []) if Path(p).exists()]
-        library = [str(p) for p in local_gguf_files()]
+        library = [str(m.path) for m in self.manager.library.models() if m.path.exists()]
         seen: dict[str, None] = dict.fromkeys(recent + library)
         return [(p, self.info(p)) for p in seen]
 
@@ -927,4 +871,5 @@ class MainWindow(QMainWindow):
             self._save_chat_settings()
         self.controller.shutdown()
         self._disconnect_controller()
+        self.manager.close()
         super().closeEvent(event)
