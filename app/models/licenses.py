@@ -116,6 +116,13 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_text(markup: str) -> str:
+    """Readable text of a license web page (its ``<main>`` or ``<article>`` when it has one)."""
+    for tag in ("article", "main"):
+        start = re.search(rf"<{tag}\b[^>]*>", markup, re.IGNORECASE)
+        end = markup.lower().rfind(f"</{tag}>")
+        if start and end > start.end():
+            markup = markup[start.end():end]
+            break
     parser = _TextExtractor()
     parser.feed(markup)
     text = html.unescape("".join(parser.parts))

@@ -92,6 +92,7 @@ class DiscoverTab(QWidget):
         lv.addWidget(self.status)
         self.results = QListWidget()
         self.results.setWordWrap(True)
+        self.results.setSpacing(3)
         self.results.currentItemChanged.connect(self._on_pick)
         lv.addWidget(self.results, 1)
         split.addWidget(left)

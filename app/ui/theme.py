@@ -61,6 +61,7 @@ def _stylesheet(dark: bool) -> str:
     QPushButton {{ padding: 6px 12px; border-radius: 6px; border: 1px solid {border}; }}
     QPushButton#primaryButton {{ background: #2f6fed; color: white; border: none; font-weight: 600; }}
     QPushButton#primaryButton:hover {{ background: #255fd0; }}
+    QPushButton#primaryButton:disabled {{ background: {border}; color: {muted}; }}
     QPushButton#stopButton {{ background: #d64545; color: white; border: none; font-weight: 600; }}
     QPushButton#smallButton {{ padding: 2px 6px; border: none; color: {muted}; font-size: 12px; }}
     QPushButton#smallButton:hover {{ color: palette(text); }}
