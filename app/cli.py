@@ -46,6 +46,15 @@ def _build_parser() -> argparse.ArgumentParser:
     from app import cli_models
 
     cli_models.add_parser(sub)
+
+    serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API")
+    serve.add_argument("--model", required=True, help="path to a .gguf file, or a model in the library")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (other than loopback: needs a key)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--api-key", default=None, help="require this key (Authorization: Bearer KEY)")
+    serve.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
+    serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--gpu-layers", type=int, default=None)
     return parser
 
 
@@ -121,6 +130,31 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from app.engine.client import Engine
+    from app.engine.types import LoadSettings
+    from app.models.library import Library
+    from app.server import ApiServer
+
+    api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
+    library = Library()
+    try:
+        path = library.resolve(args.model)
+        library.check_loadable(path)
+    finally:
+        library.close()
+    with Engine() as engine:
+        server = ApiServer(engine, host=args.host, port=args.port, api_key=api_key)  # refuses open binds first
+        loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx, n_threads=args.threads,
+                                                     n_gpu_layers=args.gpu_layers))
+        print(f"Serving {loaded.name} ({loaded.backend}, context {loaded.n_ctx}) at "
+              f"http://{args.host}:{args.port}/v1" + (" (API key required)" if api_key else ""), file=sys.stderr)
+        server.serve_forever()
+    return 0
+
+
 def _gui(args: argparse.Namespace) -> int:
     from app.ui.main import run_app
 
@@ -134,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     from app import cli_models
 
-    handlers = {"chat": _chat, "models": cli_models.run, None: _gui}
+    handlers = {"chat": _chat, "models": cli_models.run, "serve": _serve, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:

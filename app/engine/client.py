@@ -26,6 +26,8 @@ from app.engine.protocol import (
     Chunk,
     CountTokens,
     Done,
+    Embed,
+    Embeddings,
     Event,
     Failed,
     Generate,
@@ -221,6 +223,15 @@ class Engine:
             self._send(CountTokens(tuple(messages)))
             count = self._expect(TokenCount, "counting tokens")
             return count.n_tokens, count.n_ctx
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """(unit-length vectors, tokens read) for ``texts`` with the loaded model."""
+        with self._lock:
+            if not self.is_alive() or self.loaded is None:
+                raise errors.EngineError("no model is loaded: choose a model first")
+            self._send(Embed(tuple(texts)))
+            result = self._expect(Embeddings, "computing embeddings")
+            return [list(v) for v in result.vectors], result.n_tokens
 
     def cancel(self) -> None:
         """Stop the current generation (safe from any thread; no-op when idle)."""

@@ -30,6 +30,8 @@ from app.engine.protocol import (
     Chunk,
     CountTokens,
     Done,
+    Embed,
+    Embeddings,
     Event,
     Failed,
     Generate,
@@ -74,6 +76,7 @@ class EngineHost:
         self.requests: queue.Queue[Request | None] = queue.Queue()
         self.cancel = threading.Event()
         self.llm: Any = None
+        self.embedder: Any = None
         self.info: GGUFInfo | None = None
         self.formatter: ChatFormatter | None = None
         self.loaded: LoadedModel | None = None
@@ -150,6 +153,8 @@ class EngineHost:
             self.send(Ok())
         elif isinstance(request, Generate):
             self.send(Done(self._generate(request)))
+        elif isinstance(request, Embed):
+            self.send(self._embed(request.texts))
         elif isinstance(request, CountTokens):
             prompt = self._formatter().render(request.messages)
             self.send(TokenCount(len(self._tokenize(prompt)), self.llm.n_ctx() if self.llm else 0))
@@ -158,7 +163,27 @@ class EngineHost:
 
     # -- load ------------------------------------------------------------------
 
+    def _embed(self, texts: tuple[str, ...]) -> Embeddings:
+        """A second llama.cpp context in embedding mode on the same weights (mmap shares them)."""
+        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+
+        if self.llm is None or self.loaded is None:
+            raise EngineError("no model is loaded: choose a model first")
+        if self.embedder is None:
+            self.embedder = Llama(
+                model_path=self.loaded.path, embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
+                n_ctx=min(self.loaded.n_ctx, 8192), n_batch=min(self.loaded.n_ctx, 8192),
+                n_ubatch=min(self.loaded.n_ctx, 8192), n_threads=self.loaded.n_threads,
+                n_gpu_layers=self.loaded.n_gpu_layers, verbose=False,
+            )
+        n_tokens = sum(len(self.embedder.tokenize(t.encode("utf-8"))) for t in texts)
+        vectors = self.embedder.embed(list(texts), normalize=True, truncate=True)
+        return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), n_tokens)
+
     def _unload(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+        self.embedder = None
         if self.llm is not None:
             self.llm.close()
         self.llm = None

@@ -46,11 +46,18 @@ class CountTokens:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """Embedding vectors (mean-pooled, L2-normalised) of texts with the loaded model."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pass
 
 
-Request = Load | Unload | Generate | Cancel | CountTokens | Shutdown
+Request = Load | Unload | Generate | Cancel | CountTokens | Embed | Shutdown
 
 # -- events --------------------------------------------------------------------
 
@@ -90,6 +97,12 @@ class TokenCount:
 
 
 @dataclass(frozen=True)
+class Embeddings:
+    vectors: tuple[tuple[float, ...], ...]
+    n_tokens: int
+
+
+@dataclass(frozen=True)
 class Failed:
     """A request failed; ``kind`` names the :mod:`app.errors` class to raise in the parent."""
 
@@ -104,4 +117,4 @@ class LogRecord:
     message: str
 
 
-Event = Ready | Loaded | Ok | Chunk | Done | TokenCount | Failed | LogRecord
+Event = Ready | Loaded | Ok | Chunk | Done | TokenCount | Embeddings | Failed | LogRecord

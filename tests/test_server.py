@@ -1,0 +1,118 @@
+"""`paddock serve`'s API, driven by the official openai client, also while the GUI generates."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.engine.client import Engine
+from app.engine.types import LoadSettings
+from app.errors import PaddockError
+from app.server import ApiServer
+
+KEY = "sk-test-key"
+
+
+@pytest.fixture
+def served(test_model: Path) -> Iterator[tuple[ApiServer, openai.OpenAI]]:
+    engine = Engine()
+    engine.load(str(test_model), LoadSettings(n_ctx=2048))
+    server = ApiServer(engine, port=0, api_key=KEY)
+    server.start()
+    client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+    yield server, client
+    server.stop()
+    engine.close()
+
+
+def test_models_chat_stream_completions_and_embeddings(served: tuple[ApiServer, openai.OpenAI]) -> None:
+    _server, client = served
+    models = client.models.list()
+    assert len(models.data) == 1
+    assert models.data[0].owned_by == "paddock"
+    stream = client.chat.completions.create(
+        model=models.data[0].id, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage
+    assert "Paris" in "".join(pieces)
+    assert usage is not None
+    assert usage.completion_tokens > 0
+    whole = client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24, temperature=0,
+    )
+    assert whole.choices[0].message.content == "".join(pieces)
+    completion = client.completions.create(model="any", prompt="The capital of France is the city of",
+                                           max_tokens=6, temperature=0)
+    assert "Paris" in completion.choices[0].text
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 5
+    streamed = [c.choices[0].text for c in client.completions.create(
+        model="any", prompt="Once upon a time", max_tokens=16, temperature=0, stream=True) if c.choices]
+    assert len([p for p in streamed if p]) > 3  # it streams piece by piece
+    emb = client.embeddings.create(model="any", input=["Paris is in France", "The cat sat on the mat"])
+    assert len(emb.data) == 2
+    assert len(emb.data[0].embedding) == 640
+    assert abs(sum(x * x for x in emb.data[0].embedding) - 1.0) < 1e-3
+
+
+def test_wrong_key_and_bad_requests_are_refused(served: tuple[ApiServer, openai.OpenAI]) -> None:
+    server, _client = served
+    intruder = openai.OpenAI(base_url=server.url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        intruder.models.list()
+    with pytest.raises(openai.AuthenticationError):
+        intruder.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    good = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        good.chat.completions.create(model="x", messages=[])
+
+
+def test_serving_beyond_loopback_needs_a_key() -> None:
+    engine = Engine()
+    try:
+        with pytest.raises(PaddockError, match="API key"):
+            ApiServer(engine, host="0.0.0.0")  # noqa: S104 - the refusal is what is tested
+        ApiServer(engine, host="0.0.0.0", api_key="k")  # noqa: S104
+    finally:
+        engine.close()
+
+
+def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
+    from tests.test_ui import make_window, send_and_wait
+
+    w = make_window(qtbot, test_model)
+    try:
+        send_and_wait(qtbot, w, "Hello")  # loads the model in the GUI's engine
+        server = ApiServer(w.controller.engine, port=0)
+        server.start()
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+        answers: list[str] = []
+
+        def ask() -> None:
+            reply = client.chat.completions.create(
+                model="any", messages=[{"role": "user", "content": "What is the capital of France?"}],
+                max_tokens=24, temperature=0)
+            answers.append(reply.choices[0].message.content or "")
+
+        api = threading.Thread(target=ask)
+        api.start()
+        _c, _m, status, _e, _stats = send_and_wait(qtbot, w, "What is the capital of France?")
+        api.join(120)
+        assert status == "complete"
+        assert "Paris" in answers[0]
+        assert "Paris" in w.store.messages(w.current_conv)[-1].content  # type: ignore[arg-type]
+        server.stop()
+    finally:
+        w.controller.shutdown()
