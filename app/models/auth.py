@@ -31,21 +31,26 @@ class SaveResult:
 
 
 class TokenStore:
-    """Where Paddock keeps the user's Hugging Face token."""
+    """Where Paddock keeps a secret: the Hugging Face token, or a server's API key (``account``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, account: str = ACCOUNT, env_var: str | None = "HF_TOKEN") -> None:
+        self.account = account
+        self.env_var = env_var
         self._session: str | None = None
         self._lock = threading.Lock()
 
+    def _env(self) -> str:
+        return os.environ.get(self.env_var, "").strip() if self.env_var else ""
+
     def _keyring_get(self) -> str | None:
         try:
-            return keyring.get_password(SERVICE, ACCOUNT)
+            return keyring.get_password(SERVICE, self.account)
         except Exception as exc:
             log.info("keyring unavailable for reading: %s", type(exc).__name__)
             return None
 
     def get(self) -> str | None:
-        env = os.environ.get("HF_TOKEN", "").strip()
+        env = self._env()
         if env:
             return env
         with self._lock:
@@ -54,7 +59,7 @@ class TokenStore:
         return self._keyring_get() or None
 
     def source(self) -> TokenSource:
-        if os.environ.get("HF_TOKEN", "").strip():
+        if self._env():
             return "environment"
         with self._lock:
             if self._session:
@@ -68,7 +73,7 @@ class TokenStore:
             raise ValueError("empty token")
         problem: str | None = None
         try:
-            keyring.set_password(SERVICE, ACCOUNT, token)
+            keyring.set_password(SERVICE, self.account, token)
         except keyring.errors.NoKeyringError:
             problem = "no system keyring is available"
         except keyring.errors.KeyringLocked:
@@ -92,7 +97,7 @@ class TokenStore:
         with self._lock:
             self._session = None
         try:
-            keyring.delete_password(SERVICE, ACCOUNT)
+            keyring.delete_password(SERVICE, self.account)
         except Exception as exc:
             log.debug("keyring delete: %s", type(exc).__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from app.engine.client import Engine
+from app.engine.client import Engine, Generation
+from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
 from app.errors import EngineCrashedError, PaddockError
 from app.store.chats import ChatStore, Conversation, MessageStatus
@@ -39,6 +40,7 @@ class ActiveStream:
     text: str = ""
     cancel_requested: bool = False
     thread: threading.Thread | None = field(default=None, repr=False)
+    remote: RemoteGeneration | None = field(default=None, repr=False)
 
 
 class ChatController(QObject):
@@ -78,6 +80,7 @@ class ChatController(QObject):
         self._threads: list[threading.Thread] = []
         # Called on the worker thread before a model is loaded; raises PaddockError to refuse it.
         self.before_load: Callable[[Path], None] | None = None
+        self.remotes = RemoteServers(store.get_setting, store.set_setting)
 
     # -- state -----------------------------------------------------------------
 
@@ -154,7 +157,11 @@ class ChatController(QObject):
         active = self.active
         if active is not None:
             active.cancel_requested = True
-            self.engine.cancel()
+            remote = active.remote
+            if remote is not None:
+                remote.cancel()
+            else:
+                self.engine.cancel()
 
     def wait(self, timeout: float = 30.0) -> None:
         """Join the worker (used at shutdown and by tests)."""
@@ -165,6 +172,8 @@ class ChatController(QObject):
     def load_model(self, path: str, force: bool = False) -> None:
         """Load a model in the background (progress through the model* signals);
         ``force`` reloads it even if it is loaded (new load settings)."""
+        if parse_ref(path) is not None:
+            return  # a server's model: nothing to load here
         if self.busy:
             raise PaddockError("wait for the current answer to finish, or stop it, before switching models")
         thread = threading.Thread(target=self._load_worker, args=(path, force), name="model-load", daemon=True)
@@ -230,13 +239,22 @@ class ChatController(QObject):
         sent_len = saved_len = 0
         try:
             assert conv.model is not None
-            self._ensure_model(conv.model)
+            remote_ref = parse_ref(conv.model)
+            if remote_ref is None:
+                self._ensure_model(conv.model)
             history = [m for m in self.store.messages(conv.id) if m.id != active.message_id]
             messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
             messages += [m.as_chat() for m in history if m.content and m.status != "error"]
             if active.cancel_requested:
                 raise _Cancelled
-            gen = self.engine.stream(messages, conv.sampling)
+            gen: Generation | RemoteGeneration
+            if remote_ref is not None:
+                gen = self.remotes.client(remote_ref[0]).stream(remote_ref[1], messages, conv.sampling)
+                active.remote = gen
+                if active.cancel_requested:
+                    raise _Cancelled
+            else:
+                gen = self.engine.stream(messages, conv.sampling)
             for piece in gen:
                 active.text += piece
                 now = time.monotonic()
@@ -257,6 +275,8 @@ class ChatController(QObject):
             status, error = "interrupted", "Stopped"
         except EngineCrashedError as exc:
             status, error = "error", str(exc)
+        except RemoteError as exc:
+            status, error = ("interrupted" if exc.partial_text else "error"), str(exc)
         except PaddockError as exc:
             status, error = "error", str(exc)
         except Exception as exc:

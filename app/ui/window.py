@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from app import __version__, paths
 from app.engine.gguf_file import GGUFInfo, read_gguf
+from app.engine.remote import parse_ref
 from app.engine.types import LoadedModel, LoadSettings, SamplingParams
 from app.errors import PaddockError
 from app.ui.chatview import ChatView
@@ -50,9 +51,11 @@ from app.ui.controller import ChatController
 from app.ui.itemmodels import ConversationListModel, ConvRole, MessageListModel
 from app.ui.model_manager import ModelManager
 from app.ui.models_page import ModelsPage
+from app.ui.servers import API_PORT, ServerHub, ServersDialog
 
 log = logging.getLogger(__name__)
 OPEN_FILE = "__open__"
+ADD_SERVER = "__server__"
 
 
 class Composer(QPlainTextEdit):
@@ -205,6 +208,7 @@ class MainWindow(QMainWindow):
         self.controller = controller
         self.manager = manager or ModelManager()
         controller.before_load = self.manager.library.check_loadable
+        self.servers = ServerHub(controller)
         self.store = controller.store
         self.dark = dark
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
@@ -275,6 +279,8 @@ class MainWindow(QMainWindow):
         self.ctx_meter.setValue(0)
         self.ctx_meter.setToolTip("How much of the model's context this chat uses")
         self.statusBar().addWidget(self.model_status, 1)
+        self.api_status = QLabel("")
+        self.statusBar().addPermanentWidget(self.api_status)
         self.statusBar().addPermanentWidget(self.speed_status)
         self.statusBar().addPermanentWidget(self.ctx_meter)
 
@@ -408,6 +414,10 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
+        self._action(file_menu, "Servers…", None, self.show_servers)
+        self.serve_action = self._action(file_menu, f"Serve the loaded model (OpenAI API on port {API_PORT})", None,
+                                         self.toggle_api)
+        self.serve_action.setCheckable(True)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         chat_menu = self.menuBar().addMenu("&Chat")
@@ -589,7 +599,10 @@ class MainWindow(QMainWindow):
             combo.setItemData(combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
         if selected is not None and combo.findData(selected) < 0:
             combo.addItem(Path(selected).name + " (missing)", selected)
+        for label, ref in self.servers.cached_models():
+            combo.addItem(label, ref)
         combo.addItem("Open GGUF file…", OPEN_FILE)
+        combo.addItem("Add a server…", ADD_SERVER)
         combo.setCurrentIndex(max(0, combo.findData(selected)) if selected else 0)
         combo.blockSignals(False)
 
@@ -597,6 +610,11 @@ class MainWindow(QMainWindow):
         data = self.model_combo.itemData(index)
         if data == OPEN_FILE:
             self.open_model_file()
+            return
+        if data == ADD_SERVER:
+            self.show_servers()
+            if self.current_conv is not None:
+                self._fill_model_combo(self.store.conversation(self.current_conv).model)
             return
         if data and self.current_conv is not None:
             self.store.update_conversation(self.current_conv, model=str(data))
@@ -626,6 +644,9 @@ class MainWindow(QMainWindow):
         self._preload(path)
 
     def _preload(self, path: str) -> None:
+        if parse_ref(path) is not None:
+            self.model_status.setText(f"{self.servers.remotes.label(path)} · remote server")
+            return
         loaded = self.controller.loaded
         if self.controller.busy or (loaded is not None and Path(loaded.path) == Path(path)):
             return
@@ -830,6 +851,22 @@ class MainWindow(QMainWindow):
             return
         self.apply_settings(dialog.system.toPlainText(), dialog.load_settings(self.controller.load_settings))
 
+    def show_servers(self) -> None:
+        ServersDialog(self, self.servers).exec()
+        if self.current_conv is not None:
+            self._fill_model_combo(self.store.conversation(self.current_conv).model)
+
+    def toggle_api(self, on: bool) -> None:
+        try:
+            url = self.servers.serve(on)
+        except PaddockError as exc:
+            self.serve_action.setChecked(False)
+            self.show_error(str(exc), title="Cannot serve the model")
+            return
+        self.api_status.setText(f"API: {url}" if url else "")
+        if url:
+            self.show_notice(f"The loaded model answers OpenAI-compatible requests at {url} (this computer only).")
+
     def apply_settings(self, system_prompt: str, load: LoadSettings) -> None:
         self.store.set_setting("default_system_prompt", system_prompt)
         changed = load != self.controller.load_settings
@@ -872,4 +909,5 @@ class MainWindow(QMainWindow):
         self.controller.shutdown()
         self._disconnect_controller()
         self.manager.close()
+        self.servers.close()
         super().closeEvent(event)
