@@ -95,9 +95,8 @@ def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
     w = make_window(qtbot, test_model)
     try:
         send_and_wait(qtbot, w, "Hello")  # loads the model in the GUI's engine
-        server = ApiServer(w.controller.engine, port=0)
-        server.start()
-        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+        url = w.servers.serve(True, port=0)  # the app's switch (File → Serve the loaded model)
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
         answers: list[str] = []
 
         def ask() -> None:
@@ -113,6 +112,6 @@ def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
         assert status == "complete"
         assert "Paris" in answers[0]
         assert "Paris" in w.store.messages(w.current_conv)[-1].content  # type: ignore[arg-type]
-        server.stop()
+        assert w.servers.serve(False) == ""
     finally:
         w.controller.shutdown()
