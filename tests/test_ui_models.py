@@ -149,3 +149,27 @@ def test_import_and_quantize_from_my_models(qtbot: QtBot, window: MainWindow, te
     lib.refresh()
     quants = sorted(lib.table.item(r, 1).text() for r in range(lib.table.rowCount()))
     assert quants == ["Q4_0", "Q4_K_M"]
+
+
+def test_a_third_download_waits_for_a_free_slot(qtbot: QtBot, window: MainWindow, hub: HubServer) -> None:
+    from app.models.registry import RemoteFile
+    from app.ui.model_manager import MAX_PARALLEL_DOWNLOADS
+
+    hub.faults[FILE] = {"delay": 0.003}
+    manager = window.manager
+    registry = manager.library.registry
+    details = manager.client().details(GEMMA)
+    listed = details.file(FILE)
+    assert listed is not None
+    acceptance = registry.accept(GEMMA, "gemma", "Gemma Terms of Use", "0" * 64)
+    ids = []
+    for i in range(MAX_PARALLEL_DOWNLOADS + 1):
+        record = registry.add_download(GEMMA, details.commit, f"copy {i}",
+                                       files=[RemoteFile(FILE, listed.size, listed.sha256)],
+                                       dest_dir=paths.models_dir() / f"copy{i}", acceptance_id=acceptance.id)
+        manager.resume(record.id)  # the Downloads tab refreshes on each change, from this thread
+        ids.append(record.id)
+    assert registry.download(ids[-1]).status == "queued"
+    assert "Waiting" in window.models_page.downloads_tab.rows[ids[-1]].status.text()
+    hub.faults[FILE]["delay"] = 0.0
+    qtbot.waitUntil(lambda: [registry.download(i).status for i in ids] == ["done"] * len(ids), timeout=WAIT_MS)

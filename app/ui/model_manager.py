@@ -135,19 +135,22 @@ class ModelManager(QObject):
             return download_id in self._tasks or download_id in self._waiting
 
     def resume(self, download_id: int) -> None:
+        task: DownloadTask | None = None
         with self._lock:
             if download_id in self._tasks or download_id in self._waiting:
                 return
             if len(self._tasks) >= MAX_PARALLEL_DOWNLOADS:
                 self._waiting.append(download_id)
                 self.library.registry.update_download(download_id, status="queued")
-                self.downloadsChanged.emit()
-                return
-            record = self.library.registry.download(download_id)
-            task = DownloadTask(self.library.registry, record, self.client(), on_progress=self.downloadProgress.emit)
-            self._tasks[download_id] = task
+            else:
+                record = self.library.registry.download(download_id)
+                task = DownloadTask(self.library.registry, record, self.client(),
+                                    on_progress=self.downloadProgress.emit)
+                self._tasks[download_id] = task
+        # Emitted outside the lock: the slots ask is_active(), which takes it.
         self.downloadsChanged.emit()
-        self._spawn(lambda: self._run(download_id, task), f"download-{download_id}")
+        if task is not None:
+            self._spawn(lambda: self._run(download_id, task), f"download-{download_id}")
 
     def _run(self, download_id: int, task: DownloadTask) -> None:
         error = ""
