@@ -271,26 +271,25 @@ def _quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.models.library import Library
-    from app.models.quantize import advise, quantize_into_library
+    from app.models.quantize import QuantizeJob, register_quantized
 
     library = Library()
     try:
         src = library.resolve(args.src)
     finally:
         library.close()
-    from app.engine.gguf_file import read_gguf
-
-    info = read_gguf(src)
-    for warning in advise(info.quantization, args.type, info.n_params).warnings:
-        print(f"note: {warning}", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         sys.stderr.write(f"\rquantizing tensor {done}/{total}   ")
         sys.stderr.flush()
 
-    model, _job = quantize_into_library(src, args.type, Path(args.out) if args.out else None, progress)
+    job = QuantizeJob(src, args.type, Path(args.out) if args.out else None, progress)
+    for warning in job.advice.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    job.run()
+    model = register_quantized(job)
     sys.stderr.write("\n")
-    print(f"Added #{model.id}: {model.path} ({human_size(model.size)}, {model.quant}, from {info.quantization})")
+    print(f"Added #{model.id}: {model.path} ({human_size(model.size)}, {model.quant}, from {job.info.quantization})")
     return 0
 
 

@@ -170,6 +170,10 @@ _QUANT_RE = re.compile(
 )
 
 
+# Unquantized file types: the right source for a quantization.
+FULL_PRECISION = ("F32", "F16", "BF16")
+
+
 def quant_from_filename(filename: str) -> str | None:
     """``Llama-3.2-1B-Instruct-Q4_K_M.gguf`` -> ``Q4_K_M`` (None when the name says nothing)."""
     stem = SPLIT_RE.sub(".gguf", filename)

@@ -83,6 +83,23 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + PART_SUFFIX)
 
 
+def final_path(record: DownloadRecord, f: RemoteFile) -> Path:
+    """Where a file of a download goes; never outside the download's folder."""
+    final = (record.dest_dir / safe_relative_path(f.name)).resolve()
+    if not final.is_relative_to(record.dest_dir.resolve()):
+        raise DownloadError(f"refusing {f.name!r}: it would leave the models folder")
+    return final
+
+
+def discard_download(record: DownloadRecord, registry: Registry) -> None:
+    """Delete what a download wrote: partial files, and finished files of a model not in the library."""
+    for f in record.files:
+        final = final_path(record, f)
+        part_path(final).unlink(missing_ok=True)
+        if registry.model_by_path(final) is None:
+            final.unlink(missing_ok=True)
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -144,13 +161,6 @@ class DownloadTask:
 
     # -- the work --------------------------------------------------------------
 
-    def _final(self, f: RemoteFile) -> Path:
-        rel = safe_relative_path(f.name)
-        final = (self.record.dest_dir / rel).resolve()
-        if not final.is_relative_to(self.record.dest_dir.resolve()):
-            raise DownloadError(f"refusing {f.name!r}: it would leave the models folder")
-        return final
-
     def _emit(self, done: int, state: str, message: str = "", force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
@@ -170,7 +180,7 @@ class DownloadTask:
         if rec.acceptance_id is None or self.registry.acceptance_by_id(rec.acceptance_id) is None:
             raise LicenseNotAcceptedError(f"accept the license of {rec.repo_id} before downloading it")
         self.registry.update_download(rec.id, status="running", error=None)
-        finals = [self._final(f) for f in rec.files]
+        finals = [final_path(rec, f) for f in rec.files]
         try:
             remaining = sum(
                 0 if final.exists() else f.size - (part_path(final).stat().st_size if part_path(final).exists() else 0)
@@ -185,7 +195,7 @@ class DownloadTask:
             model = self._register(finals)
         except _Stopped as stop:
             if stop.how == "cancel":
-                self._discard(finals, keep_finished=False)
+                discard_download(rec, self.registry)
                 self.registry.update_download(rec.id, status="cancelled", error=None)
                 self._emit(0, "cancelled", force=True)
             else:
@@ -212,12 +222,6 @@ class DownloadTask:
             elif part_path(final).exists():
                 done += part_path(final).stat().st_size
         return done
-
-    def _discard(self, finals: list[Path], keep_finished: bool) -> None:
-        for final in finals:
-            part_path(final).unlink(missing_ok=True)
-            if not keep_finished:
-                final.unlink(missing_ok=True)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -386,7 +390,7 @@ class DownloadTask:
         try:
             info = read_gguf(finals[0])
         except InvalidModelError as exc:
-            self._discard(finals, keep_finished=False)
+            discard_download(rec, self.registry)
             raise IntegrityError(f"{rec.name} downloaded but is not a usable GGUF model ({exc}); it was deleted.") \
                 from exc
         accepted = self.registry.acceptance_by_id(rec.acceptance_id) if rec.acceptance_id else None
@@ -432,7 +436,7 @@ def sweep_orphans(registry: Registry, root: Path | None = None) -> list[Path]:
     for rec in registry.downloads(("queued", "paused", "failed", "running")):
         for f in rec.files:
             try:
-                keep.add(part_path((rec.dest_dir / safe_relative_path(f.name)).resolve()))
+                keep.add(part_path(final_path(rec, f)))
             except PaddockError:
                 continue
     removed = []

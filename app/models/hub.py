@@ -102,10 +102,6 @@ class RepoDetails:
     card: dict[str, Any] = field(default_factory=dict)
     gated: bool = False
 
-    @property
-    def url_path(self) -> str:
-        return self.repo_id
-
     def file(self, name: str) -> RepoFile | None:
         return next((f for f in self.files if f.name == name), None)
 
@@ -210,9 +206,6 @@ class HubClient:
             raise
         except Exception as exc:
             raise explain(exc, repo_id, self.endpoint, signed_in=bool(self.token)) from exc
-
-    def repo_url(self, repo_id: str) -> str:
-        return f"{self.endpoint}/{repo_id}"
 
     def whoami(self) -> str:
         """The token owner's user name; HubError(invalid_token) when the token is refused."""

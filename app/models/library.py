@@ -84,7 +84,7 @@ class Library:
     def scan(self) -> list[LibraryModel]:
         """Register GGUF files found in the models folder that the library does not know yet."""
         added = []
-        known = {m.path for m in self.registry.models()} | {p for m in self.registry.models() for p in m.parts}
+        known = {p for m in self.registry.models() for p in m.files}
         for path in local_gguf_files():
             if path in known:
                 continue
@@ -106,14 +106,30 @@ class Library:
         return self.registry.models()
 
     def resolve(self, ref: str) -> Path:
-        """A model reference as users type it: a library id, a path, a file name, or a name without ``.gguf``."""
+        """A model reference as users type it: a library id, a path, a file name, or a name without ``.gguf``.
+
+        Raises:
+            ModelNotFoundError: nothing matches; the message says what to do.
+        """
+        candidate = Path(ref).expanduser()
+        if candidate.exists():
+            return candidate
         if ref.isdigit():
-            try:
-                return self.registry.model(int(ref)).path
-            except ModelNotFoundError:
-                if not Path(ref).exists():
-                    raise
-        return resolve_model(ref, self)
+            return self.registry.model(int(ref)).path
+        wanted = ref.lower().removesuffix(".gguf")
+        files = local_gguf_files()  # also files llama.cpp will refuse: loading them says why
+        files += [m.path for m in self.registry.models() if m.path not in files and m.path.exists()]
+        matches = [p for p in files if p.stem.lower() == wanted or p.name.lower() == ref.lower()]
+        if not matches:
+            matches = [p for p in files if wanted in p.stem.lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches[:5])
+            raise ModelNotFoundError(f"{ref!r} matches several models ({names}): be more specific")
+        raise ModelNotFoundError(
+            f"model not found: {ref!r} is neither a file nor a model in {paths.models_dir()}"
+        )
 
     # -- licenses ----------------------------------------------------------------
 
@@ -226,36 +242,4 @@ class Library:
 
     def reveal_folder(self, model_id: int) -> Path:
         return self.registry.model(model_id).path.parent
-
-
-def resolve_model(ref: str, library: Library | None = None) -> Path:
-    """A model reference as users type it: a path, a file name, or a name without ``.gguf``.
-
-    Raises:
-        ModelNotFoundError: nothing matches; the message says what to do.
-    """
-    candidate = Path(ref).expanduser()
-    if candidate.exists():
-        return candidate
-    if library is None and ref.isdigit():
-        lib = Library()
-        try:
-            return lib.resolve(ref)
-        finally:
-            lib.close()
-    wanted = ref.lower().removesuffix(".gguf")
-    files = local_gguf_files()
-    if library is not None:
-        files += [m.path for m in library.registry.models() if m.path not in files and m.path.exists()]
-    matches = [p for p in files if p.stem.lower() == wanted or p.name.lower() == ref.lower()]
-    if not matches:
-        matches = [p for p in files if wanted in p.stem.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        names = ", ".join(p.name for p in matches[:5])
-        raise ModelNotFoundError(f"{ref!r} matches several models ({names}): be more specific")
-    raise ModelNotFoundError(
-        f"model not found: {ref!r} is neither a file nor a model in {paths.models_dir()}"
-    )
 

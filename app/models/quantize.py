@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from app import paths
-from app.engine.gguf_file import read_gguf
+from app.engine.gguf_file import FULL_PRECISION, read_gguf
 from app.errors import PaddockError
 from app.models.download import check_disk_space, part_path
 from app.models.registry import LibraryModel
@@ -34,7 +34,6 @@ TARGETS: dict[str, float] = {
     "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.50, "Q4_1": 5.00, "Q3_K_L": 4.27, "Q3_K_M": 3.91,
     "Q3_K_S": 3.50, "Q2_K": 3.35, "F16": 16.0, "BF16": 16.0,
 }
-FULL_PRECISION = ("F32", "F16", "BF16")
 _PROGRESS_RE = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\]")
 
 
@@ -89,11 +88,9 @@ class QuantizeJob:
         self.source = source
         self.target = target.upper()
         self.info = read_gguf(source)
-        if self.target not in TARGETS:
-            raise PaddockError(f"unknown quantization type {target!r}; choose one of {', '.join(TARGETS)}")
+        self.advice = advise(self.info.quantization, self.target, self.info.n_params)  # checks the type
         stem = re.sub(r"[-_.]?(I?Q\d\w*|BF16|F16|F32)$", "", source.stem, flags=re.IGNORECASE) or source.stem
         self.out = out or paths.models_dir() / "local" / f"{stem}-{self.target}.gguf"
-        self.advice = advise(self.info.quantization, self.target, self.info.n_params)
         self.on_progress = on_progress or (lambda done, total: None)
         self.threads = threads
         self._process: mp.process.BaseProcess | None = None

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from app.engine import hardware
-from app.engine.gguf_file import SPLIT_RE, quant_from_filename, shape_from_metadata
+from app.engine.gguf_file import FULL_PRECISION, SPLIT_RE, quant_from_filename, shape_from_metadata
 from app.engine.hardware import FIT_LABELS, Fit, Hardware, ModelShape
 from app.errors import HubError, InvalidModelError, UnsafePathError
 from app.models.hub import HubClient, RepoDetails, RepoFile, safe_relative_path
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 # The usual choice: good quality per byte. Recommended when it fits; otherwise the largest that fits.
 PREFERRED_QUANT = "Q4_K_M"
-FULL_PRECISION = ("F32", "F16", "BF16")
 
 
 @dataclass(frozen=True)

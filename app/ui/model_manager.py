@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from app.engine import hardware
 from app.errors import PaddockError
 from app.models.auth import SaveResult, TokenStore, token_store
-from app.models.download import DownloadTask, sweep_orphans
+from app.models.download import DownloadTask, discard_download, sweep_orphans
 from app.models.hub import HubClient, RepoDetails, default_endpoint
 from app.models.library import Library
 from app.models.licenses import LicenseInfo, describe
@@ -61,7 +61,6 @@ class ModelManager(QObject):
         self._waiting: deque[int] = deque()
         self._lock = threading.Lock()
         self._job: QuantizeJob | None = None
-        self._views: dict[str, RepoView] = {}
         self.swept = sweep_orphans(self.library.registry)
 
     # -- helpers -----------------------------------------------------------------
@@ -104,7 +103,6 @@ class ModelManager(QObject):
                 lic = describe(details, client)
                 accepted = self.library.accepted(lic)
                 view = RepoView(details, variants, lic, accepted.accepted_at if accepted else None)
-                self._views[repo_id] = view
                 self.repoLoaded.emit(repo_id, view, "")
             except PaddockError as exc:
                 self.repoLoaded.emit(repo_id, None, str(exc))
@@ -113,9 +111,7 @@ class ModelManager(QObject):
 
     def accept_license(self, view: RepoView) -> RepoView:
         acc = self.library.accept(view.license)
-        new = RepoView(view.details, view.variants, view.license, acc.accepted_at)
-        self._views[view.details.repo_id] = new
-        return new
+        return RepoView(view.details, view.variants, view.license, acc.accepted_at)
 
     # -- downloads ---------------------------------------------------------------
 
@@ -189,10 +185,7 @@ class ModelManager(QObject):
         if task is not None:
             task.cancel()
             return
-        record = self.library.registry.download(download_id)
-        for f in record.files:
-            part = record.dest_dir / (f.name + ".part")
-            part.unlink(missing_ok=True)
+        discard_download(self.library.registry.download(download_id), self.library.registry)
         self.library.registry.update_download(download_id, status="cancelled")
         self.downloadsChanged.emit()
 

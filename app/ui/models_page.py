@@ -193,7 +193,7 @@ class DiscoverTab(QWidget):
         self.repo_title.setText(f"<h3>{html.escape(repo_id)}</h3>Loading files and license…")
         self.repo_error.clear()
         self._set_repo_widgets_visible(False)
-        self.manager.open_repo(repo_id, hw=self.page.hardware)
+        self.manager.open_repo(repo_id)  # fits are computed on the worker, with the memory free then
 
     def _on_repo(self, repo_id: str, view: RepoView | None, error: str) -> None:
         if repo_id != self._pending:
@@ -571,17 +571,12 @@ class ModelsPage(QWidget):
         super().__init__()
         self.window_ = window
         self.manager = manager
-        from app.engine import hardware
-
-        self.hardware = hardware.detect()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         head = QHBoxLayout()
         head.addWidget(QLabel("<h2>Models</h2>"))
-        hw = self.hardware
-        head.addWidget(_label(
-            f"<span style='color:gray'>This machine: {hw.backend.upper()}, {hw.ram_total / 1024**3:.0f} GB RAM"
-            + (f", {hw.vram_total / 1024**3:.0f} GB VRAM" if hw.vram_total else "") + "</span>", wrap=False))
+        self.machine = _label(wrap=False)  # filled when the page is first shown, not at app start
+        head.addWidget(self.machine)
         head.addStretch(1)
         self.token_button = QPushButton("Hugging Face token…")
         self.token_button.clicked.connect(self.edit_token)
@@ -597,6 +592,13 @@ class ModelsPage(QWidget):
         layout.addWidget(self.tabs, 1)
 
     def refresh(self) -> None:
+        if not self.machine.text():
+            from app.engine import hardware
+
+            hw = hardware.detect()
+            self.machine.setText(
+                f"<span style='color:gray'>This machine: {hw.backend.upper()}, {hw.ram_total / 1024**3:.0f} GB RAM"
+                + (f", {hw.vram_total / 1024**3:.0f} GB VRAM" if hw.vram_total else "") + "</span>")
         self.library_tab.refresh()
         self.downloads_tab.refresh()
         if not self.library_tab.models:
