@@ -16,6 +16,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.engine.client import Engine
 from app.engine.types import LoadSettings
+from app.models.library import Library
+from tests.hubserver import HubServer, standard_hub
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +45,22 @@ def engine(test_model: Path) -> Iterator[Engine]:
     eng.load(str(test_model), LoadSettings(n_ctx=2048))
     yield eng
     eng.close()
+
+
+@pytest.fixture
+def hub(test_model: Path) -> Iterator[HubServer]:
+    """The local Hugging-Face-compatible test hub (tests/hubserver.py) on 127.0.0.1."""
+    server = standard_hub(test_model).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def library() -> Iterator[Library]:
+    """The model library in the test's PADDOCK_HOME."""
+    lib = Library()
+    yield lib
+    lib.close()
 
 
 @pytest.fixture

