@@ -44,9 +44,10 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", help="the message")
 
-    from app import cli_models
+    from app import cli_docs, cli_models
 
     cli_models.add_parser(sub)
+    cli_docs.add_parser(sub)
 
     serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API")
     serve.add_argument("--model", required=True, help="path to a .gguf file, or a model in the library")
@@ -168,9 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    from app import cli_models
+    from app import cli_docs, cli_models
 
-    handlers = {"chat": _chat, "models": cli_models.run, "serve": _serve, None: _gui}
+    handlers = {"chat": _chat, "models": cli_models.run, "docs": cli_docs.run, "serve": _serve, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:

@@ -96,3 +96,7 @@ class LicenseNotAcceptedError(PaddockError):
 
 class UnsafePathError(PaddockError):
     """A file name from a repo listing would escape the models folder."""
+
+
+class DocumentError(PaddockError):
+    """A document could not be indexed: unreadable, unsupported, protected, or a 'bomb'."""

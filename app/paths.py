@@ -57,3 +57,8 @@ def database_path() -> Path:
 def library_path() -> Path:
     """The model library: registered models, license acceptances, the download queue."""
     return data_dir() / "library.sqlite3"
+
+
+def docs_path() -> Path:
+    """The document index: collections, extracted text, chunks, FTS5 and embedding vectors."""
+    return data_dir() / "documents.sqlite3"

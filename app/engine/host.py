@@ -52,6 +52,7 @@ from app.errors import ContextOverflowError, EngineError, ModelLoadError, Paddoc
 log = logging.getLogger("paddock.engine.host")
 
 GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+EMBED_MAX_CTX = 2048  # embedding models read one chunk (~250 tokens) at a time
 # ggml_log_level (NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5) -> logging levels.
 # llama.cpp's INFO is a page of buffer sizes per load: keep it at DEBUG.
 _LLAMA_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
@@ -77,6 +78,7 @@ class EngineHost:
         self.cancel = threading.Event()
         self.llm: Any = None
         self.embedder: Any = None
+        self.embedding_mode = False
         self.info: GGUFInfo | None = None
         self.formatter: ChatFormatter | None = None
         self.loaded: LoadedModel | None = None
@@ -169,7 +171,9 @@ class EngineHost:
 
         if self.llm is None or self.loaded is None:
             raise EngineError("no model is loaded: choose a model first")
-        if self.embedder is None:
+        if self.embedding_mode:
+            self.embedder = self.llm
+        elif self.embedder is None:
             self.embedder = Llama(
                 model_path=self.loaded.path, embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
                 n_ctx=min(self.loaded.n_ctx, 8192), n_batch=min(self.loaded.n_ctx, 8192),
@@ -181,9 +185,10 @@ class EngineHost:
         return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), n_tokens)
 
     def _unload(self) -> None:
-        if self.embedder is not None:
+        if self.embedder is not None and self.embedder is not self.llm:
             self.embedder.close()
         self.embedder = None
+        self.embedding_mode = False
         if self.llm is not None:
             self.llm.close()
         self.llm = None
@@ -219,6 +224,15 @@ class EngineHost:
             "swa_full": True,
             "verbose": False,
         }
+        if settings.embedding:
+            # One sequence per chunk, each fitting a batch; the model's own pooling if it
+            # declares one (BERT-style embedders), else the mean of the token vectors.
+            from llama_cpp import LLAMA_POOLING_TYPE_MEAN
+
+            size = min(plan.n_ctx, info.context_length or plan.n_ctx, EMBED_MAX_CTX)
+            kwargs.update(n_ctx=size, n_batch=size, n_ubatch=size, embedding=True, swa_full=False)
+            if info.get(f"{info.architecture}.pooling_type") is None:
+                kwargs["pooling_type"] = LLAMA_POOLING_TYPE_MEAN
         started = time.perf_counter()
         try:
             llm = Llama(n_gpu_layers=plan.n_gpu_layers, **kwargs)
@@ -239,6 +253,7 @@ class EngineHost:
         load_s = time.perf_counter() - started
         self._set_abort_callback(llm)
         self.llm = llm
+        self.embedding_mode = settings.embedding
         self.info = info
         self.formatter = ChatFormatter(
             info.chat_template,

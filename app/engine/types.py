@@ -50,6 +50,8 @@ class LoadSettings:
     flash_attn: bool | None = None
     kv_cache_type: KvCacheType = "f16"
     n_batch: int = 512
+    # An embedding model for documents (its own engine process): pooled vectors, no chat.
+    embedding: bool = False
 
 
 @dataclass(frozen=True)
