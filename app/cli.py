@@ -28,6 +28,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"paddock {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: llama.cpp too)")
+    parser.add_argument("--selftest", action="store_true",
+                        help="check this installation headless (Qt offscreen, --model loads and generates, "
+                             "documents index) and exit")
+    parser.add_argument("--model", dest="selftest_model", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="ask a model one question and stream the answer")
@@ -169,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    if args.selftest:
+        from app.selftest import run
+
+        return run(args.selftest_model)
     from app import cli_docs, cli_models
 
     handlers = {"chat": _chat, "models": cli_models.run, "docs": cli_docs.run, "serve": _serve, None: _gui}

@@ -62,3 +62,11 @@ def library_path() -> Path:
 def docs_path() -> Path:
     """The document index: collections, extracted text, chunks, FTS5 and embedding vectors."""
     return data_dir() / "documents.sqlite3"
+
+
+def resources_dir() -> Path:
+    """The read-only ``resources/`` folder (icon, notices): next to ``app/``, or inside a PyInstaller bundle."""
+    import sys
+
+    bundle = getattr(sys, "_MEIPASS", None)
+    return Path(bundle) / "resources" if bundle else Path(__file__).resolve().parents[1] / "resources"

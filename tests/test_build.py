@@ -26,3 +26,4 @@ def test_unsafe_features_parser() -> None:
 def test_dependency_floors() -> None:
     assert Version(version("Jinja2")) >= Version("3.1.6")
     assert Version(version("huggingface_hub")) >= Version("1.26")
+    assert Version(version("pypdf")) >= Version("6.7.2")

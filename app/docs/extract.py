@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from app.errors import DocumentError
 
@@ -359,12 +360,29 @@ def _pdf(path: Path) -> Extracted:
     blocks: list[Block] = []
     for number, page in enumerate(reader.pages, start=1):
         text = (page.extract_text() or "").replace("\r\n", "\n")
+        if not text.strip():
+            _check_page_stream(path, page, number)
         text = re.sub(r"[ \t]+\n", "\n", text)
         first = True
         for para, _a, _b in _paragraphs(text):
             blocks.append(Block(para, f"page {number}", first))
             first = False
     return Extracted(tuple(blocks), n_pages, "pdf")
+
+
+def _check_page_stream(path: Path, page: Any, number: int) -> None:
+    """pypdf's text extraction swallows its decompression limit: an empty page may be a bomb."""
+    from pypdf.errors import LimitReachedError
+
+    try:
+        contents = page.get_contents()
+        if contents is not None:
+            contents.get_data()
+    except LimitReachedError as exc:
+        raise DocumentError(
+            f"{path.name}: page {number} decompresses to far more data than a page holds; refused as a "
+            "possible PDF bomb"
+        ) from exc
 
 
 # -- DOCX ------------------------------------------------------------------------

@@ -76,7 +76,12 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    # The document passages an answer was given (JSON list), so its citations open them.
+    conn.execute("ALTER TABLE messages ADD COLUMN sources TEXT")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Message:
     error: str | None
     model: str | None
     stats: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -129,6 +135,7 @@ def _message(row: sqlite3.Row) -> Message:
         error=row["error"],
         model=row["model"],
         stats=json.loads(row["stats"]) if row["stats"] else {},
+        sources=json.loads(row["sources"]) if row["sources"] else [],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -260,6 +267,8 @@ class ChatStore:
         status: MessageStatus | None = None,
         error: str | None = None,
         stats: GenerationStats | dict[str, Any] | None = None,
+        *,
+        sources: list[dict[str, Any]] | None = None,
     ) -> None:
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [time.time()]
@@ -277,6 +286,9 @@ class ChatStore:
         if stats is not None:
             sets.append("stats = ?")
             params.append(json.dumps(stats.to_dict() if isinstance(stats, GenerationStats) else stats))
+        if sources is not None:
+            sets.append("sources = ?")
+            params.append(json.dumps(sources, ensure_ascii=False))
         params.append(message_id)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
@@ -322,6 +334,7 @@ class ChatStore:
                     "status": m.status,
                     "model": m.model,
                     "stats": m.stats,
+                    "sources": m.sources,
                     "created_at": m.created_at,
                 }
                 for m in self.messages(conv_id)
@@ -339,6 +352,10 @@ class ChatStore:
             label = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
             suffix = "" if m.status == "complete" else f" *({m.status})*"
             lines += [f"## {label}{suffix}", "", m.content, ""]
+            if m.sources:
+                lines += ["Sources:", ""]
+                lines += [f"{i}. {s.get('source', '')}, {s.get('location', '')}" for i, s in enumerate(m.sources, 1)]
+                lines.append("")
         return "\n".join(lines)
 
     def import_json(self, data: dict[str, Any]) -> Conversation:
@@ -375,11 +392,13 @@ class ChatStore:
                 if status not in ("complete", "interrupted", "error"):
                     status = "interrupted"
                 conn.execute(
-                    "INSERT INTO messages (conversation_id, role, content, status, model, stats, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO messages (conversation_id, role, content, status, model, stats, sources, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conv_id, role, str(m.get("content", "")), status, m.get("model"),
-                        json.dumps(m.get("stats") or {}), float(m.get("created_at") or now), now,
+                        json.dumps(m.get("stats") or {}),
+                        json.dumps(m["sources"]) if isinstance(m.get("sources"), list) else None,
+                        float(m.get("created_at") or now), now,
                     ),
                 )
         return self.conversation(conv_id)

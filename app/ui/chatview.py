@@ -7,6 +7,7 @@ re-rendered as Markdown at most four times a second and once at the end.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
@@ -24,8 +25,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.docs.prompt import cited_numbers
 from app.ui.itemmodels import MessageListModel, MsgRole
-from app.ui.markdown import COPY_SCHEME, MarkdownRenderer
+from app.ui.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
 
 RENDER_INTERVAL_MS = 250
 
@@ -41,11 +43,13 @@ class MessageWidget(QFrame):
     """One message.
 
     Signals:
-        copyRequested(str), editRequested(int), regenerateRequested(), linkActivated(QUrl)
+        editRequested(int), regenerateRequested(),
+        citationRequested(int, int): (message id, source number; 0 = all sources)
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
+    citationRequested = Signal(int, int)
 
     def __init__(self, renderer: MarkdownRenderer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -55,6 +59,7 @@ class MessageWidget(QFrame):
         self.text = ""
         self.code_blocks: tuple[str, ...] = ()
         self.streaming = False
+        self.sources: list[dict[str, Any]] = []
         self._rendered_text: str | None = None
         self.setObjectName("message")
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -110,6 +115,10 @@ class MessageWidget(QFrame):
         status = str(index.data(MsgRole.Status))
         error = index.data(MsgRole.Error)
         stats = index.data(MsgRole.Stats) or {}
+        sources = list(index.data(MsgRole.Sources) or [])
+        if sources != self.sources:
+            self.sources = sources
+            self._rendered_text = None
         self.setProperty("role", self.role)
         self.streaming = status == "streaming"
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(self.role, self.role)
@@ -158,10 +167,29 @@ class MessageWidget(QFrame):
             self.body.setPlainText(self.text)
             self.code_blocks = ()
         else:
-            rendered = self.renderer.render(self.text or ("…" if self.streaming else ""))
+            text = self.text or ("…" if self.streaming else "")
+            if self.sources:
+                text = link_citations(text, len(self.sources))
+            rendered = self.renderer.render(text)
             self.code_blocks = rendered.code_blocks
-            self.body.setHtml(rendered.html)
+            self.body.setHtml(rendered.html + self._sources_html())
         self._rendered_text = self.text
+
+    def _sources_html(self) -> str:
+        """Under an answer from documents: the cited sources, and a link to everything retrieved."""
+        if not self.sources:
+            return ""
+        cited = cited_numbers(self.text, len(self.sources))
+        links = []
+        for number in cited:
+            s = self.sources[number - 1]
+            label = html.escape(f"[{number}] {s.get('source', '')} · {s.get('location', '')}")
+            links.append(f'<a href="{CITE_SCHEME}:{number}">{label}</a>')
+        total = len(self.sources)
+        every = f'<a href="{CITE_SCHEME}:0">{total} passage{"s" if total != 1 else ""} given to the model</a>'
+        head = "Sources: " + " · ".join(links) + f" — {every}" if links else f"From your documents: {every}"
+        return f'<p style="font-size:small; color:gray; margin-top:6px;">{head}</p>'
+
 
     def _fit_height(self) -> None:
         height = int(self.body.document().size().height()) + 4
@@ -173,6 +201,10 @@ class MessageWidget(QFrame):
         self._fit_height()
 
     def _on_anchor(self, url: QUrl) -> None:
+        if url.scheme() == CITE_SCHEME:
+            path = url.path()
+            self.citationRequested.emit(self.message_id, int(path) if path.isdigit() else 0)
+            return
         if url.scheme() == COPY_SCHEME:
             number = int(url.path() or -1)
             if 0 <= number < len(self.code_blocks):
@@ -202,10 +234,12 @@ class ChatView(QScrollArea):
     Signals:
         editRequested(int): the user wants to edit that message.
         regenerateRequested(): the user wants the last answer again.
+        citationRequested(int, int): (message id, source number) a citation was clicked.
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
+    citationRequested = Signal(int, int)
 
     def __init__(self, model: MessageListModel, dark: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -248,6 +282,7 @@ class ChatView(QScrollArea):
             w = MessageWidget(self.renderer)
             w.editRequested.connect(self.editRequested)
             w.regenerateRequested.connect(self.regenerateRequested)
+            w.citationRequested.connect(self.citationRequested)
             self.column.insertWidget(self.column.count() - 3, w)
             w.set_message(self.model.index(row), row == rows - 1)
             self.widgets.append(w)

@@ -29,6 +29,9 @@ from app.store.chats import ChatStore, Conversation, MessageStatus
 
 log = logging.getLogger(__name__)
 
+DocumentsHook = Callable[[int, list[ChatMessage], int], tuple[list[ChatMessage], list[dict[str, Any]], list[str]]]
+REMOTE_CONTEXT_GUESS = 8192  # a server's context is not reported by the OpenAI API
+
 DISPLAY_INTERVAL_S = 1 / 30  # text is pushed to the GUI at most this often
 SAVE_INTERVAL_S = 0.5  # the growing answer is written to SQLite at most this often
 
@@ -57,6 +60,7 @@ class ChatController(QObject):
         modelFailed(str): loading failed, with a message for the user.
         notice(str): something the user should know (context trimmed, template fallback...).
         busyChanged(bool): a turn started or ended.
+        sourcesReady(int, int): (conversation, answer) the answer's document passages are stored.
     """
 
     conversationsChanged = Signal()
@@ -69,6 +73,7 @@ class ChatController(QObject):
     modelFailed = Signal(str)
     notice = Signal(str)
     busyChanged = Signal(bool)
+    sourcesReady = Signal(int, int)
 
     def __init__(self, store: ChatStore, engine: Engine, load_settings: LoadSettings | None = None) -> None:
         super().__init__()
@@ -80,6 +85,11 @@ class ChatController(QObject):
         self._threads: list[threading.Thread] = []
         # Called on the worker thread before a model is loaded; raises PaddockError to refuse it.
         self.before_load: Callable[[Path], None] | None = None
+        # Called on the worker thread with (conversation id, messages, context tokens); returns the
+        # messages to send (the last user turn carrying document passages), the passages as
+        # dicts for the answer's citations, and notices.  Set by the documents panel.
+        self.with_documents: DocumentsHook | None = None
+        self.on_delete: Callable[[int], None] | None = None  # a conversation was deleted
         self.remotes = RemoteServers(store.get_setting, store.set_setting)
 
     # -- state -----------------------------------------------------------------
@@ -115,6 +125,8 @@ class ChatController(QObject):
             self.stop()
             self.wait()
         self.store.delete_conversation(conv_id)
+        if self.on_delete is not None:
+            self.on_delete(conv_id)
         self.conversationsChanged.emit()
 
     # -- turns -----------------------------------------------------------------
@@ -240,11 +252,19 @@ class ChatController(QObject):
         try:
             assert conv.model is not None
             remote_ref = parse_ref(conv.model)
+            n_ctx = REMOTE_CONTEXT_GUESS
             if remote_ref is None:
-                self._ensure_model(conv.model)
+                n_ctx = self._ensure_model(conv.model).n_ctx
             history = [m for m in self.store.messages(conv.id) if m.id != active.message_id]
             messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
             messages += [m.as_chat() for m in history if m.content and m.status != "error"]
+            if self.with_documents is not None and messages and messages[-1].role == "user":
+                messages, sources, notices = self.with_documents(conv.id, messages, n_ctx)
+                for n in notices:
+                    self.notice.emit(n)
+                if sources:
+                    self.store.update_message(active.message_id, sources=sources)
+                    self.sourcesReady.emit(conv.id, active.message_id)
             if active.cancel_requested:
                 raise _Cancelled
             gen: Generation | RemoteGeneration

@@ -84,6 +84,7 @@ class MsgRole(IntEnum):
     Status = Qt.ItemDataRole.UserRole + 3
     Error = Qt.ItemDataRole.UserRole + 4
     Stats = Qt.ItemDataRole.UserRole + 5
+    Sources = Qt.ItemDataRole.UserRole + 6
 
 
 class MessageListModel(QAbstractListModel):
@@ -125,6 +126,17 @@ class MessageListModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
 
+    def refresh_message(self, message_id: int) -> None:
+        """Re-read one message (e.g. its document sources arrived while it streams)."""
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        fresh = self.store.message(message_id)
+        fresh.content = self._rows[row].content  # the streamed text is ahead of SQLite
+        self._rows[row] = fresh
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx, [MsgRole.Sources])
+
     def finish(self, message_id: int) -> None:
         """Take the final state of a finished answer from the store."""
         row = self.row_of(message_id)
@@ -153,6 +165,8 @@ class MessageListModel(QAbstractListModel):
             return msg.error
         if role == MsgRole.Stats:
             return msg.stats
+        if role == MsgRole.Sources:
+            return msg.sources
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -163,6 +177,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Status: b"status",
             MsgRole.Error: b"error",
             MsgRole.Stats: b"stats",
+            MsgRole.Sources: b"sources",
         }.items()}
 
 

@@ -36,6 +36,12 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setApplicationName("Paddock")
     app.setApplicationVersion(__version__)
     app.setOrganizationName("Paddock")
+    app.setDesktopFileName("paddock")  # matches the .desktop entry on Linux (taskbar icon and name)
+    icon = paths.resources_dir() / "paddock.svg"
+    if icon.exists():
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     dark = system_is_dark()
     apply_theme(app, dark)
     try:

@@ -9,6 +9,7 @@ user may click.  Links are not followed by the view itself (see ``chatview``).
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,20 @@ from pygments.lexers import get_lexer_by_name, guess_lexer
 from pygments.util import ClassNotFound
 
 COPY_SCHEME = "paddock-copy"
+CITE_SCHEME = "paddock-cite"
+_CODE_SPANS = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.S)
+_CITATION = re.compile(r"\[(\d{1,3})\](?!\()")
+
+
+def link_citations(text: str, n_sources: int) -> str:
+    """``[n]`` outside code becomes a link that opens source n (only for 1..n_sources)."""
+
+    def link(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        return f"[\\[{number}\\]]({CITE_SCHEME}:{number})" if 1 <= number <= n_sources else match.group(0)
+
+    parts = _CODE_SPANS.split(text)
+    return "".join(part if i % 2 else _CITATION.sub(link, part) for i, part in enumerate(parts))
 
 
 @dataclass(frozen=True)

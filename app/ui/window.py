@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QModelIndex, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QMimeData, QModelIndex, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -48,6 +48,7 @@ from app.engine.types import LoadedModel, LoadSettings, SamplingParams
 from app.errors import PaddockError
 from app.ui.chatview import ChatView
 from app.ui.controller import ChatController
+from app.ui.docs_panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
 from app.ui.itemmodels import ConversationListModel, ConvRole, MessageListModel
 from app.ui.model_manager import ModelManager
 from app.ui.models_page import ModelsPage
@@ -75,6 +76,19 @@ class Composer(QPlainTextEdit):
             self._send()
             return
         super().keyPressEvent(event)
+
+    def dragEnterEvent(self, event: Any) -> None:
+        if local_files(event.mimeData()):
+            event.ignore()  # files go to the window, which attaches them to the chat
+            return
+        super().dragEnterEvent(event)
+
+
+def local_files(mime: QMimeData) -> list[Path]:
+    """The local files and folders in a drag, if it carries any."""
+    if not mime.hasUrls():
+        return []
+    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
 
 
 class SettingsPanel(QFrame):
@@ -203,11 +217,19 @@ class SettingsDialog(QDialog):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, controller: ChatController, dark: bool = False, manager: ModelManager | None = None) -> None:
+    def __init__(self, controller: ChatController, dark: bool = False, manager: ModelManager | None = None,
+                 docs: DocsHub | None = None) -> None:
         super().__init__()
         self.controller = controller
         self.manager = manager or ModelManager()
         controller.before_load = self.manager.library.check_loadable
+        self.docs = docs or DocsHub()
+        controller.with_documents = self.docs.with_documents
+        controller.on_delete = self.docs.forget_conversation
+        self.docs.skipped.connect(lambda reasons: self.show_notice(
+            "Not added: " + "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
+        ))
+        self.setAcceptDrops(True)
         self.servers = ServerHub(controller)
         self.store = controller.store
         self.dark = dark
@@ -240,6 +262,8 @@ class MainWindow(QMainWindow):
         self.conv_list = QListView()
         self.conv_list.setObjectName("conversationList")
         self.conv_list.setModel(self.conversations)
+        self.conv_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conv_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.conv_list.customContextMenuRequested.connect(self._conv_menu)
         self.conv_list.selectionModel().currentChanged.connect(self._on_conv_selected)
@@ -377,7 +401,10 @@ class MainWindow(QMainWindow):
         self.chat_view = ChatView(self.messages, dark=self.dark)
         self.chat_view.editRequested.connect(self.edit_message)
         self.chat_view.regenerateRequested.connect(self.regenerate)
+        self.chat_view.citationRequested.connect(self.open_citation)
         main.addWidget(self.chat_view, 1)
+        self.docs_panel = DocumentsPanel(self.docs)
+        main.addWidget(self.docs_panel)
         composer_box = QFrame()
         composer_box.setObjectName("composerBox")
         comp = QHBoxLayout(composer_box)
@@ -392,8 +419,16 @@ class MainWindow(QMainWindow):
         self.stop_button.setObjectName("stopButton")
         self.stop_button.clicked.connect(self.controller.stop)
         self.stop_button.hide()
+        self.attach_button = QPushButton("Attach")
+        self.attach_button.setObjectName("attachButton")
+        self.attach_button.setToolTip("Add documents to this chat (or drop files and folders on the window)")
+        attach_menu = QMenu(self.attach_button)
+        attach_menu.addAction("Files…", lambda: self.attach_paths(choose_files(self)))
+        attach_menu.addAction("Folder…", lambda: self.attach_paths(choose_folder(self)))
+        self.attach_button.setMenu(attach_menu)
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.attach_button)
         buttons.addStretch(1)
         comp.addLayout(buttons)
         main.addWidget(composer_box)
@@ -450,6 +485,7 @@ class MainWindow(QMainWindow):
             (c.modelFailed, self._on_model_failed),
             (c.notice, self.show_notice),
             (c.busyChanged, self._on_busy),
+            (c.sourcesReady, self._on_sources_ready),
         ]
 
     def _connect_controller(self) -> None:
@@ -515,6 +551,7 @@ class MainWindow(QMainWindow):
         self.settings_panel.show_settings(conv.system_prompt, conv.sampling)
         self._fill_model_combo(conv.model)
         self.notice_bar.hide()
+        self.docs_panel.set_conversation(conv_id)
         self.pages.setCurrentWidget(self.chat_page)
         self.refresh_conversations()
         self._update_context_meter()
@@ -569,6 +606,7 @@ class MainWindow(QMainWindow):
         if self.current_conv == conv_id:
             self.current_conv = None
             self.messages.load(None)
+            self.docs_panel.set_conversation(None)
             self._show_start_page()
 
     # -- models ----------------------------------------------------------------
@@ -742,6 +780,57 @@ class MainWindow(QMainWindow):
         if status == "error" and "crashed" in error:
             self.model_status.setText("The engine stopped; the model will be loaded again on the next message")
 
+    def _on_sources_ready(self, conv_id: int, message_id: int) -> None:
+        if conv_id == self.current_conv and not self._closed:
+            self.messages.refresh_message(message_id)
+
+    # -- documents -------------------------------------------------------------
+
+    def attach_paths(self, items: list[Path]) -> None:
+        """Add files and folders to the current chat (a new chat if there is none)."""
+        if not items:
+            return
+        if self.current_conv is None:
+            self.new_chat()
+        if self.current_conv is None:
+            return
+        self.docs.add_to_chat(self.current_conv, items)
+        self.docs_panel.show()
+        names = ", ".join(p.name for p in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        self.statusBar().showMessage(f"Indexing {names} in the background; you can keep chatting.", 6000)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: Any) -> None:
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = local_files(event.mimeData())
+        if files:
+            event.acceptProposedAction()
+            self.attach_paths(files)
+
+    def open_citation(self, message_id: int, number: int) -> PassageDialog | None:
+        try:
+            msg = self.store.message(message_id)
+        except PaddockError:
+            return None
+        if not msg.sources:
+            return None
+        from app.docs.prompt import cited_numbers
+
+        dialog = PassageDialog(msg.sources, number or 1, self.docs, cited_numbers(msg.content, len(msg.sources)),
+                               self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        self.passage_dialog = dialog
+        return dialog
+
     def _on_busy(self, busy: bool) -> None:
         self.send_button.setVisible(not busy)
         self.stop_button.setVisible(busy)
@@ -908,6 +997,7 @@ class MainWindow(QMainWindow):
             self._save_chat_settings()
         self.controller.shutdown()
         self._disconnect_controller()
+        self.docs.shutdown()
         self.manager.close()
         self.servers.close()
         super().closeEvent(event)

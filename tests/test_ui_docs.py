@@ -1,0 +1,140 @@
+"""Document chat in the real window (offscreen): drop, index in the background, ask, click a citation."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from pytestqt.qtbot import QtBot
+
+from app.engine.types import ChatMessage
+from app.ui.window import MainWindow
+from tests.docfiles import write_docx, write_pdf
+from tests.test_ui import WAIT_MS, make_window, send_and_wait
+
+
+@pytest.fixture
+def window(qtbot: QtBot, test_model: Path) -> Iterator[MainWindow]:
+    w = make_window(qtbot, test_model)
+    yield w
+    w.close()
+    w.store.close()
+
+
+def drop(w: MainWindow, paths: list[Path]) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(300, 300), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(event)
+
+
+def state_texts(w: MainWindow) -> dict[str, str]:
+    tree = w.docs_panel.tree
+    return {tree.topLevelItem(i).text(0): tree.topLevelItem(i).text(1) for i in range(tree.topLevelItemCount())}
+
+
+def test_drop_index_ask_and_open_a_citation(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    write_docx(folder / "bakery.docx", [("Rye", ["Rye bread bakes at 230 degrees for 50 minutes."])])
+    write_pdf(folder / "lighthouse.pdf", ["The lamp is lit at dusk.", "The lamp uses a Fresnel lens."])
+    (folder / "broken.txt").write_bytes(b"\x00\x01\x02" * 100)
+    conv = w.current_conv
+    drop(w, [folder])
+    assert w.current_conv == conv
+    # indexing runs on the documents thread: the window keeps handling events meanwhile
+    qtbot.waitUntil(lambda: w.docs_panel.isVisible() and "ready" in state_texts(w).get("lighthouse.pdf", ""),
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "ready" in state_texts(w).get("bakery.docx", ""), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "failed" in state_texts(w).get("broken.txt", ""), timeout=WAIT_MS)
+    states = state_texts(w)
+    assert states["lighthouse.pdf"] == "ready · 2 passages · 2 pages"
+    assert "not a text file" in states["broken.txt"]
+    assert "2 ready" in w.docs_panel.summary.text()
+    assert "1 could not be read" in w.docs_panel.summary.text()
+
+    args = send_and_wait(qtbot, w, "What temperature does rye bread bake at?")
+    assert args[2] == "complete"
+    answer = w.store.message(int(args[1]))
+    assert {s["source"] for s in answer.sources} == {"bakery.docx", "lighthouse.pdf"}  # small: given whole
+    user_turn = w.store.messages(w.current_conv)[-2]
+    assert user_turn.content == "What temperature does rye bread bake at?"  # stored as typed
+    widget = w.chat_view.widgets[-1]
+    html = widget.body.toHtml()
+    assert "paddock-cite:0" in html  # "N passages given to the model"
+    rye = next(i for i, s in enumerate(answer.sources, start=1) if "Rye" in s["location"])
+    widget.body.anchorClicked.emit(QUrl(f"paddock-cite:{rye}"))
+    dialog = w.passage_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    assert dialog.list.currentRow() == rye - 1
+    assert dialog.list.count() == len(answer.sources)
+    source = answer.sources[rye - 1]
+    shown = dialog.viewer.toPlainText()
+    assert shown[source["start"] : source["end"]] == source["text"]
+    assert "230 degrees" in source["text"]
+    cursor = dialog.viewer.textCursor()
+    cursor.setPosition(source["start"] + 1)
+    assert cursor.charFormat().background().color().name() == "#fff3a3"  # the passage is highlighted
+    dialog.close()
+
+
+def test_asking_before_indexing_finished_says_so(window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    assert w.current_conv is not None
+    doc = tmp_path / "later.md"
+    doc.write_text("# Later\n\nNot indexed yet.\n")
+    ready = tmp_path / "ready.md"
+    ready.write_text("# Ready\n\nThe password hint is blue whale.\n")
+    hub = w.docs
+    collection = hub.docs.index.chat_collection(w.current_conv)
+    first, _ = hub.docs.index.add_document(collection.id, ready)
+    hub.docs.indexer.index_document(first)
+    hub.docs.index.add_document(collection.id, doc)  # queued; the worker has not been woken
+    messages = [ChatMessage("user", "What is the password hint?")]
+    out, sources, notices = hub.with_documents(w.current_conv, messages, 2048)
+    assert any("still being indexed" in n for n in notices)
+    assert [s["source"] for s in sources] == ["ready.md"]
+    assert "blue whale" in out[-1].content
+    assert out[-1].content.endswith("Question: What is the password hint?")
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        _Counter.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_injected_image_in_an_answer_is_never_loaded(qtbot: QtBot, window: MainWindow) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/leak?q=secret"
+        w = window
+        assert w.current_conv is not None
+        # What a hostile document asks for, as if the model obeyed and wrote it into its answer.
+        w.store.add_message(w.current_conv, "user", "Summarise the document")
+        answer = w.store.add_message(w.current_conv, "assistant", f"Done [1]. ![logo]({url}) <img src=\"{url}\">")
+        w.store.update_message(answer.id, sources=[{"source": "evil.md", "location": "top", "text": "x",
+                                                    "path": "/nonexistent/evil.md", "start": 0, "end": 1}])
+        w.select_conversation(w.current_conv)
+        widget = w.chat_view.widgets[-1]
+        html = widget.body.toHtml()
+        qtbot.wait(300)
+        assert "<img" not in html
+        assert "paddock-cite:1" in html
+        assert _Counter.hits == []
+    finally:
+        server.shutdown()
