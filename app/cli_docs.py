@@ -10,8 +10,6 @@ from typing import Any
 
 from app.errors import PaddockError
 
-CHARS_PER_TOKEN = 3  # conservative for English; budgets stay inside the context
-
 
 def add_parser(sub: Any) -> None:
     docs = sub.add_parser("docs", help="index documents and ask questions about them")
@@ -64,7 +62,8 @@ def _embed_model(value: str) -> Path | str | None:
 def run(args: argparse.Namespace) -> int:
     from app.docs.service import Documents
 
-    embed: Path | str | None = _embed_model(args.embed_model) if args.docs_command == "add" else "auto"
+    # Only `add` chooses a collection's embedding model; the others use the one it was indexed with.
+    embed: Path | str | None = _embed_model(args.embed_model) if args.docs_command == "add" else None
     docs = Documents(embed_model=embed)
     try:
         handler = {"add": _add, "search": _search, "ask": _ask, "list": _list, "rm": _rm}[args.docs_command]
@@ -124,7 +123,7 @@ def _search(docs: Any, args: argparse.Namespace) -> int:
 
 def _ask(docs: Any, args: argparse.Namespace) -> int:
     from app.cli import _loadable_model
-    from app.docs.prompt import build_user_turn, cited_numbers
+    from app.docs.prompt import CHARS_PER_TOKEN, build_user_turn, cited_numbers
     from app.engine.client import Engine
     from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 
@@ -133,7 +132,7 @@ def _ask(docs: Any, args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     with Engine() as engine:
         loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx))
-        budget = max(1000, (loaded.n_ctx - args.max_tokens - 300) * CHARS_PER_TOKEN // 1)
+        budget = max(1000, (loaded.n_ctx - args.max_tokens - 300) * CHARS_PER_TOKEN)
         retrieval = docs.retriever.for_question([collection], args.question, budget, k=args.k)
         if retrieval.pending:
             print(f"note: {len(retrieval.pending)} document(s) are not indexed yet", file=sys.stderr)

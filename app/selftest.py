@@ -102,17 +102,11 @@ def run(model: str | None) -> int:
     return 0 if report["ok"] else 1
 
 
-def _minimal_pdf(path: Path, text: str) -> None:
-    """A one-page PDF with a text layer, written by hand (no PDF writer needed in a bundle)."""
-    content = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
-        b"/Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
+def pdf_from_objects(objects: list[bytes], prev_self: bool = False) -> bytes:
+    """A PDF file from its numbered objects (1 is the catalog), with a correct cross-reference table.
+
+    ``prev_self`` points the trailer's ``/Prev`` at this same table: a malformed file the tests use.
+    """
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -121,5 +115,19 @@ def _minimal_pdf(path: Path, text: str) -> None:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    prev = b" /Prev %d" % xref if prev_self else b""
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, prev, xref)
+    return bytes(out)
+
+
+def _minimal_pdf(path: Path, text: str) -> None:
+    """A one-page PDF with a text layer, written by hand (no PDF writer needed in a bundle)."""
+    content = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    path.write_bytes(pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+        b"/Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]))

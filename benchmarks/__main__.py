@@ -42,21 +42,13 @@ import numpy as np
 import psutil
 
 from app.engine.client import Engine
-from app.engine.types import ChatMessage, LoadSettings, SamplingParams
-from benchmarks.engine_bench import RESULTS, test_model
+from app.engine.types import LoadSettings, SamplingParams
+from benchmarks.engine_bench import COUNTING, RESULTS, fresh_prompt, multi_turn, test_model
 from benchmarks.peer import build as build_peer
-
-COUNTING = "1, 2, 3,"  # a base model continues counting: long answers with no early stop
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
 
 
 def med(values: list[float]) -> float:
     return float(statistics.median(values))
-
-
-def fresh_prompt(i: int, n_tokens: int) -> str:
-    filler = "the quick brown fox jumps over the lazy dog " * max(1, n_tokens // 9)
-    return f"{WORDS[i % len(WORDS)]} {i} {filler}"
 
 
 # -- the peer ------------------------------------------------------------------------------
@@ -170,18 +162,6 @@ def cli_json(model: Path, n: int, runs: int, threads: int) -> float:
         )
         speeds.append(float(json.loads(out.stdout)["tokens_per_s"]))
     return med(speeds)
-
-
-def multi_turn(eng: Engine) -> list[dict[str, float]]:
-    history = [ChatMessage("system", "You are a helpful geography tutor. " * 10)]
-    turns = []
-    for country in ["France", "Italy", "Spain", "Germany", "Japan", "Canada", "Egypt", "Peru", "Kenya", "Norway"]:
-        history.append(ChatMessage("user", f"What is the capital of {country}?"))
-        r = eng.generate(history, SamplingParams(temperature=0.0, max_tokens=32))
-        history.append(ChatMessage("assistant", r.text))
-        turns.append({"prompt": r.stats.prompt_tokens, "evaluated": r.stats.prompt_evaluated,
-                      "reused": r.stats.prompt_reused, "ttft_s": round(r.stats.ttft_s, 4)})
-    return turns
 
 
 def load_times(model: Path, runs: int) -> dict[str, float]:
@@ -382,7 +362,7 @@ def render(r: dict[str, Any]) -> str:
                      f"{srv[n]['prompt_s']:.3f}", srv[n]["prompt_s"] / p["ttft"][n], "speed ratio"))
     turns = r["multi_turn"]
     later = turns[1:]
-    reuse = sum(t["reused"] for t in later) / sum(t["prompt"] for t in later)
+    reuse = sum(t["reused"] for t in later) / sum(t["prompt_tokens"] for t in later)
     g = r["gui"]
     lines = [
         f"# Paddock vs llama.cpp ({r['date']}, commit {r['commit']})", "",
@@ -407,7 +387,7 @@ def render(r: dict[str, Any]) -> str:
         f"| Embedding throughput ({r['embedding']['model']}, ~256-token chunks) | "
         f"{r['embedding']['chunks_per_s']:.1f} chunks/s | |",
         "", "| turn | prompt tokens | evaluated | reused | TTFT s |", "|---|---|---|---|---|",
-        *[f"| {i} | {t['prompt']} | {t['evaluated']} | {t['reused']} | {t['ttft_s']} |"
+        *[f"| {i} | {t['prompt_tokens']} | {t['evaluated']} | {t['reused']} | {t['ttft_s']} |"
           for i, t in enumerate(turns, start=1)],
     ]
     return "\n".join(lines) + "\n"

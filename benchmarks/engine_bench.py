@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -35,6 +36,33 @@ def test_model() -> Path:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+COUNTING = "1, 2, 3,"  # a base model continues counting: long answers with no early stop
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+
+
+def fresh_prompt(i: int, n_tokens: int) -> str:
+    """About ``n_tokens`` of text whose first words differ with ``i``: nothing of it is in the KV cache."""
+    filler = "the quick brown fox jumps over the lazy dog " * max(1, n_tokens // 9)
+    return f"{WORDS[i % len(WORDS)]} {i} {filler}"
+
+
+def multi_turn(eng: Engine) -> list[dict[str, Any]]:
+    """A scripted 10-turn chat: per turn the prompt tokens, how many were evaluated and reused, and TTFT."""
+    history = [ChatMessage("system", "You are a helpful geography tutor. " * 10)]
+    turns = []
+    for country in ["France", "Italy", "Spain", "Germany", "Japan", "Canada", "Egypt", "Peru", "Kenya", "Norway"]:
+        history.append(ChatMessage("user", f"What is the capital of {country}?"))
+        r = eng.generate(history, SamplingParams(temperature=0.0, max_tokens=32))
+        history.append(ChatMessage("assistant", r.text))
+        turns.append({
+            "prompt_tokens": r.stats.prompt_tokens,
+            "evaluated": r.stats.prompt_evaluated,
+            "reused": r.stats.prompt_reused,
+            "ttft_s": round(r.stats.ttft_s, 4),
+        })
+    return turns
 
 
 def main() -> int:
@@ -66,8 +94,8 @@ def main() -> int:
 
         # tg128: decode speed of a 128-token greedy completion (no stop: a counting prompt)
         greedy = SamplingParams(temperature=0.0, max_tokens=128)
-        eng.generate([], greedy, raw_prompt="1, 2, 3,")
-        tg = [eng.generate([], greedy, raw_prompt="1, 2, 3,").stats.tokens_per_s for _ in range(runs)]
+        eng.generate([], greedy, raw_prompt=COUNTING)
+        tg = [eng.generate([], greedy, raw_prompt=COUNTING).stats.tokens_per_s for _ in range(runs)]
         out["decode_tg128_tok_s"] = round(median(tg), 1)
 
         # long answers: tokens/s must not fall as the answer grows
@@ -75,18 +103,16 @@ def main() -> int:
             p = SamplingParams(temperature=0.0, max_tokens=n)
             speeds = []
             for _ in range(max(1, runs // 2)):
-                r = eng.generate([], p, raw_prompt="1, 2, 3,")
+                r = eng.generate([], p, raw_prompt=COUNTING)
                 speeds.append(r.stats.completion_tokens / max(1e-9, r.stats.total_s - r.stats.ttft_s))
             out[f"decode_{n}_tok_s"] = round(median(speeds), 1)
 
         # pp512 and cold TTFT: a fresh prompt each run (a different first word defeats the cache)
-        words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
         for n_prompt in (64, 512, 2048):
             ttfts, pps = [], []
             for i in range(runs + 1):
-                filler = "the quick brown fox jumps over the lazy dog " * (n_prompt // 9)
-                prompt = f"{words[i % len(words)]} {i} {filler}"
-                r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=prompt)
+                one = SamplingParams(temperature=0.0, max_tokens=1)
+                r = eng.generate([], one, raw_prompt=fresh_prompt(i, n_prompt))
                 if i == 0:
                     continue  # warm-up
                 ttfts.append(r.stats.ttft_s)
@@ -96,19 +122,7 @@ def main() -> int:
                 out["prompt_pp512_tok_s"] = round(median(pps), 1)
 
         # multi-turn: 10 turns, tokens evaluated vs reused, TTFT per turn
-        history = [ChatMessage("system", "You are a helpful geography tutor. " * 10)]
-        turns = []
-        questions = ["France", "Italy", "Spain", "Germany", "Japan", "Canada", "Egypt", "Peru", "Kenya", "Norway"]
-        for country in questions:
-            history.append(ChatMessage("user", f"What is the capital of {country}?"))
-            r = eng.generate(history, SamplingParams(temperature=0.0, max_tokens=32))
-            history.append(ChatMessage("assistant", r.text))
-            turns.append({
-                "prompt_tokens": r.stats.prompt_tokens,
-                "evaluated": r.stats.prompt_evaluated,
-                "reused": r.stats.prompt_reused,
-                "ttft_s": round(r.stats.ttft_s, 4),
-            })
+        turns = multi_turn(eng)
         out["multi_turn"] = turns
         later = turns[1:]
         out["multi_turn_reuse_pct"] = round(

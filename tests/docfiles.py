@@ -6,6 +6,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from app.selftest import pdf_from_objects
+
 
 def write_pdf(path: Path, pages: list[str], password: str | None = None) -> Path:
     from fpdf import FPDF
@@ -40,22 +42,6 @@ def write_docx(path: Path, sections: list[tuple[str, list[str]]], title: str | N
     return path
 
 
-def _pdf_objects(objects: list[bytes], trailer_extra: bytes = b"", prev_self: bool = False) -> bytes:
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    prev = b" /Prev %d" % xref if prev_self else b""
-    out += b"trailer\n<< /Size %d /Root 1 0 R%s%s >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, prev, trailer_extra, xref)
-    return bytes(out)
-
-
 def write_pdf_bomb(path: Path, megabytes: int = 512) -> Path:
     """A one-page PDF whose content stream is FlateDecode inside FlateDecode of ``megabytes`` of zeros."""
     inner = zlib.compressobj(9)
@@ -69,7 +55,7 @@ def write_pdf_bomb(path: Path, megabytes: int = 512) -> Path:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
         stream,
     ]
-    path.write_bytes(_pdf_objects(objects))
+    path.write_bytes(pdf_from_objects(objects))
     return path
 
 
@@ -79,7 +65,7 @@ def write_pdf_circular(path: Path) -> Path:
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [2 0 R] /Count 1 >>",  # the page tree contains itself
     ]
-    path.write_bytes(_pdf_objects(objects, prev_self=True))
+    path.write_bytes(pdf_from_objects(objects, prev_self=True))
     return path
 
 

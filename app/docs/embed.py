@@ -48,7 +48,6 @@ class Embedder:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self.query_prefix, self.document_prefix = prefixes(self.name)
-        self.dim = 0
 
     def _ensure(self) -> Engine:
         if self._engine is None or not self._engine.is_alive():
@@ -69,9 +68,7 @@ class Embedder:
             vectors, _ = engine.embed([prefix + t for t in texts])
         matrix = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)
-        self.dim = matrix.shape[1] if matrix.ndim == 2 else 0
-        return matrix
+        return (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)
 
     def close(self) -> None:
         with self._lock:

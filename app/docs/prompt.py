@@ -21,6 +21,7 @@ INSTRUCTION = (
     "If the sources do not contain the answer, say so."
 )
 FENCE = '"""'
+CHARS_PER_TOKEN = 3  # conservative for English: passage budgets in characters stay inside the context
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 

@@ -65,6 +65,7 @@ class Passage:
 class Retrieval:
     passages: tuple[Passage, ...]
     whole: bool  # every chunk of the documents was given (they fit the context)
+    ready: tuple[Document, ...]  # searched
     pending: tuple[Document, ...]  # not yet indexed when the question was asked
     failed: tuple[Document, ...]
 
@@ -188,17 +189,14 @@ class Retriever:
         top ``k`` of the hybrid search (as many as fit the budget).
         """
         docs = self.index.documents([c.id for c in collections])
-        ready = [d for d in docs if d.state == "ready"]
+        ready = tuple(d for d in docs if d.state == "ready")
         pending = tuple(d for d in docs if d.state in ("queued", "indexing"))
         failed = tuple(d for d in docs if d.state == "failed")
-        total = sum(len(c.text) for d in ready for c in self.index.chunks(d.id))
-        if ready and total <= budget_chars:
-            passages = [
-                Passage(c.id, d.id, d.name, d.path, c.location, c.text, 1.0, c.start, c.end)
-                for d in ready
-                for c in self.index.chunks(d.id)
-            ]
-            return Retrieval(tuple(passages), True, pending, failed)
+        chunks = [(d, c) for d in ready for c in self.index.chunks(d.id)]
+        if ready and sum(len(c.text) for _d, c in chunks) <= budget_chars:
+            passages = [Passage(c.id, d.id, d.name, d.path, c.location, c.text, 1.0, c.start, c.end)
+                        for d, c in chunks]
+            return Retrieval(tuple(passages), True, ready, pending, failed)
         found = self.search(collections, question, k=k) if ready else []
         kept: list[Passage] = []
         used = 0
@@ -207,4 +205,4 @@ class Retriever:
                 break
             kept.append(p)
             used += len(p.text)
-        return Retrieval(tuple(kept), False, pending, failed)
+        return Retrieval(tuple(kept), False, ready, pending, failed)

@@ -42,14 +42,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.docs.index import Collection, Document
-from app.docs.prompt import build_user_turn
+from app.docs.prompt import CHARS_PER_TOKEN, build_user_turn
 from app.docs.service import Documents
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
 
 log = logging.getLogger(__name__)
 
-CHARS_PER_TOKEN = 3  # conservative: budgets in characters stay inside the context
 ANSWER_RESERVE_TOKENS = 1024  # room left for the answer and the template
 DOCUMENT_SHARE = 0.6  # of the context left after the history, at most this much goes to passages
 
@@ -176,9 +175,6 @@ class DocsHub(QObject):
         collections = self.docs.index.attached(conv_id)
         if not collections:
             return messages, [], []
-        docs = self.docs.index.documents([c.id for c in collections])
-        if not docs:
-            return messages, [], []
         history_tokens = sum(len(m.content) for m in messages[:-1]) // CHARS_PER_TOKEN
         room = max(n_ctx - history_tokens - ANSWER_RESERVE_TOKENS - len(messages[-1].content) // CHARS_PER_TOKEN, 0)
         budget = max(int(room * DOCUMENT_SHARE) * CHARS_PER_TOKEN, 1200)
@@ -189,16 +185,16 @@ class DocsHub(QObject):
         except PaddockError as exc:
             return messages, [], [f"The documents could not be searched ({exc}); answering without them."]
         if retrieval.pending:
-            ready = sum(d.state == "ready" for d in docs)
             notices.append(
-                f"{len(retrieval.pending)} document(s) are still being indexed: this answer uses the {ready} "
+                f"{len(retrieval.pending)} document(s) are still being indexed: this answer uses the "
+                f"{len(retrieval.ready)} "
                 "that are ready. Ask again when indexing has finished for a complete answer."
             )
         if retrieval.failed:
             notices.append(f"{len(retrieval.failed)} document(s) could not be read and are not used "
                            "(see the documents panel).")
         if not retrieval.passages:
-            if any(d.state == "ready" for d in docs):
+            if retrieval.ready:
                 notices.append("No passage of the documents matches this question; the model answers without them.")
             return messages, [], notices
         augmented = [*messages[:-1], ChatMessage("user", build_user_turn(question, retrieval.passages))]
@@ -465,11 +461,6 @@ class PassageDialog(QDialog):
         self.viewer.setTextCursor(cursor)
         self.viewer.ensureCursorVisible()
         self.open_button.setEnabled(bool(source.get("path")) and Path(str(source.get("path"))).exists())
-
-    def highlighted_text(self) -> str:
-        """The highlighted passage (for tests and accessibility)."""
-        source = self.current()
-        return str(source.get("text", ""))
 
     def open_file(self) -> None:
         path = self.current().get("path")
