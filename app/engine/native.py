@@ -1,0 +1,168 @@
+"""The token loop's native calls: batched decode, one sampler chain, token pieces.
+
+The engine used ``Llama.generate`` from llama-cpp-python at first.  Measured
+against ``llama-bench`` (``python -m benchmarks``), its per-token path costs
+more than the decode itself needs: a KV-cache ``seq_rm`` and a Python batch
+fill on every token, a sampler rebuilt per answer with the repetition penalty
+run over the whole vocabulary (0.57 ms a token on Gemma 3's 262,144-token
+vocabulary: about 6 % of a decode step), and a 32-byte piece buffer that
+returns garbage for longer tokens.  This module keeps the loop to what
+llama.cpp's own tools do: ``llama_decode`` on a batch, ``llama_sampler_sample``
+on a chain, and a cached piece per token.
+
+``Llama`` still owns the model, context and tokenizer; :class:`Session` keeps
+its ``input_ids``/``n_tokens`` current so prefix reuse keeps working.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from typing import Any
+
+from app.engine.types import SamplingParams
+
+PENALTY_LAST_N = 64  # llama.cpp's default window for the repetition penalty
+
+
+class DecodeError(Exception):
+    """``llama_decode`` returned ``code`` (1: no KV slot, 2: aborted, < 0: error)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"llama_decode returned {code}")
+        self.code = code
+
+
+class Session:
+    """The one sequence of a ``Llama`` context, decoded with the low-level API."""
+
+    def __init__(self, llm: Any, abort: Any = None) -> None:
+        from llama_cpp import llama_cpp as lib
+
+        self.lib = lib
+        self.llm = llm
+        self.ctx = llm._ctx.ctx
+        # llama.cpp calls the abort callback (Python, through ctypes) between graph
+        # nodes: about 400 times per decode step here. A one-token step ends within
+        # milliseconds and the token loop checks for cancellation between steps, so
+        # the callback is armed only for batches (prompts), where it is needed.
+        self._abort = abort
+        self._no_abort = type(abort)() if abort is not None else None  # a NULL function pointer
+        self._armed = abort is not None
+        self.vocab = llm._model.vocab
+        self.n_batch = max(1, int(llm.n_batch))
+        self._pieces: dict[int, bytes] = {}
+        self._buf = ctypes.create_string_buffer(256)
+        self._one = (ctypes.c_int32 * 1)()
+
+    @property
+    def n_past(self) -> int:
+        return int(self.llm.n_tokens)
+
+    def cached(self) -> list[int]:
+        tokens: list[int] = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        return tokens
+
+    def keep(self, n: int) -> bool:
+        """Drop everything after the first ``n`` tokens; False if this memory cannot."""
+        if not self.llm._ctx.kv_cache_seq_rm(0, n, -1):
+            return False
+        self.llm.n_tokens = n
+        return True
+
+    def clear(self) -> None:
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+        self.llm.n_tokens = 0
+
+    def decode(self, tokens: Sequence[int]) -> None:
+        """Evaluate ``tokens`` after what is cached, ``n_batch`` at a time; only the
+        last token's logits are kept (nothing is copied back to Python)."""
+        lib = self.lib
+        if self._abort is not None and self._armed != (len(tokens) > 1):
+            self._armed = len(tokens) > 1
+            lib._lib.llama_set_abort_callback(self.ctx, self._abort if self._armed else self._no_abort, None)
+        for start in range(0, len(tokens), self.n_batch):
+            part = tokens[start : start + self.n_batch]
+            n = len(part)
+            if n == 1:
+                self._one[0] = part[0]
+                arr: Any = self._one
+            else:
+                arr = (ctypes.c_int32 * n)(*part)
+            code = int(lib.llama_decode(self.ctx, lib.llama_batch_get_one(arr, n)))
+            if code != 0:
+                raise DecodeError(code)
+            past = self.llm.n_tokens
+            self.llm.input_ids[past : past + n] = part
+            self.llm.n_tokens = past + n
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing), cached."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False))
+        if n < 0:  # a longer piece: the call says how long
+            self._buf = ctypes.create_string_buffer(-n)
+            n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False))
+        data = self._buf.raw[: max(0, n)]
+        self._pieces[token] = data
+        return data
+
+
+class Sampler:
+    """A llama.cpp sampler chain for one answer (freed on close).
+
+    The order is llama.cpp's: penalties, top-k, top-p, min-p, temperature, then a
+    seeded draw (or the most likely token when the temperature is 0).  When the
+    repetition penalty can only lower logits (``repeat_penalty >= 1``) and top-k
+    is on, the penalty runs on a top-(k + 64) shortlist instead of the whole
+    vocabulary, followed by top-k again: at most 64 tokens are penalised, and a
+    penalty never raises a token, so the k survivors are exactly those of the
+    full-vocabulary order, at a fraction of the cost.
+    """
+
+    def __init__(self, params: SamplingParams, n_vocab: int, seed: int, history: Sequence[int] = ()) -> None:
+        from llama_cpp import llama_cpp as lib
+
+        self.lib = lib
+        self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        add = self._add
+        greedy = params.temperature <= 0
+        top_k = 1 if greedy else params.top_k
+        penalise = params.repeat_penalty != 1.0
+        if penalise:
+            penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
+            if top_k > 0 and params.repeat_penalty > 1.0:
+                add(lib.llama_sampler_init_top_k(top_k + PENALTY_LAST_N))
+            add(penalties)
+        if greedy:
+            add(lib.llama_sampler_init_greedy())
+        else:
+            if top_k > 0:
+                add(lib.llama_sampler_init_top_k(top_k))
+            if params.top_p < 1.0:
+                add(lib.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(lib.llama_sampler_init_min_p(params.min_p, 1))
+            add(lib.llama_sampler_init_temp(params.temperature))
+            add(lib.llama_sampler_init_dist(seed))
+        if penalise:
+            # like llama.cpp's server: the penalty window covers the prompt's tail too
+            for token in history[-PENALTY_LAST_N:]:
+                lib.llama_sampler_accept(self.chain, token)
+
+    def _add(self, sampler: Any) -> None:
+        self.lib.llama_sampler_chain_add(self.chain, sampler)
+
+    def sample(self, ctx: Any) -> int:
+        """Draw the next token from the last logits (and record it for the penalty)."""
+        return int(self.lib.llama_sampler_sample(self.chain, ctx, -1))
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.lib.llama_sampler_free(self.chain)
+            self.chain = None
