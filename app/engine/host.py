@@ -417,6 +417,9 @@ class EngineHost:
         try:
             while True:
                 if token >= 0:  # the token drawn last time goes in before the next draw
+                    if n_generated >= params.max_tokens:
+                        finish = "length"  # (and is not decoded for nothing)
+                        break
                     try:
                         session.decode((token,))
                     except DecodeError as exc:

@@ -129,11 +129,16 @@ class Sampler:
         from llama_cpp import llama_cpp as lib
 
         self.lib = lib
+        self.n_vocab = n_vocab
         self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = self._add
         greedy = params.temperature <= 0
         top_k = 1 if greedy else params.top_k
         penalise = params.repeat_penalty != 1.0
+        # Plain greedy is an argmax over the logits: NumPy reads them in place in 0.03 ms,
+        # where the chain first copies all of them into a candidate array (0.3 ms on a
+        # 262,144-token vocabulary). Both take the first of equal maxima.
+        self.argmax = greedy and not penalise
         if penalise:
             penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
             if top_k > 0 and params.repeat_penalty > 1.0:
@@ -160,6 +165,11 @@ class Sampler:
 
     def sample(self, ctx: Any) -> int:
         """Draw the next token from the last logits (and record it for the penalty)."""
+        if self.argmax:
+            import numpy as np
+
+            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
+            return int(logits.argmax())
         return int(self.lib.llama_sampler_sample(self.chain, ctx, -1))
 
     def close(self) -> None:
