@@ -127,7 +127,7 @@ def paired_speed(eng: Engine, bin_dir: Path, model: Path, threads: int, runs: in
     eng.generate([], greedy, raw_prompt=COUNTING)  # warm-up
     eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=fresh_prompt(99, 512))
     pairs: dict[str, list[tuple[float, float]]] = {"tg128": [], "tg128_default": [], "pp512": []}
-    for i in range(runs):
+    for i in range(2 * runs):  # cheap runs: twice as many pairs tighten the medians
         peer_pp = med(llama_bench(bin_dir, model, threads, 512, 0, 1))
         r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=fresh_prompt(i + 100, 512))
         pairs["pp512"].append((r.stats.prompt_evaluated / r.stats.ttft_s, peer_pp))
@@ -224,7 +224,7 @@ def memory_bandwidth() -> float:
 def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
     """Heartbeat lateness on the GUI thread while an answer streams, and while documents index."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app import paths
@@ -232,7 +232,7 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
     from app.ui.controller import ChatController
     from app.ui.window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
+    _app = QApplication.instance() or QApplication([])
     store = ChatStore(paths.database_path())
     store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=512).to_dict())
     controller = ChatController(store, Engine(), LoadSettings(n_ctx=4096))
@@ -254,12 +254,16 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
             state["last"] = now
 
         timer.timeout.connect(beat)
+        loop = QEventLoop()
+        check = QTimer()  # the app's own event loop runs; a slow timer only looks for the end
+        check.setInterval(50)
+        check.timeout.connect(lambda: loop.quit() if done() else None)
         clock.start()
         timer.start()
+        check.start()
         start()
-        while not done():
-            app.processEvents()
-            time.sleep(0.001)
+        loop.exec()
+        check.stop()
         timer.stop()
         late.sort()
         return {"beats": len(late), "p99_ms": float(np.percentile(late, 99)) if late else 0.0,
@@ -270,7 +274,8 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
     controller.streamText.connect(lambda *_: streamed["times"].append(time.perf_counter()))
 
     def finished(_conv: int, _msg: int, _status: str, _error: str, stats: dict[str, Any]) -> None:
-        streamed.update(done=True, tokens=int(stats.get("completion_tokens", 0)))
+        streamed.update(done=True, tokens=int(stats.get("completion_tokens", 0)),
+                        engine_tok_s=float(stats.get("tokens_per_s", 0.0)))
 
     controller.streamFinished.connect(finished)
 
@@ -284,6 +289,7 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
         # tokens/s as the GUI thread receives them (the first piece leaves with the first token)
         results["streaming"]["gui_tok_s"] = (streamed["tokens"] - 1) / (times[-1] - times[0])
         results["streaming"]["tokens"] = streamed["tokens"]
+        results["streaming"]["engine_tok_s"] = streamed["engine_tok_s"]
     hub = window.docs
 
     def index() -> None:
@@ -369,6 +375,7 @@ def main() -> int:
         corpus.mkdir()
         write_corpus(corpus, 40)
         report["gui"] = gui_stalls(model, corpus)
+        report["gui"]["streaming"]["llama_bench_tg512"] = med(llama_bench(bin_dir, model, threads, 0, 512, 3))
     print("embeddings…", file=sys.stderr)
     report["embedding"] = embedding_throughput()
     RESULTS.mkdir(exist_ok=True)
@@ -397,8 +404,11 @@ def render(r: dict[str, Any]) -> str:
                      c["ratio"], "≥ 0.95"))
     gui = r["gui"]["streaming"]
     if gui.get("gui_tok_s"):
-        rows.append((f"App path, GUI receiving side ({gui['tokens']} tokens) vs tg128, tokens/s", gui["gui_tok_s"],
-                     sp["tg128"]["llama_bench"], gui["gui_tok_s"] / sp["tg128"]["llama_bench"], ""))
+        peer = gui["llama_bench_tg512"]
+        rows.append((f"App path, GUI thread receiving a {gui['tokens']}-token answer vs tg512, tokens/s",
+                     gui["gui_tok_s"], peer, gui["gui_tok_s"] / peer, ""))
+        rows.append(("(the engine's own figure for that answer)", gui["engine_tok_s"], peer,
+                     gui["engine_tok_s"] / peer, ""))
     ttft_rows = [(f"Cold TTFT, {n}-token prompt, s (llama-server: prompt_ms)", r["ttft"][n], srv[n]["prompt_s"],
                   srv[n]["prompt_s"] / r["ttft"][n]) for n in (64, 512, 2048)]
     turns = r["multi_turn"]["turns"]
