@@ -76,42 +76,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def llama_server_ttft(bin_dir: Path, model: Path, threads: int, runs: int) -> dict[int, dict[str, float]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(bin_dir / "llama-server"), "-m", str(model), "-t", str(threads), "-c", "4096", "--port", str(port),
-         "--host", "127.0.0.1", "-np", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
+class LlamaServer:
+    """llama-server on a free port (one slot, no prompt cache reuse between requests)."""
+
+    def __init__(self, bin_dir: Path, model: Path, threads: int) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(bin_dir / "llama-server"), "-m", str(model), "-t", str(threads), "-c", "4096", "--port",
+             str(self.port), "--host", "127.0.0.1", "-np", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
                     if r.status == 200:
-                        break
+                        return
             except OSError:
                 time.sleep(0.2)
-        out: dict[int, dict[str, float]] = {}
-        for n in (64, 512, 2048):
-            prompt_ms, wall = [], []
-            for i in range(runs + 1):
-                body = json.dumps({"prompt": fresh_prompt(i, n), "n_predict": 1, "cache_prompt": False,
-                                   "temperature": 0}).encode()
-                req = urllib.request.Request(f"{url}/completion", body, {"Content-Type": "application/json"})
-                t = time.perf_counter()
-                with urllib.request.urlopen(req, timeout=300) as r:
-                    data = json.loads(r.read())
-                elapsed = time.perf_counter() - t
-                if i == 0:
-                    continue
-                prompt_ms.append(float(data["timings"]["prompt_ms"]))
-                wall.append(elapsed)
-            out[n] = {"prompt_s": med(prompt_ms) / 1000, "http_wall_s": med(wall)}
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        raise RuntimeError("llama-server did not start")
+
+    def prompt_s(self, prompt: str) -> float:
+        """The server's own prompt-processing time for ``prompt`` (its ``timings.prompt_ms``)."""
+        body = json.dumps({"prompt": prompt, "n_predict": 1, "cache_prompt": False, "temperature": 0}).encode()
+        req = urllib.request.Request(f"{self.url}/completion", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            data = json.loads(r.read())
+        return float(data["timings"]["prompt_ms"]) / 1000
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 # -- Paddock -------------------------------------------------------------------------------
@@ -140,16 +135,21 @@ def paired_speed(eng: Engine, bin_dir: Path, model: Path, threads: int, runs: in
                   "ratio": med([a / b for a, b in v]), "pairs": v} for key, v in pairs.items()}
 
 
-def paddock_ttft(eng: Engine, runs: int) -> dict[int, float]:
-    ttft = {}
+def paired_ttft(eng: Engine, server: LlamaServer, runs: int) -> dict[int, dict[str, float]]:
+    """Cold time to first token for 64/512/2,048-token prompts, Paddock and llama-server
+    taking turns on the same fresh prompts (the first pair is a warm-up)."""
+    out = {}
     for n in (64, 512, 2048):
-        values = []
+        pairs = []
         for i in range(runs + 1):
-            r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=fresh_prompt(i + 100, n))
-            if i:  # the first is a warm-up
-                values.append(r.stats.ttft_s)
-        ttft[n] = med(values)
-    return ttft
+            prompt = fresh_prompt(i + 100, n)
+            peer = server.prompt_s(prompt)
+            r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=prompt)
+            if i:
+                pairs.append((r.stats.ttft_s, peer))
+        out[n] = {"paddock_s": med([a for a, _ in pairs]), "llama_server_s": med([b for _, b in pairs]),
+                  "ratio": med([b / a for a, b in pairs]), "tokens": r.stats.prompt_evaluated}
+    return out
 
 
 def app_path(eng: Engine, bin_dir: Path, model: Path, threads: int, n: int, runs: int) -> dict[str, Any]:
@@ -344,13 +344,15 @@ def main() -> int:
                                  text=True).stdout.strip(),
         "model": model.name, "threads": threads, "runs": runs,
     }
-    print("llama-server…", file=sys.stderr)
-    report["llama_server_ttft"] = llama_server_ttft(bin_dir, model, threads, runs)
-    print("Paddock engine and llama-bench, taking turns…", file=sys.stderr)
+    print("Paddock engine with llama-bench and llama-server, taking turns…", file=sys.stderr)
     with Engine() as eng:
         eng.load(str(model), LoadSettings(n_ctx=4096, n_threads=threads))
         report["speed"] = paired_speed(eng, bin_dir, model, threads, runs)
-        report["ttft"] = paddock_ttft(eng, runs)
+        server = LlamaServer(bin_dir, model, threads)
+        try:
+            report["ttft"] = paired_ttft(eng, server, runs)
+        finally:
+            server.close()
         report["app_path"] = {n: app_path(eng, bin_dir, model, threads, n, runs if n <= 256 else 3)
                               for n in (256, 2048)}
         report["multi_turn"] = multi_turn(eng)
@@ -388,7 +390,7 @@ def main() -> int:
 
 
 def render(r: dict[str, Any]) -> str:
-    sp, srv, ap = r["speed"], r["llama_server_ttft"], r["app_path"]
+    sp, ap = r["speed"], r["app_path"]
     rows = [
         ("Decode tg128, tokens/s", sp["tg128"]["paddock"], sp["tg128"]["llama_bench"], sp["tg128"]["ratio"], "≥ 0.95"),
         ("Decode tg128 with the app's default sampling, tokens/s", sp["tg128_default"]["paddock"],
@@ -409,8 +411,8 @@ def render(r: dict[str, Any]) -> str:
                      gui["gui_tok_s"], peer, gui["gui_tok_s"] / peer, ""))
         rows.append(("(the engine's own figure for that answer)", gui["engine_tok_s"], peer,
                      gui["engine_tok_s"] / peer, ""))
-    ttft_rows = [(f"Cold TTFT, {n}-token prompt, s (llama-server: prompt_ms)", r["ttft"][n], srv[n]["prompt_s"],
-                  srv[n]["prompt_s"] / r["ttft"][n]) for n in (64, 512, 2048)]
+    ttft_rows = [(f"Cold TTFT, {n}-token prompt, s (llama-server: prompt_ms)", t["paddock_s"], t["llama_server_s"],
+                  t["ratio"]) for n, t in r["ttft"].items()]
     turns = r["multi_turn"]["turns"]
     later = turns[1:]
     history = sum(t["history"] for t in later)

@@ -4,7 +4,8 @@
 
 Writes benchmarks/results/engine.json and engine.md (linked from the README).
 Median of --runs after one warm-up.  The side-by-side comparison with
-llama.cpp's own llama-bench is a separate, larger harness (not yet built).
+llama.cpp's own llama-bench and llama-server is ``python -m benchmarks``; its
+helpers (prompts, the multi-turn script) live here.
 """
 
 from __future__ import annotations
