@@ -475,6 +475,8 @@ def plots(r: dict[str, Any]) -> None:
     ax.plot(lengths, paddock, marker="o", label="Paddock (stream consumer)")
     ax.plot(lengths, peer, marker="s", color="gray", linestyle="--", label="llama-bench tg<n>")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
     ax.set_xlabel("answer length (tokens)")
     ax.set_ylabel("tokens/s")
     ax.set_ylim(bottom=0)
