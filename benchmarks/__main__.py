@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,11 +48,16 @@ import psutil
 from app.engine.client import Engine
 from app.engine.types import LoadSettings, SamplingParams
 from benchmarks.engine_bench import COUNTING, RESULTS, fresh_prompt, multi_turn, test_model
+from benchmarks.engine_bench import median as med
 from benchmarks.peer import build as build_peer
 
 
-def med(values: list[float]) -> float:
-    return float(statistics.median(values))
+def paired(pairs: list[tuple[float, float]], ours: str = "paddock", theirs: str = "llama_bench",
+           lower_is_better: bool = False) -> dict[str, float]:
+    """Medians of (Paddock, llama.cpp) pairs, and the median of the pair ratios
+    (Paddock / llama.cpp, or llama.cpp / Paddock for times)."""
+    ratios = [b / a if lower_is_better else a / b for a, b in pairs]
+    return {ours: med([a for a, _ in pairs]), theirs: med([b for _, b in pairs]), "ratio": med(ratios)}
 
 
 # -- the peer ------------------------------------------------------------------------------
@@ -131,8 +135,7 @@ def paired_speed(eng: Engine, bin_dir: Path, model: Path, threads: int, runs: in
         # the app's default sampling (temperature 0.7, top-k 40, top-p 0.95, min-p 0.05); llama-bench samples nothing
         default = eng.generate([], SamplingParams(max_tokens=129, seed=i), raw_prompt=COUNTING)
         pairs["tg128_default"].append((default.stats.tokens_per_s, peer_tg))
-    return {key: {"paddock": med([a for a, _ in v]), "llama_bench": med([b for _, b in v]),
-                  "ratio": med([a / b for a, b in v]), "pairs": v} for key, v in pairs.items()}
+    return {key: {**paired(v), "pairs": v} for key, v in pairs.items()}
 
 
 def paired_ttft(eng: Engine, server: LlamaServer, runs: int) -> dict[int, dict[str, float]]:
@@ -147,8 +150,8 @@ def paired_ttft(eng: Engine, server: LlamaServer, runs: int) -> dict[int, dict[s
             r = eng.generate([], SamplingParams(temperature=0.0, max_tokens=1), raw_prompt=prompt)
             if i:
                 pairs.append((r.stats.ttft_s, peer))
-        out[n] = {"paddock_s": med([a for a, _ in pairs]), "llama_server_s": med([b for _, b in pairs]),
-                  "ratio": med([b / a for a, b in pairs]), "tokens": r.stats.prompt_evaluated}
+        out[n] = {**paired(pairs, "paddock_s", "llama_server_s", lower_is_better=True),
+                  "tokens": r.stats.prompt_evaluated}
     return out
 
 
@@ -156,9 +159,9 @@ def app_path(eng: Engine, bin_dir: Path, model: Path, threads: int, n: int, runs
     """Tokens/s as the receiving side of the engine's stream sees it, paired with
     llama-bench decoding the same number of tokens (tg256, tg2048): a longer answer
     attends over a longer KV cache, so llama.cpp itself slows down with length."""
-    seen, engine, peer = [], [], []
+    pairs, engine = [], []
     for _ in range(runs):
-        peer.append(med(llama_bench(bin_dir, model, threads, 0, n, 1)))
+        peer = med(llama_bench(bin_dir, model, threads, 0, n, 1))
         gen = eng.stream([], SamplingParams(temperature=0.0, max_tokens=n + 1), raw_prompt=COUNTING)
         first = last = 0.0
         for _piece in gen:
@@ -167,10 +170,9 @@ def app_path(eng: Engine, bin_dir: Path, model: Path, threads: int, n: int, runs
         result = gen.result
         assert result is not None
         # the first piece leaves with the first token; the rest are n decode steps
-        seen.append((result.stats.completion_tokens - 1) / max(last - first, 1e-9))
+        pairs.append(((result.stats.completion_tokens - 1) / max(last - first, 1e-9), peer))
         engine.append(result.stats.tokens_per_s)
-    return {"consumer_tok_s": med(seen), "engine_tok_s": med(engine), "llama_bench_tok_s": med(peer),
-            "ratio": med([a / b for a, b in zip(seen, peer, strict=True)])}
+    return {**paired(pairs, "consumer_tok_s", "llama_bench_tok_s"), "engine_tok_s": med(engine)}
 
 
 def cli_json(bin_dir: Path, model: Path, n: int, runs: int, threads: int) -> dict[str, float]:
@@ -184,8 +186,7 @@ def cli_json(bin_dir: Path, model: Path, n: int, runs: int, threads: int) -> dic
             check=True, capture_output=True, text=True,
         )
         pairs.append((float(json.loads(out.stdout)["tokens_per_s"]), peer))
-    return {"tok_s": med([a for a, _ in pairs]), "llama_bench_tok_s": med([b for _, b in pairs]),
-            "ratio": med([a / b for a, b in pairs])}
+    return paired(pairs, "tok_s", "llama_bench_tok_s")
 
 
 def load_times(model: Path, runs: int) -> dict[str, float]:

@@ -356,8 +356,8 @@ class EngineHost:
             dropped += 1
 
     def _generate(self, req: Generate) -> GenerationResult:
-        llm = self.llm
-        if llm is None:
+        llm, session = self.llm, self.session
+        if llm is None or session is None:
             raise EngineError("no model is loaded: choose a model first")
         params = req.params
         notices: list[str] = []
@@ -380,9 +380,6 @@ class EngineHost:
         n_ctx = llm.n_ctx()
         stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, n_ctx=n_ctx)
         started = time.perf_counter()
-        session = self.session
-        if session is None or session.llm is not llm:
-            session = self.session = Session(llm, self._abort)
 
         # Reuse the KV cache for the longest common prefix with what is already evaluated.
         prefix = 0
@@ -429,10 +426,10 @@ class EngineHost:
         token = -1
         try:
             while True:
+                if n_generated >= params.max_tokens:
+                    finish = "length"  # (before decoding the last token for nothing)
+                    break
                 if token >= 0:  # the token drawn last time goes in before the next draw
-                    if n_generated >= params.max_tokens:
-                        finish = "length"  # (and is not decoded for nothing)
-                        break
                     try:
                         session.decode((token,))
                     except DecodeError as exc:
@@ -442,9 +439,6 @@ class EngineHost:
                         raise EngineError(f"llama.cpp failed while generating ({exc})") from exc
                 if self.cancel.is_set():
                     finish = "cancelled"
-                    break
-                if n_generated >= params.max_tokens:
-                    finish = "length"
                     break
                 if session.n_past >= n_ctx - 1:
                     finish = "context_full"
@@ -497,8 +491,9 @@ class EngineHost:
         if chat:
             pending = pending.rstrip()
         emitted += pending  # held-back text that turned out not to start a stop string
-        if unsent + pending:
-            self.send(Chunk(unsent + pending))
+        unsent += pending
+        if unsent:
+            self.send(Chunk(unsent))
         ended = time.perf_counter()
         stats.completion_tokens = n_generated
         stats.finish_reason = finish
