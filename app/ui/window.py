@@ -454,7 +454,7 @@ class MainWindow(QMainWindow):
                                          self.toggle_api)
         self.serve_action.setCheckable(True)
         file_menu.addSeparator()
-        self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.quit_action = self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         chat_menu = self.menuBar().addMenu("&Chat")
         self._action(chat_menu, "Stop answer", QKeySequence("Esc"), self.controller.stop)
         self._action(chat_menu, "Regenerate answer", QKeySequence("Ctrl+R"), self.regenerate)

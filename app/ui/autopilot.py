@@ -1,0 +1,239 @@
+"""Drive the real window as a user would, then quit through the Quit action.
+
+``paddock --drive N --model PATH [--drive-chats K] [--drive-report FILE]``
+starts the ordinary app (same QApplication, store, engine and window as a
+double-click) and lets this autopilot type messages, switch chats, press Stop
+and Regenerate, and finally trigger *Quit*.  The process then ends the way it
+ends for a user, so faults that only show at interpreter exit (PySide6 6.12 on
+Python 3.11 dropping references to ``True``/``None``) show in its exit code.
+
+It is the engine of three checks: the soak test (``tests/ui/test_soak.py``),
+the packaged build's self-test (``paddock --selftest``) and the soak benchmark
+(``python -m benchmarks.soak``).  The report it writes holds what a test needs
+to judge the run: answers streamed and their message ids, reference counts of
+``None``/``True``/``False`` before and after, memory, and event-loop stalls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from PySide6.QtCore import QObject, QTimer
+
+from app.engine.types import SamplingParams
+
+if TYPE_CHECKING:
+    from app.ui.window import MainWindow
+
+log = logging.getLogger(__name__)
+
+PROMPTS = (
+    "Write a short story about a lighthouse keeper and a storm.",
+    "Explain how a bicycle stays upright, step by step.",
+    "List ten ideas for a rainy weekend, with a sentence on each.",
+    "Describe the water cycle to a ten-year-old.",
+    "Write a poem about autumn leaves in a city park.",
+    "Give me a recipe for a simple vegetable soup.",
+    "What should I pack for a three-day hike? Explain each item.",
+    "Tell me about the history of the printing press.",
+)
+HEARTBEAT_MS = 5
+TIMEOUT_S = 1800  # a run that has not finished by then is reported as failed
+
+
+def refcounts() -> dict[str, int]:
+    """Reference counts of the singletons PySide6 6.12 on Python 3.11 loses references to."""
+    return {"None": sys.getrefcount(None), "True": sys.getrefcount(True), "False": sys.getrefcount(False)}
+
+
+@dataclass
+class DrivePlan:
+    """What the autopilot does: ``answers`` streamed answers spread round-robin over ``chats`` chats.
+
+    Every ``stop_every``-th answer is stopped after its first text; every ``regenerate_every``-th
+    is followed by Regenerate (which counts as an answer too).
+    """
+
+    model: str
+    answers: int = 20
+    chats: int = 4
+    max_tokens: int = 160
+    stop_every: int = 5
+    regenerate_every: int = 6
+    report: Path | None = None
+
+
+@dataclass
+class _Step:
+    kind: str  # "send" | "regenerate"
+    conv_index: int
+    stop: bool = False
+
+
+@dataclass
+class DriveReport:
+    plan: dict[str, Any]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    refcounts_start: dict[str, int] = field(default_factory=dict)
+    refcounts_end: dict[str, int] = field(default_factory=dict)
+    refcounts_after_close: dict[str, int] = field(default_factory=dict)
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    stalls_ms: list[float] = field(default_factory=list)
+    quit_via_action: bool = False
+    finished: bool = False
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        stalls = sorted(self.stalls_ms)
+        p99 = stalls[min(len(stalls) - 1, int(0.99 * len(stalls)))] if stalls else 0.0
+        return {
+            "plan": self.plan, "answers": self.answers, "conversations": self.conversations, "errors": self.errors,
+            "refcounts_start": self.refcounts_start, "refcounts_end": self.refcounts_end,
+            "refcounts_after_close": self.refcounts_after_close,
+            "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
+            "stall_p99_ms": round(p99, 1), "stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
+            "heartbeats": len(stalls), "quit_via_action": self.quit_via_action, "finished": self.finished,
+            "duration_s": round(self.duration_s, 2),
+        }
+
+
+class Autopilot(QObject):
+    """Types, clicks and quits in a :class:`MainWindow`, one step after the other, on the GUI thread."""
+
+    def __init__(self, window: MainWindow, plan: DrivePlan) -> None:
+        super().__init__(window)
+        self.window = window
+        self.plan = plan
+        self.report = DriveReport(plan={k: str(v) if isinstance(v, Path) else v for k, v in vars(plan).items()})
+        self._steps = self._make_steps()
+        self._convs: list[int] = []
+        self._started = 0.0
+        self._stop_pending = False
+        self._beat = QTimer(self)
+        self._beat.setInterval(HEARTBEAT_MS)
+        self._beat.timeout.connect(self._heartbeat)
+        self._last_beat = 0.0
+        self._deadline = QTimer(self)
+        self._deadline.setSingleShot(True)
+        self._deadline.timeout.connect(self._give_up)
+
+    def _make_steps(self) -> list[_Step]:
+        steps: list[_Step] = []
+        n = 0
+        while len(steps) < self.plan.answers:
+            n += 1
+            steps.append(_Step("send", (n - 1) % max(1, self.plan.chats),
+                               stop=self.plan.stop_every > 0 and n % self.plan.stop_every == 0))
+            regenerate = self.plan.regenerate_every > 0 and n % self.plan.regenerate_every == 0
+            if regenerate and len(steps) < self.plan.answers:
+                steps.append(_Step("regenerate", steps[-1].conv_index))
+        return steps
+
+    def start(self) -> None:
+        """Begin once the event loop runs."""
+        QTimer.singleShot(0, self._begin)
+
+    def _begin(self) -> None:
+        w = self.window
+        self._started = time.perf_counter()
+        self.report.refcounts_start = refcounts()
+        self.report.rss_start_mb = psutil.Process().memory_info().rss / 1e6
+        w.store.set_setting("default_sampling",
+                            SamplingParams(temperature=0.7, max_tokens=self.plan.max_tokens).to_dict())
+        w.controller.streamFinished.connect(self._on_finished)
+        w.controller.streamText.connect(self._on_text)
+        w.use_model_file(self.plan.model)
+        self._deadline.start(TIMEOUT_S * 1000)
+        self._last_beat = time.perf_counter()
+        self._beat.start()
+        QTimer.singleShot(0, self._next)
+
+    def _heartbeat(self) -> None:
+        now = time.perf_counter()
+        self.report.stalls_ms.append(max(0.0, (now - self._last_beat) * 1000 - HEARTBEAT_MS))
+        self._last_beat = now
+
+    def _conversation(self, index: int) -> int:
+        w = self.window
+        while len(self._convs) <= index:
+            w.new_chat(model=self.plan.model)
+            assert w.current_conv is not None
+            self._convs.append(w.current_conv)
+        return self._convs[index]
+
+    def _next(self) -> None:
+        if not self._steps:
+            self._finish()
+            return
+        w = self.window
+        if w.controller.busy:  # a model load or the previous turn's last signals: try again shortly
+            QTimer.singleShot(20, self._next)
+            return
+        step = self._steps.pop(0)
+        conv_id = self._conversation(step.conv_index)
+        if w.current_conv != conv_id:
+            w.select_conversation(conv_id)  # switching chats, as a click in the sidebar does
+        self._stop_pending = step.stop
+        if step.kind == "regenerate":
+            widgets = w.chat_view.widgets
+            if widgets and widgets[-1].regen_button.isVisible():
+                widgets[-1].regen_button.click()
+            else:
+                w.regenerate()
+        else:
+            w.composer.setPlainText(PROMPTS[len(self.report.answers) % len(PROMPTS)])
+            w.send_button.click()
+        if not w.controller.busy:
+            self.report.errors.append(f"step {step.kind} in chat {conv_id} did not start an answer")
+            QTimer.singleShot(0, self._next)
+
+    def _on_text(self, _conv_id: int, _message_id: int, _text: str) -> None:
+        if self._stop_pending:
+            self._stop_pending = False
+            self.window.stop_button.click()
+
+    def _on_finished(self, conv_id: int, message_id: int, status: str, error: str, stats: dict) -> None:
+        self.report.answers.append({"conversation": conv_id, "message": message_id, "status": status,
+                                    "error": error, "completion_tokens": stats.get("completion_tokens", 0)})
+        if status == "error":
+            self.report.errors.append(error)
+        QTimer.singleShot(0, self._next)
+
+    def _finish(self) -> None:
+        self._beat.stop()
+        self._deadline.stop()
+        self.report.finished = True
+        self._quit()
+
+    def _give_up(self) -> None:
+        self.report.errors.append(f"the run did not finish within {TIMEOUT_S} s")
+        self._beat.stop()
+        self.window.controller.stop()
+        self._quit()
+
+    def _quit(self) -> None:
+        w = self.window
+        self.report.conversations = list(self._convs)
+        self.report.refcounts_end = refcounts()
+        self.report.rss_end_mb = psutil.Process().memory_info().rss / 1e6
+        self.report.duration_s = time.perf_counter() - self._started
+        w.controller.streamFinished.disconnect(self._on_finished)
+        w.controller.streamText.disconnect(self._on_text)
+        self.report.quit_via_action = True
+        w.quit_action.trigger()  # File > Quit, as the user would
+
+    def write_report(self) -> None:
+        """Called after the event loop has ended (the window is closed)."""
+        self.report.refcounts_after_close = refcounts()
+        if self.plan.report is not None:
+            self.plan.report.write_text(json.dumps(self.report.to_dict(), indent=2), encoding="utf-8")
