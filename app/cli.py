@@ -78,26 +78,14 @@ def _configure_logging(verbosity: int) -> None:
         logging.getLogger("paddock.llama").setLevel(logging.ERROR)
 
 
-def _loadable_model(ref: str) -> Path:
-    """A model reference resolved through the library, refused if its license is no longer accepted."""
-    from app.models.library import Library
-
-    library = Library()
-    try:
-        path = library.resolve(ref)
-        library.check_loadable(path)
-        return path
-    finally:
-        library.close()
-
-
 def _chat(args: argparse.Namespace) -> int:
     from app.engine.client import Engine
     from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+    from app.models.library import loadable_model
 
     if args.max_tokens <= 0:
         raise PaddockError("--max-tokens must be a positive number")
-    path = _loadable_model(args.model)
+    path = loadable_model(args.model)
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
     )
@@ -155,10 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.engine.client import Engine
     from app.engine.types import LoadSettings
+    from app.models.library import loadable_model
     from app.server import ApiServer
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
-    path = _loadable_model(args.model)
+    path = loadable_model(args.model)
     with Engine() as engine:
         server = ApiServer(engine, host=args.host, port=args.port, api_key=api_key)  # refuses open binds first
         loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx, n_threads=args.threads,

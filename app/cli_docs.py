@@ -54,9 +54,9 @@ def _embed_model(value: str) -> Path | str | None:
         return "auto"
     if value.lower() == "none":
         return None
-    from app.cli import _loadable_model
+    from app.models.library import loadable_model
 
-    return _loadable_model(value)
+    return loadable_model(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,13 +122,13 @@ def _search(docs: Any, args: argparse.Namespace) -> int:
 
 
 def _ask(docs: Any, args: argparse.Namespace) -> int:
-    from app.cli import _loadable_model
     from app.docs.prompt import CHARS_PER_TOKEN, build_user_turn, cited_numbers
     from app.engine.client import Engine
     from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+    from app.models.library import loadable_model
 
     collection = docs.collection_for(args.collection)
-    path = _loadable_model(args.model)
+    path = loadable_model(args.model)
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     with Engine() as engine:
         loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx))

@@ -93,8 +93,30 @@ def run(model: str | None) -> int:
                 raise RuntimeError(f"document indexing failed: {stats}, {hits}")
             return {"indexed": stats.documents, "top_hit": hits[0].source}
 
+        def window() -> dict[str, Any]:
+            """The real app as a child process: streamed answers in two chats, Stop, Regenerate,
+            then File > Quit; its exit code must be 0 (Python 3.11 + PySide6 6.12 aborted here)."""
+            import subprocess
+
+            if not model:
+                raise RuntimeError("no --model given")
+            out = Path(home) / "drive.json"
+            cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
+            cmd += ["--drive", "8", "--drive-chats", "2", "--drive-max-tokens", "64", "--model", model,
+                    "--drive-report", str(out)]
+            env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PADDOCK_HOME=str(Path(home) / "window"))
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+            if proc.returncode != 0 or "Fatal Python error" in proc.stderr:
+                raise RuntimeError(f"the app exited with code {proc.returncode}: {proc.stderr[-600:]}")
+            drive = json.loads(out.read_text(encoding="utf-8"))
+            if not drive["finished"] or drive["errors"]:
+                raise RuntimeError(f"the driven window did not finish: {drive['errors']}")
+            return {"exit_code": proc.returncode, "answers": len(drive["answers"]),
+                    "quit_via_action": drive["quit_via_action"], "stall_max_ms": drive["stall_max_ms"]}
+
         _check(report, "qt", qt)
         _check(report, "engine", engine)
+        _check(report, "window", window)
         _check(report, "documents", documents)
         report["ok"] = all(c["ok"] for c in report["checks"].values())
         report["total_s"] = round(time.perf_counter() - started, 3)

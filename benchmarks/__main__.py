@@ -21,7 +21,9 @@ before it, and ratios are medians of the pair ratios.
 6. model load time (warm and cold page cache) and the app's memory beyond the
    model file;
 7. decode speed against this machine's memory bandwidth;
-8. embedding throughput (chunks/s at ~256 tokens).
+8. embedding throughput (chunks/s at ~256 tokens);
+9. soak: 200 answers over 10 chats in the real window, then File > Quit
+   (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
 matplotlib is installed).  Not part of CI: it takes several minutes.
@@ -281,8 +283,8 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
     controller.streamFinished.connect(finished)
 
     def send() -> None:
-        window.composer.setPlainText("Write a long essay about the history of Rome.")
-        window.send()
+        window.chat_page.composer.setPlainText("Write a long essay about the history of Rome.")
+        window.chat_page.send()
 
     results["streaming"] = measure(send, lambda: streamed["done"])
     times = streamed["times"]
@@ -387,7 +389,9 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    return 0
+    from benchmarks import soak
+
+    return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 
 def render(r: dict[str, Any]) -> str:

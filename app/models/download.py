@@ -39,7 +39,7 @@ from app.errors import (
     PaddockError,
 )
 from app.models.hub import HubClient, explain, safe_relative_path
-from app.models.registry import DownloadRecord, LibraryModel, Registry, RemoteFile
+from app.models.registry import DownloadRecord, LibraryModel, Registry, RemoteFile, model_meta
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -394,8 +394,6 @@ class DownloadTask:
             raise IntegrityError(f"{rec.name} downloaded but is not a usable GGUF model ({exc}); it was deleted.") \
                 from exc
         accepted = self.registry.acceptance_by_id(rec.acceptance_id) if rec.acceptance_id else None
-        from app.models.library import model_meta
-
         return self.registry.add_model(
             finals[0], name=Path(rec.name).stem, source="download", parts=finals if len(finals) > 1 else None,
             repo_id=rec.repo_id, revision=rec.revision, quant=info.quantization,

@@ -13,15 +13,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from app import paths
-from app.engine.gguf_file import SPLIT_RE, GGUFInfo, read_gguf
+from app.engine.gguf_file import SPLIT_RE, read_gguf
 from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFoundError, PaddockError
 from app.models.download import check_disk_space, part_path
 from app.models.hub import RepoDetails, safe_relative_path
 from app.models.licenses import LicenseInfo
-from app.models.registry import Acceptance, DownloadRecord, LibraryModel, Registry, RemoteFile
+from app.models.registry import Acceptance, DownloadRecord, LibraryModel, Registry, RemoteFile, model_meta
 from app.models.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -54,18 +53,6 @@ def split_parts(first: Path) -> list[Path]:
     if missing:
         raise InvalidModelError(f"split model incomplete: {', '.join(missing)} missing next to {first.name}")
     return parts
-
-
-def model_meta(info: GGUFInfo) -> dict[str, Any]:
-    return {
-        "architecture": info.architecture,
-        "display_name": info.name,
-        "n_params": info.n_params,
-        "context_length": info.context_length,
-        "license": info.license,
-        "has_template": info.chat_template is not None,
-        "quant": info.quantization,
-    }
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -243,3 +230,18 @@ class Library:
     def reveal_folder(self, model_id: int) -> Path:
         return self.registry.model(model_id).path.parent
 
+
+def loadable_model(ref: str) -> Path:
+    """A model reference (path or library id) resolved through the library, refused if its license
+    is no longer accepted.  What ``paddock chat``, ``serve`` and ``docs ask`` load.
+
+    Raises:
+        ModelNotFoundError, InvalidModelError, LicenseNotAcceptedError: with a message for the user.
+    """
+    library = Library()
+    try:
+        path = library.resolve(ref)
+        library.check_loadable(path)
+        return path
+    finally:
+        library.close()

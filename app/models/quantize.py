@@ -161,7 +161,8 @@ class QuantizeJob:
 
 def register_quantized(job: QuantizeJob) -> LibraryModel:
     """Add a finished quantization to the library with its lineage (the source model's library id)."""
-    from app.models.library import Library, model_meta
+    from app.models.library import Library
+    from app.models.registry import model_meta
 
     library = Library()
     try:

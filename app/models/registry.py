@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from app.engine.gguf_file import GGUFInfo
 from app.errors import ModelNotFoundError
 from app.store.db import Database, Migration
 
@@ -284,3 +285,16 @@ class Registry:
     def delete_download(self, download_id: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM downloads WHERE id = ?", (download_id,))
+
+
+def model_meta(info: GGUFInfo) -> dict[str, Any]:
+    """What the registry keeps of a model's GGUF header (shown in My models without reading the file)."""
+    return {
+        "architecture": info.architecture,
+        "display_name": info.name,
+        "n_params": info.n_params,
+        "context_length": info.context_length,
+        "license": info.license,
+        "has_template": info.chat_template is not None,
+        "quant": info.quantization,
+    }

@@ -152,7 +152,7 @@ class Autopilot(QObject):
                             SamplingParams(temperature=0.7, max_tokens=self.plan.max_tokens).to_dict())
         w.controller.streamFinished.connect(self._on_finished)
         w.controller.streamText.connect(self._on_text)
-        w.use_model_file(self.plan.model)
+        w.chat_page.use_model_file(self.plan.model)
         self._deadline.start(TIMEOUT_S * 1000)
         self._last_beat = time.perf_counter()
         self._beat.start()
@@ -185,14 +185,14 @@ class Autopilot(QObject):
             w.select_conversation(conv_id)  # switching chats, as a click in the sidebar does
         self._stop_pending = step.stop
         if step.kind == "regenerate":
-            widgets = w.chat_view.widgets
+            widgets = w.chat_page.chat_view.widgets
             if widgets and widgets[-1].regen_button.isVisible():
                 widgets[-1].regen_button.click()
             else:
-                w.regenerate()
+                w.chat_page.regenerate()
         else:
-            w.composer.setPlainText(PROMPTS[len(self.report.answers) % len(PROMPTS)])
-            w.send_button.click()
+            w.chat_page.composer.setPlainText(PROMPTS[len(self.report.answers) % len(PROMPTS)])
+            w.chat_page.send_button.click()
         if not w.controller.busy:
             self.report.errors.append(f"step {step.kind} in chat {conv_id} did not start an answer")
             QTimer.singleShot(0, self._next)
@@ -200,7 +200,7 @@ class Autopilot(QObject):
     def _on_text(self, _conv_id: int, _message_id: int, _text: str) -> None:
         if self._stop_pending:
             self._stop_pending = False
-            self.window.stop_button.click()
+            self.window.chat_page.stop_button.click()
 
     def _on_finished(self, conv_id: int, message_id: int, status: str, error: str, stats: dict) -> None:
         self.report.answers.append({"conversation": conv_id, "message": message_id, "status": status,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -43,10 +43,8 @@ from app.models.hub import RepoSummary
 from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel
 from app.models.variants import Variant
+from app.ui.messages import MessageBridge
 from app.ui.model_manager import ModelManager, RepoView
-
-if TYPE_CHECKING:
-    from app.ui.window import MainWindow
 
 REPO_ROLE = Qt.ItemDataRole.UserRole
 FIT_COLORS = {"gpu": "#2e7d32", "partial": "#8d6e00", "ram": "#2e7d32", "too_large": "#c62828"}
@@ -297,7 +295,7 @@ class DiscoverTab(QWidget):
         try:
             self.manager.download(self.view, variant)
         except PaddockError as exc:
-            self.page.window_.show_error(str(exc), title="Cannot download")
+            self.page.bridge.error(str(exc), title="Cannot download")
             return
         self.page.tabs.setCurrentWidget(self.page.downloads_tab)
 
@@ -412,7 +410,7 @@ class DownloadsTab(QWidget):
     def _on_finished(self, download_id: int, error: str) -> None:
         self.refresh()
         if error:
-            self.page.window_.show_error(error, title="Download failed")
+            self.page.bridge.error(error, title="Download failed")
 
 
 class LibraryTab(QWidget):
@@ -479,7 +477,7 @@ class LibraryTab(QWidget):
     def chat(self) -> None:
         m = self.selected()
         if m is not None:
-            self.page.window_.new_chat(model=str(m.path))
+            self.page.chatRequested.emit(str(m.path))
 
     def import_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", str(Path.home()), "GGUF models (*.gguf)")
@@ -542,7 +540,7 @@ class LibraryTab(QWidget):
             self.progress = None
         self.refresh()
         if error:
-            self.page.window_.show_error(error, title="Import failed" if what == "import" else "Quantization failed")
+            self.page.bridge.error(error, title="Import failed" if what == "import" else "Quantization failed")
 
     def reveal(self) -> None:
         m = self.selected()
@@ -560,16 +558,24 @@ class LibraryTab(QWidget):
         try:
             message = self.manager.library.delete(m.id)
         except (PaddockError, OSError) as exc:
-            self.page.window_.show_error(str(exc), title="Cannot delete")
+            self.page.bridge.error(str(exc), title="Cannot delete")
             return
-        self.page.window_.show_notice(message)
+        self.page.bridge.notice(message)
         self.refresh()
 
 
 class ModelsPage(QWidget):
-    def __init__(self, window: MainWindow, manager: ModelManager) -> None:
+    """Models: My models, Discover, Downloads.  Errors and notices go to the message bridge.
+
+    Signals:
+        chatRequested(str): *Chat with it* on a model (its path): open it in a new chat.
+    """
+
+    chatRequested = Signal(str)
+
+    def __init__(self, manager: ModelManager, bridge: MessageBridge) -> None:
         super().__init__()
-        self.window_ = window
+        self.bridge = bridge
         self.manager = manager
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
@@ -620,10 +626,10 @@ class ModelsPage(QWidget):
             return
         if not token.strip():
             self.manager.tokens.clear()
-            self.window_.show_notice("Hugging Face token removed.")
+            self.bridge.notice("Hugging Face token removed.")
             return
         result, who = self.manager.save_token(token)
         if result.persistent:
-            self.window_.show_notice(f"{result.message} {who}")
+            self.bridge.notice(f"{result.message} {who}")
         else:
             QMessageBox.warning(self, "Token kept for this session only", f"{result.message}\n\n{who}")

@@ -26,6 +26,7 @@ from pathlib import Path
 XCB_PACKAGES: dict[str, tuple[str, str, str]] = {
     "libxcb-cursor.so.0": ("libxcb-cursor0", "xcb-util-cursor", "xcb-util-cursor"),
     "libxcb-icccm.so.4": ("libxcb-icccm4", "xcb-util-wm", "xcb-util-wm"),
+    "libxcb-util.so.1": ("libxcb-util1", "xcb-util", "xcb-util"),
     "libxcb-image.so.0": ("libxcb-image0", "xcb-util-image", "xcb-util-image"),
     "libxcb-keysyms.so.1": ("libxcb-keysyms1", "xcb-util-keysyms", "xcb-util-keysyms"),
     "libxcb-render-util.so.0": ("libxcb-render-util0", "xcb-util-renderutil", "xcb-util-renderutil"),

@@ -22,7 +22,7 @@ import pytest
 
 from app import paths
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ANSWERS = 24
 CHATS = 4

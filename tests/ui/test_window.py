@@ -3,57 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QTimer
 from pytestqt.qtbot import QtBot
 
-from app import paths
-from app.engine.client import Engine
 from app.engine.types import LoadSettings, SamplingParams
-from app.store.chats import ChatStore
 from app.ui.chatview import SafeTextBrowser
-from app.ui.controller import ChatController
 from app.ui.markdown import MarkdownRenderer
 from app.ui.window import MainWindow
-
-WAIT_MS = 60_000
-
-
-def make_window(qtbot: QtBot, model: Path | None) -> MainWindow:
-    store = ChatStore(paths.database_path())
-    if model is not None:
-        store.set_setting("recent_models", [str(model)])
-        store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=48).to_dict())
-    controller = ChatController(store, Engine(), LoadSettings(n_ctx=2048))
-    window = MainWindow(controller)
-    qtbot.addWidget(window)
-    window.show()
-    return window
-
-
-@pytest.fixture
-def window(qtbot: QtBot, test_model: Path) -> Iterator[MainWindow]:
-    w = make_window(qtbot, test_model)
-    yield w
-    w.controller.shutdown()
-    w.store.close()
-
-
-def send_and_wait(qtbot: QtBot, w: MainWindow, text: str) -> list[object]:
-    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
-        w.composer.setPlainText(text)
-        w.send_button.click()
-    return list(blocker.args or [])
+from tests.ui.windows import WAIT_MS, make_window, send_and_wait
 
 
 def test_first_run_shows_welcome(qtbot: QtBot) -> None:
     w = make_window(qtbot, None)
     try:
         assert w.pages.currentWidget() is w.welcome
-        assert "GGUF" in w.welcome_text.text()
+        assert "GGUF" in w.welcome.text.text()
     finally:
         w.controller.shutdown()
 
@@ -70,11 +36,11 @@ def test_send_streams_answer_into_view_and_sqlite(qtbot: QtBot, window: MainWind
     assert saved.status == "complete"
     assert "".join(chunks) == saved.content
     assert stats["completion_tokens"] > 0
-    widget = w.chat_view.widgets[-1]
+    widget = w.chat_page.chat_view.widgets[-1]
     qtbot.waitUntil(lambda: "Paris" in widget.body.toPlainText(), timeout=5000)
-    assert w.conversations.conversation_at(0).title == "What is the capital of France?"  # type: ignore[union-attr]
-    assert "tok/s" in w.speed_status.text()
-    assert w.ctx_meter.value() >= 1
+    assert w.sidebar.conversations.conversation_at(0).title == "What is the capital of France?"  # type: ignore[union-attr]
+    assert "tok/s" in w.status.speed.text()
+    assert w.status.ctx_meter.value() >= 1
 
 
 def test_stop_keeps_partial_answer(qtbot: QtBot, window: MainWindow) -> None:
@@ -82,12 +48,12 @@ def test_stop_keeps_partial_answer(qtbot: QtBot, window: MainWindow) -> None:
     conv = w.store.conversation(w.current_conv)  # type: ignore[arg-type]
     w.store.update_conversation(conv.id, sampling=SamplingParams(temperature=0.0, max_tokens=2000))
     w.select_conversation(conv.id)
-    w.settings_panel.max_tokens.setValue(2000)
+    w.chat_page.settings_panel.max_tokens.setValue(2000)
     first = []
-    w.controller.streamText.connect(lambda *_: first.append(1) or (len(first) == 1 and w.stop_button.click()))
+    w.controller.streamText.connect(lambda *_: first.append(1) or (len(first) == 1 and w.chat_page.stop_button.click()))
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
-        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")
-        w.send_button.click()
+        w.chat_page.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")
+        w.chat_page.send_button.click()
     _conv, message_id, status, _error, stats = blocker.args  # type: ignore[misc]
     assert status == "interrupted"
     assert stats["finish_reason"] == "cancelled"
@@ -95,8 +61,8 @@ def test_stop_keeps_partial_answer(qtbot: QtBot, window: MainWindow) -> None:
     assert saved.status == "interrupted"
     assert saved.content  # what was streamed before Stop is kept
     assert stats["completion_tokens"] < 2000
-    assert w.send_button.isVisible()
-    assert not w.stop_button.isVisible()
+    assert w.chat_page.send_button.isVisible()
+    assert not w.chat_page.stop_button.isVisible()
 
 
 def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
@@ -105,7 +71,7 @@ def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
     first = w.store.messages(w.current_conv)  # type: ignore[arg-type]
     assert [m.role for m in first] == ["user", "assistant"]
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS):
-        w.chat_view.widgets[-1].regen_button.click()
+        w.chat_page.chat_view.widgets[-1].regen_button.click()
     second = w.store.messages(w.current_conv)  # type: ignore[arg-type]
     assert [m.role for m in second] == ["user", "assistant"]
     assert second[1].id != first[1].id
@@ -116,7 +82,7 @@ def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
     assert next(m.content for m in third) == "What is the capital of Italy?"
     assert len(third) == 2
     assert third[1].status == "complete"
-    assert len(w.chat_view.widgets) == 2
+    assert len(w.chat_page.chat_view.widgets) == 2
 
 
 def test_switch_conversation_while_generating(qtbot: QtBot, window: MainWindow) -> None:
@@ -125,20 +91,20 @@ def test_switch_conversation_while_generating(qtbot: QtBot, window: MainWindow) 
     w.store.update_conversation(a, sampling=SamplingParams(temperature=0.0, max_tokens=200))  # type: ignore[arg-type]
     w.select_conversation(a)  # type: ignore[arg-type]
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
-        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
-        w.send_button.click()
+        w.chat_page.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.chat_page.send_button.click()
         qtbot.waitSignal(w.controller.streamText, timeout=WAIT_MS).wait()
         w.new_chat()
         b = w.current_conv
         assert b != a
-        assert w.messages.rowCount() == 0
+        assert w.chat_page.messages.rowCount() == 0
     assert blocker.args[0] == a  # type: ignore[index]
-    assert w.messages.rowCount() == 0  # B's view was not touched by A's stream
+    assert w.chat_page.messages.rowCount() == 0  # B's view was not touched by A's stream
     w.select_conversation(a)  # type: ignore[arg-type]
     msgs = w.store.messages(a)  # type: ignore[arg-type]
     assert msgs[-1].status == "complete"
     assert msgs[-1].content
-    assert w.chat_view.widgets[-1].text == msgs[-1].content
+    assert w.chat_page.chat_view.widgets[-1].text == msgs[-1].content
 
 
 def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, window: MainWindow) -> None:
@@ -154,8 +120,8 @@ def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, windo
 
     w.controller.streamText.connect(on_text)
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
-        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
-        w.send_button.click()
+        w.chat_page.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.chat_page.send_button.click()
     _c, message_id, status, error, _s = blocker.args  # type: ignore[misc]
     assert status == "error"
     assert "crashed" in error
@@ -163,7 +129,7 @@ def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, windo
     saved = w.store.message(message_id)
     assert saved.content
     assert saved.status == "error"
-    widget = w.chat_view.widgets[-1]
+    widget = w.chat_page.chat_view.widgets[-1]
     assert widget.error.isVisibleTo(w)
     assert "crashed" in widget.error.text()
     # the user retries: a fresh engine answers
@@ -185,7 +151,7 @@ def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
         assert w2.current_conv == conv_id
         msgs = w2.store.messages(conv_id)  # type: ignore[arg-type]
         assert [m.role for m in msgs] == ["user", "assistant"]
-        assert w2.messages.rowCount() == 2
+        assert w2.chat_page.messages.rowCount() == 2
         _c, _m, status, _e, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
         assert status == "complete"
         assert stats["prompt_tokens"] > stats["prompt_evaluated"] or stats["prompt_reused"] == 0
@@ -212,8 +178,8 @@ def test_export_import_round_trip(qtbot: QtBot, window: MainWindow, tmp_path: Pa
 def test_item_models_pass_qtmodeltester(qtbot: QtBot, window: MainWindow, qtmodeltester: object) -> None:
     w = window
     send_and_wait(qtbot, w, "What is the capital of France?")
-    qtmodeltester.check(w.conversations)  # type: ignore[attr-defined]
-    qtmodeltester.check(w.messages)  # type: ignore[attr-defined]
+    qtmodeltester.check(w.sidebar.conversations)  # type: ignore[attr-defined]
+    qtmodeltester.check(w.chat_page.messages)  # type: ignore[attr-defined]
 
 
 def test_event_loop_stays_responsive_while_streaming(qtbot: QtBot, window: MainWindow) -> None:
@@ -230,8 +196,8 @@ def test_event_loop_stays_responsive_while_streaming(qtbot: QtBot, window: MainW
     timer.timeout.connect(lambda: beats.append(len(updates)))
     w.controller.streamText.connect(lambda *_: updates.append(1))
     with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
-        w.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
-        w.send_button.click()
+        w.chat_page.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.chat_page.send_button.click()
         timer.start()
     timer.stop()
     stats = blocker.args[4]  # type: ignore[index]
@@ -269,4 +235,4 @@ def test_settings_apply_to_the_next_load_and_persist(qtbot: QtBot, window: MainW
     assert w.store.get_setting("load_settings")["n_ctx"] == 1024
     w.new_chat()
     assert w.store.conversation(w.current_conv).system_prompt == "Answer in one word."  # type: ignore[arg-type]
-    assert w.settings_panel.system.toPlainText() == "Answer in one word."
+    assert w.chat_page.settings_panel.system.toPlainText() == "Answer in one word."

@@ -28,8 +28,9 @@ def window(qtbot: QtBot, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     store = ChatStore(paths.database_path())
     controller = ChatController(store, Engine(), LoadSettings(n_ctx=2048))
     w = MainWindow(controller, manager=ModelManager(endpoint=hub.url, tokens=TokenStore()))
-    errors: list[str] = []
-    w.show_error = lambda message, title="Paddock": errors.append(message)  # type: ignore[method-assign]
+    errors: list[str] = []  # errors reported to the message bridge, instead of a modal dialog
+    w.bridge.posted.disconnect(w.present)
+    w.bridge.posted.connect(lambda m: errors.append(m.text) if m.level == "error" else w.present(m))
     w.errors = errors  # type: ignore[attr-defined]
     qtbot.addWidget(w)
     w.show()

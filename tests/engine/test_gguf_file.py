@@ -9,7 +9,7 @@ import pytest
 
 from app.engine.gguf_file import quant_from_filename, read_gguf
 from app.errors import InvalidModelError, ModelNotFoundError
-from tests.conftest import copy_truncated, gguf_string, write_gguf_header
+from tests.gguf_files import copy_truncated, gguf_string, write_gguf_header
 
 
 def test_reads_the_real_test_model(test_model: Path) -> None:

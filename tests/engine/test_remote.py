@@ -113,7 +113,7 @@ def test_server_disappearing_mid_stream_keeps_the_partial_answer(server: LlamaSe
 
 
 def test_a_chat_switches_between_local_and_remote(qtbot: QtBot, server: LlamaServer, test_model: Path) -> None:
-    from tests.test_ui import make_window, send_and_wait
+    from tests.ui.windows import make_window, send_and_wait
 
     w: MainWindow = make_window(qtbot, test_model)
     try:

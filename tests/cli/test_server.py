@@ -90,7 +90,7 @@ def test_serving_beyond_loopback_needs_a_key() -> None:
 
 
 def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
-    from tests.test_ui import make_window, send_and_wait
+    from tests.ui.windows import make_window, send_and_wait
 
     w = make_window(qtbot, test_model)
     try:

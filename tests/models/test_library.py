@@ -16,7 +16,7 @@ from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 from app.errors import InvalidModelError, LicenseNotAcceptedError
 from app.models.library import Library
 from app.models.quantize import QuantizeJob, advise, quantize_into_library
-from tests.conftest import copy_truncated
+from tests.gguf_files import copy_truncated
 
 
 def paddock(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

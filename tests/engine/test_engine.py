@@ -17,7 +17,7 @@ from app.errors import (
     InvalidModelError,
     TemplateError,
 )
-from tests.conftest import copy_truncated, gguf_with_template
+from tests.gguf_files import copy_truncated, gguf_with_template
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
 

@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 from app.engine.types import ChatMessage
 from app.ui.window import MainWindow
 from tests.docfiles import write_docx, write_pdf
-from tests.test_ui import WAIT_MS, make_window, send_and_wait
+from tests.ui.windows import WAIT_MS, make_window, send_and_wait
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def drop(w: MainWindow, paths: list[Path]) -> None:
 
 
 def state_texts(w: MainWindow) -> dict[str, str]:
-    tree = w.docs_panel.tree
+    tree = w.chat_page.docs_panel.tree
     return {tree.topLevelItem(i).text(0): tree.topLevelItem(i).text(1) for i in range(tree.topLevelItemCount())}
 
 
@@ -50,15 +50,15 @@ def test_drop_index_ask_and_open_a_citation(qtbot: QtBot, window: MainWindow, tm
     drop(w, [folder])
     assert w.current_conv == conv
     # indexing runs on the documents thread: the window keeps handling events meanwhile
-    qtbot.waitUntil(lambda: w.docs_panel.isVisible() and "ready" in state_texts(w).get("lighthouse.pdf", ""),
+    qtbot.waitUntil(lambda: w.chat_page.docs_panel.isVisible() and "ready" in state_texts(w).get("lighthouse.pdf", ""),
                     timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "ready" in state_texts(w).get("bakery.docx", ""), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "failed" in state_texts(w).get("broken.txt", ""), timeout=WAIT_MS)
     states = state_texts(w)
     assert states["lighthouse.pdf"] == "ready · 2 passages · 2 pages"
     assert "not a text file" in states["broken.txt"]
-    assert "2 ready" in w.docs_panel.summary.text()
-    assert "1 could not be read" in w.docs_panel.summary.text()
+    assert "2 ready" in w.chat_page.docs_panel.summary.text()
+    assert "1 could not be read" in w.chat_page.docs_panel.summary.text()
 
     args = send_and_wait(qtbot, w, "What temperature does rye bread bake at?")
     assert args[2] == "complete"
@@ -66,12 +66,12 @@ def test_drop_index_ask_and_open_a_citation(qtbot: QtBot, window: MainWindow, tm
     assert {s["source"] for s in answer.sources} == {"bakery.docx", "lighthouse.pdf"}  # small: given whole
     user_turn = w.store.messages(w.current_conv)[-2]
     assert user_turn.content == "What temperature does rye bread bake at?"  # stored as typed
-    widget = w.chat_view.widgets[-1]
+    widget = w.chat_page.chat_view.widgets[-1]
     html = widget.body.toHtml()
     assert "paddock-cite:0" in html  # "N passages given to the model"
     rye = next(i for i, s in enumerate(answer.sources, start=1) if "Rye" in s["location"])
     widget.body.anchorClicked.emit(QUrl(f"paddock-cite:{rye}"))
-    dialog = w.passage_dialog
+    dialog = w.chat_page.passage_dialog
     qtbot.waitUntil(dialog.isVisible)
     assert dialog.list.currentRow() == rye - 1
     assert dialog.list.count() == len(answer.sources)
@@ -130,7 +130,7 @@ def test_injected_image_in_an_answer_is_never_loaded(qtbot: QtBot, window: MainW
         w.store.update_message(answer.id, sources=[{"source": "evil.md", "location": "top", "text": "x",
                                                     "path": "/nonexistent/evil.md", "start": 0, "end": 1}])
         w.select_conversation(w.current_conv)
-        widget = w.chat_view.widgets[-1]
+        widget = w.chat_page.chat_view.widgets[-1]
         html = widget.body.toHtml()
         qtbot.wait(300)
         assert "<img" not in html

@@ -1,0 +1,329 @@
+"""The chat page: one conversation, its model, its documents and the message box.
+
+Header (title, model menu, settings toggle), notice bar, the conversation
+(:class:`ChatView`), the documents panel, the composer with Send / Stop /
+Attach, and the per-chat settings panel.  Turns go through the
+:class:`ChatController`; errors and notices go to the :class:`MessageBridge`.
+
+Signals:
+    conversationShown(int): a conversation is now on the page (-1: none).
+    addServerRequested(): *Add a server…* in the model menu.
+    remoteModelChosen(str): a server's model was picked (its label, for the status bar).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.docs.prompt import cited_numbers
+from app.engine.gguf_file import read_gguf
+from app.engine.remote import parse_ref
+from app.errors import PaddockError
+from app.store.chats import ChatStore
+from app.ui.chat_settings import SettingsPanel
+from app.ui.chatview import ChatView
+from app.ui.composer import Composer
+from app.ui.controller import ChatController
+from app.ui.dialogs import EditMessageDialog
+from app.ui.docs_panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
+from app.ui.itemmodels import MessageListModel
+from app.ui.messages import MessageBridge
+from app.ui.model_picker import ModelChoices, ModelPicker
+from app.ui.servers import ServerHub
+
+NO_CONVERSATION = -1
+
+
+class ChatPage(QWidget):
+    conversationShown = Signal(int)
+    addServerRequested = Signal()
+    remoteModelChosen = Signal(str)
+
+    def __init__(self, controller: ChatController, docs: DocsHub, choices: ModelChoices, servers: ServerHub, *,
+                 bridge: MessageBridge, dark: bool = False) -> None:
+        super().__init__()
+        self.controller = controller
+        self.store: ChatStore = controller.store
+        self.docs = docs
+        self.choices = choices
+        self.servers = servers
+        self.bridge = bridge
+        self.current_conv: int | None = None
+        self.closed = False
+        self.passage_dialog: PassageDialog | None = None
+        self.messages = MessageListModel(self.store, self)
+
+        outer = QHBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        main = QVBoxLayout()
+        main.setContentsMargins(0, 0, 0, 0)
+        main.setSpacing(0)
+        main.addWidget(self._build_header())
+        self.notice_bar = QLabel()
+        self.notice_bar.setObjectName("noticeBar")
+        self.notice_bar.setWordWrap(True)
+        self.notice_bar.hide()
+        main.addWidget(self.notice_bar)
+        self.chat_view = ChatView(self.messages, dark=dark)
+        self.chat_view.editRequested.connect(self.edit_message)
+        self.chat_view.regenerateRequested.connect(self.regenerate)
+        self.chat_view.citationRequested.connect(self.open_citation)
+        main.addWidget(self.chat_view, 1)
+        self.docs_panel = DocumentsPanel(docs)
+        main.addWidget(self.docs_panel)
+        main.addWidget(self._build_composer())
+        outer.addLayout(main, 1)
+        self.settings_panel = SettingsPanel(self.save_chat_settings)
+        self.settings_panel.hide()
+        self.settings_button.toggled.connect(self.settings_panel.setVisible)
+        outer.addWidget(self.settings_panel)
+
+    def _build_header(self) -> QFrame:
+        header = QFrame()
+        header.setObjectName("chatHeader")
+        head = QHBoxLayout(header)
+        head.setContentsMargins(16, 8, 12, 8)
+        self.title_label = QLabel()
+        self.title_label.setObjectName("chatTitle")
+        head.addWidget(self.title_label, 1)
+        head.addWidget(QLabel("Model"))
+        self.model_combo = ModelPicker(self.choices)
+        self.model_combo.chosen.connect(self._on_model_chosen)
+        self.model_combo.openFileRequested.connect(self.open_model_file)
+        self.model_combo.addServerRequested.connect(self.addServerRequested.emit)
+        head.addWidget(self.model_combo)
+        self.settings_button = QPushButton("Settings")
+        self.settings_button.setCheckable(True)
+        self.settings_button.setToolTip("System prompt and sampling for this chat")
+        head.addWidget(self.settings_button)
+        return header
+
+    def _build_composer(self) -> QFrame:
+        box = QFrame()
+        box.setObjectName("composerBox")
+        row = QHBoxLayout(box)
+        row.setContentsMargins(16, 8, 16, 12)
+        self.composer = Composer(self.send)
+        row.addWidget(self.composer, 1)
+        buttons = QVBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("primaryButton")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
+        self.stop_button.clicked.connect(self.controller.stop)
+        self.stop_button.hide()
+        self.attach_button = QPushButton("Attach")
+        self.attach_button.setObjectName("attachButton")
+        self.attach_button.setToolTip("Add documents to this chat (or drop files and folders on the window)")
+        attach_menu = QMenu(self.attach_button)
+        attach_menu.addAction("Files…", lambda: self.attach_paths(choose_files(self)))
+        attach_menu.addAction("Folder…", lambda: self.attach_paths(choose_folder(self)))
+        self.attach_button.setMenu(attach_menu)
+        for button in (self.send_button, self.stop_button, self.attach_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        row.addLayout(buttons)
+        return box
+
+    def controller_slots(self) -> list[tuple[object, object]]:
+        """(signal, slot) pairs the window connects, and disconnects at shutdown."""
+        c = self.controller
+        return [
+            (c.messagesChanged, self._on_messages_changed),
+            (c.streamText, self._on_stream_text),
+            (c.streamFinished, self._on_stream_finished),
+            (c.modelFailed, self._on_model_failed),
+            (c.busyChanged, self._on_busy),
+            (c.sourcesReady, self._on_sources_ready),
+        ]
+
+    # -- conversations ---------------------------------------------------------
+
+    def show_conversation(self, conv_id: int | None) -> None:
+        self.current_conv = conv_id
+        if conv_id is None:
+            self.messages.load(None)
+            self.docs_panel.set_conversation(None)
+            self.conversationShown.emit(NO_CONVERSATION)
+            return
+        conv = self.store.conversation(conv_id)
+        self.messages.load(conv_id, self.controller.live_texts())
+        self.title_label.setText(conv.title)
+        self.settings_panel.show_settings(conv.system_prompt, conv.sampling)
+        self.model_combo.fill(conv.model)
+        self.notice_bar.hide()
+        self.docs_panel.set_conversation(conv_id)
+        self.conversationShown.emit(conv_id)
+        self.composer.setFocus()
+
+    def new_chat(self, model: str | None = None) -> None:
+        """A new conversation with ``model``, else the current chat's, else the first known model."""
+        if model is None and self.current_conv is not None:
+            model = self.store.conversation(self.current_conv).model
+        if model is None:
+            known = self.choices.known()
+            model = known[0][0] if known else None
+        conv = self.controller.new_conversation(model=model)
+        self.show_conversation(conv.id)
+
+    def set_title(self, title: str) -> None:
+        self.title_label.setText(title)
+
+    def refill_models(self) -> None:
+        if self.current_conv is not None:
+            self.model_combo.fill(self.store.conversation(self.current_conv).model)
+
+    def show_notice(self, text: str) -> None:
+        self.notice_bar.setText(text)
+        self.notice_bar.show()
+
+    # -- models ----------------------------------------------------------------
+
+    def open_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()), "GGUF models (*.gguf)")
+        if path:
+            self.use_model_file(path)
+        else:
+            self.refill_models()
+
+    def use_model_file(self, path: str) -> None:
+        """Check a GGUF file, remember it, and use it for the current (or a new) chat."""
+        try:
+            read_gguf(path)
+        except PaddockError as exc:
+            self.bridge.error(str(exc), title="This file cannot be used")
+            self.refill_models()
+            return
+        self.choices.remember(path)
+        if self.current_conv is None:
+            self.new_chat(model=path)
+        else:
+            self.store.update_conversation(self.current_conv, model=path)
+            self.show_conversation(self.current_conv)
+        self.preload(path)
+
+    def _on_model_chosen(self, ref: str) -> None:
+        if self.current_conv is not None:
+            self.store.update_conversation(self.current_conv, model=ref)
+            self.preload(ref)
+
+    def preload(self, path: str) -> None:
+        if parse_ref(path) is not None:
+            self.remoteModelChosen.emit(f"{self.servers.remotes.label(path)} · remote server")
+            return
+        loaded = self.controller.loaded
+        if self.controller.busy or (loaded is not None and Path(loaded.path) == Path(path)):
+            return
+        try:
+            self.controller.load_model(path)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+
+    def _on_model_failed(self, message: str) -> None:
+        self.bridge.error(message, title="The model could not be loaded")
+
+    # -- turns -----------------------------------------------------------------
+
+    def send(self) -> None:
+        text = self.composer.toPlainText().strip()
+        if not text or self.current_conv is None:
+            return
+        try:
+            self.save_chat_settings()
+            self.controller.send(self.current_conv, text)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+            return
+        self.composer.clear()
+
+    def regenerate(self) -> None:
+        if self.current_conv is None:
+            return
+        try:
+            self.save_chat_settings()
+            self.controller.regenerate(self.current_conv)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+
+    def edit_message(self, message_id: int) -> None:
+        dialog = EditMessageDialog(self, self.store.message(message_id).content)
+        if dialog.exec() == QDialog.DialogCode.Accepted and dialog.text().strip():
+            try:
+                self.controller.edit_and_resend(message_id, dialog.text())
+            except PaddockError as exc:
+                self.bridge.error(str(exc))
+
+    def save_chat_settings(self) -> None:
+        if self.current_conv is None:
+            return
+        conv = self.store.conversation(self.current_conv)
+        self.store.update_conversation(
+            self.current_conv,
+            system_prompt=self.settings_panel.system.toPlainText(),
+            sampling=self.settings_panel.sampling(conv.sampling),
+        )
+
+    def _on_messages_changed(self, conv_id: int) -> None:
+        if conv_id == self.current_conv and not self.closed:
+            self.messages.reload(self.controller.live_texts())
+
+    def _on_stream_text(self, conv_id: int, message_id: int, text: str) -> None:
+        if conv_id == self.current_conv:
+            self.messages.append_text(message_id, text)
+
+    def _on_stream_finished(self, conv_id: int, message_id: int, _status: str, _error: str, _stats: dict) -> None:
+        if conv_id == self.current_conv:
+            self.messages.finish(message_id)
+
+    def _on_sources_ready(self, conv_id: int, message_id: int) -> None:
+        if conv_id == self.current_conv and not self.closed:
+            self.messages.refresh_message(message_id)
+
+    def _on_busy(self, busy: bool) -> None:
+        self.send_button.setVisible(not busy)
+        self.stop_button.setVisible(busy)
+        self.model_combo.setEnabled(not busy)
+
+    # -- documents -------------------------------------------------------------
+
+    def attach_paths(self, items: list[Path]) -> None:
+        """Add files and folders to the current chat (a new chat if there is none)."""
+        if not items:
+            return
+        if self.current_conv is None:
+            self.new_chat()
+        if self.current_conv is None:
+            return
+        self.docs.add_to_chat(self.current_conv, items)
+        self.docs_panel.show()
+        names = ", ".join(p.name for p in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        self.bridge.status(f"Indexing {names} in the background; you can keep chatting.")
+
+    def open_citation(self, message_id: int, number: int) -> PassageDialog | None:
+        try:
+            msg = self.store.message(message_id)
+        except PaddockError:
+            return None
+        if not msg.sources:
+            return None
+        dialog = PassageDialog(msg.sources, number or 1, self.docs, cited_numbers(msg.content, len(msg.sources)),
+                               self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        self.passage_dialog = dialog
+        return dialog

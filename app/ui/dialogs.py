@@ -1,0 +1,120 @@
+"""The app's dialogs: Settings, About, and editing a message."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QPlainTextEdit,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import __version__
+from app.engine.gguf_file import GGUFInfo
+from app.engine.types import LoadSettings
+
+GPU_CHOICES = (("Automatic (from the model and this machine)", None), ("CPU only", 0), ("All layers on the GPU", -1))
+
+
+class SettingsDialog(QDialog):
+    """App-wide settings: defaults for new chats and how models are loaded."""
+
+    def __init__(self, parent: QWidget, system_prompt: str, load: LoadSettings) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        form = QFormLayout(self)
+        self.system = QPlainTextEdit(system_prompt)
+        self.system.setPlaceholderText("Used for new chats; each chat can change it.")
+        self.system.setFixedHeight(90)
+        form.addRow("Default system prompt", self.system)
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setRange(0, 1_048_576)
+        self.n_ctx.setSingleStep(1024)
+        self.n_ctx.setSpecialValueText("automatic")
+        self.n_ctx.setValue(load.n_ctx or 0)
+        self.n_ctx.setToolTip("Tokens the model can see at once. Automatic: up to 8192, less if memory is short.")
+        form.addRow("Context length", self.n_ctx)
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("automatic (physical cores)")
+        self.threads.setValue(load.n_threads or 0)
+        form.addRow("CPU threads", self.threads)
+        self.gpu = QComboBox()
+        for label, value in GPU_CHOICES:
+            self.gpu.addItem(label, value)
+        self.gpu.setCurrentIndex(max(0, self.gpu.findData(load.n_gpu_layers)))
+        form.addRow("GPU offload", self.gpu)
+        note = QLabel("Model settings apply the next time a model is loaded.")
+        note.setObjectName("hint")
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.resize(520, 300)
+
+    def load_settings(self, base: LoadSettings) -> LoadSettings:
+        return LoadSettings(
+            n_ctx=self.n_ctx.value() or None,
+            n_threads=self.threads.value() or None,
+            n_gpu_layers=self.gpu.currentData(),
+            flash_attn=base.flash_attn,
+            kv_cache_type=base.kv_cache_type,
+            n_batch=base.n_batch,
+        )
+
+
+class AboutDialog(QDialog):
+    """The app's licenses and those of the models in use ("Built with Llama" when one is a Llama)."""
+
+    def __init__(self, parent: QWidget, models: list[GGUFInfo]) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("About Paddock")
+        items = [f"<li>{info.name} ({info.quantization}) — license: {info.license or 'not stated'}</li>"
+                 for info in models]
+        llama = any("llama" in (info.license or "").lower() or "llama" in info.name.lower() for info in models)
+        layout = QVBoxLayout(self)
+        view = QTextBrowser()
+        view.setOpenExternalLinks(False)
+        view.setHtml(
+            f"<h2>Paddock {__version__}</h2>"
+            "<p>Private chat with open-weight language models. Paddock is free software under the "
+            "Apache License 2.0. It runs models with llama.cpp (MIT) through llama-cpp-python (MIT) "
+            "and uses Qt for Python (LGPLv3).</p>"
+            "<h3>Models</h3>"
+            + (f"<ul>{''.join(items)}</ul>" if items else "<p>No models yet.</p>")
+            + ("<p><b>Built with Llama</b></p>" if llama else "")
+            + "<p>Each model has its own license; you are responsible for following it.</p>"
+        )
+        layout.addWidget(view)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(520, 420)
+
+
+class EditMessageDialog(QDialog):
+    """Edit one of the user's messages; the answers after it will be replaced."""
+
+    def __init__(self, parent: QWidget, text: str) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Edit message")
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("The answers after this message will be replaced."))
+        self.editor = QPlainTextEdit(text)
+        layout.addWidget(self.editor)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Send")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(560, 300)
+
+    def text(self) -> str:
+        return self.editor.toPlainText()

@@ -1,0 +1,125 @@
+"""Soak: the real window streams 200 answers over 10 chats, then quits through File > Quit.
+
+    .venv/bin/python -m benchmarks.soak [--answers 200] [--chats 10] [--model PATH]
+
+Runs the app as a user does, as its own process (``paddock --drive``, see
+app/ui/autopilot.py), offscreen, with the SmolLM2 instruct model, and reports
+what a long session does to it: GUI process memory growth, the drift of the
+reference counts of None/True/False (PySide6 6.12 on Python 3.11 loses them
+until the process aborts), event-loop stalls (a 5 ms heartbeat's lateness,
+p99 and max) and the exit code.  Writes benchmarks/results/soak.json and
+soak.md; also run at the end of ``python -m benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.engine_bench import RESULTS
+
+
+def instruct_model() -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from scripts.test_models import smollm2
+
+    return smollm2()
+
+
+def soak(model: Path, answers: int, chats: int, max_tokens: int = 160) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="paddock-soak-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        env = dict(os.environ, PADDOCK_HOME=str(Path(tmp) / "home"), QT_QPA_PLATFORM="offscreen")
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "--drive", str(answers), "--drive-chats", str(chats),
+             "--drive-max-tokens", str(max_tokens), "--model", str(model), "--drive-report", str(report_path)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        wall = time.perf_counter() - started
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    statuses = [a["status"] for a in report.get("answers", [])]
+    drift = {k: report["refcounts_end"][k] - v for k, v in report.get("refcounts_start", {}).items()}
+    return {
+        "python": platform.python_version(),
+        "pyside6": _pyside_version(),
+        "exit_code": proc.returncode,
+        "fatal_error": "Fatal Python error" in proc.stderr,
+        "answers": len(statuses),
+        "complete": statuses.count("complete"),
+        "interrupted": statuses.count("interrupted"),
+        "errors": report.get("errors", []),
+        "tokens": sum(a["completion_tokens"] for a in report.get("answers", [])),
+        "chats": len(report.get("conversations", [])),
+        "rss_start_mb": report.get("rss_start_mb"),
+        "rss_end_mb": report.get("rss_end_mb"),
+        "rss_growth_mb": round(report.get("rss_end_mb", 0) - report.get("rss_start_mb", 0), 1),
+        "refcount_drift": drift,
+        "stall_p99_ms": report.get("stall_p99_ms"),
+        "stall_max_ms": report.get("stall_max_ms"),
+        "heartbeats": report.get("heartbeats"),
+        "wall_s": round(wall, 1),
+        "stderr_tail": proc.stderr[-800:] if proc.returncode else "",
+    }
+
+
+def _pyside_version() -> str:
+    import PySide6
+
+    return str(PySide6.__version__)
+
+
+def render(r: dict[str, Any]) -> str:
+    drift = ", ".join(f"{k} {v:+d}" for k, v in r["refcount_drift"].items())
+    return "\n".join([
+        f"# Soak: {r['answers']} streamed answers over {r['chats']} chats in the real window",
+        "",
+        f"{r['date']} · {r['machine']} · commit {r['commit']} · Python {r['python']} · PySide6 {r['pyside6']} · "
+        f"model {r['model']}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| exit code after File > Quit | {r['exit_code']}{' (Fatal Python error)' if r['fatal_error'] else ''} |",
+        f"| answers: complete / stopped | {r['complete']} / {r['interrupted']} ({r['tokens']} tokens) |",
+        f"| GUI process memory, first answer → last | {r['rss_start_mb']} → {r['rss_end_mb']} MB "
+        f"({r['rss_growth_mb']:+.1f} MB) |",
+        f"| reference counts, start → end (should not fall) | {drift} |",
+        f"| event-loop stall (5 ms heartbeat lateness), p99 / max | {r['stall_p99_ms']} / {r['stall_max_ms']} ms |",
+        f"| wall time | {r['wall_s']} s |",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--answers", type=int, default=200)
+    parser.add_argument("--chats", type=int, default=10)
+    parser.add_argument("--model", type=Path, default=None)
+    args = parser.parse_args(argv)
+    model = args.model or instruct_model()
+    print(f"soak: {args.answers} answers over {args.chats} chats…", file=sys.stderr)
+    result = soak(model, args.answers, args.chats)
+    result.update({
+        "date": time.strftime("%Y-%m-%d"), "model": model.name,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
+                                 text=True).stdout.strip(),
+    })
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2))
+    md = render(result)
+    (RESULTS / "soak.md").write_text(md)
+    print(md)
+    return 0 if result["exit_code"] == 0 and not result["fatal_error"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

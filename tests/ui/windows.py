@@ -1,0 +1,35 @@
+"""Helpers for driving the real window in tests: build it on a fresh store, send and wait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from app import paths
+from app.engine.client import Engine
+from app.engine.types import LoadSettings, SamplingParams
+from app.store.chats import ChatStore
+from app.ui.controller import ChatController
+from app.ui.window import MainWindow
+
+WAIT_MS = 60_000
+
+
+def make_window(qtbot: QtBot, model: Path | None) -> MainWindow:
+    store = ChatStore(paths.database_path())
+    if model is not None:
+        store.set_setting("recent_models", [str(model)])
+        store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=48).to_dict())
+    controller = ChatController(store, Engine(), LoadSettings(n_ctx=2048))
+    window = MainWindow(controller)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def send_and_wait(qtbot: QtBot, w: MainWindow, text: str) -> list[object]:
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        w.chat_page.composer.setPlainText(text)
+        w.chat_page.send_button.click()
+    return list(blocker.args or [])
