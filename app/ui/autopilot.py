@@ -165,6 +165,9 @@ class Autopilot(QObject):
 
     def _conversation(self, index: int) -> int:
         w = self.window
+        current = w.current_conv
+        if not self._convs and current is not None and not w.store.messages(current):
+            self._convs.append(current)  # the empty chat that opening the model made
         while len(self._convs) <= index:
             w.new_chat(model=self.plan.model)
             assert w.current_conv is not None

@@ -73,13 +73,18 @@ def test_model_by_name_from_library(test_model: Path, paddock_home: Path) -> Non
     assert "Paris" in json.loads(out.stdout)["text"]
 
 
-def test_selftest_checks_qt_engine_and_documents(test_model: Path) -> None:
+@pytest.mark.timeout(900)
+def test_selftest_checks_qt_engine_documents_and_the_window(test_model: Path) -> None:
     """The packaged app's smoke test, run here from source: every part it checks works."""
     out = subprocess.run([sys.executable, "-m", "app.cli", "--selftest", "--model", str(test_model)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["ok"] is True
     assert report["checks"]["qt"]["platform"] == "offscreen"
     assert report["checks"]["engine"]["tokens"] > 0
     assert report["checks"]["documents"]["top_hit"] == "check.pdf"
+    window = report["checks"]["window"]  # the app as its own process, driven, then File > Quit
+    assert window["exit_code"] == 0
+    assert window["answers"] == 8
+    assert window["quit_via_action"] is True
