@@ -82,6 +82,7 @@ class ChatController(QObject):
         self.load_settings = load_settings or LoadSettings()
         self.active: ActiveStream | None = None
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         # Called on the worker thread before a model is loaded; raises PaddockError to refuse it.
         self.before_load: Callable[[Path], None] | None = None
@@ -222,17 +223,20 @@ class ChatController(QObject):
         thread.start()
 
     def _ensure_model(self, path: str, force: bool = False) -> LoadedModel:
-        loaded = self.engine.loaded
-        if not force and loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
+        # One load at a time: a message sent while the chosen model is still loading waits for that
+        # load instead of starting a second one (which doubled the wait for a large model).
+        with self._load_lock:
+            loaded = self.engine.loaded
+            if not force and loaded is not None and Path(loaded.path) == Path(path) and self.engine.is_alive():
+                return loaded
+            if self.before_load is not None:
+                self.before_load(Path(path))  # e.g. the license of a downloaded model is still accepted
+            self.modelLoading.emit(path)
+            loaded = self.engine.load(path, self.load_settings)
+            self.modelLoaded.emit(loaded)
+            for n in loaded.notices:
+                self.notice.emit(n)
             return loaded
-        if self.before_load is not None:
-            self.before_load(Path(path))  # e.g. the license of a downloaded model is still accepted
-        self.modelLoading.emit(path)
-        loaded = self.engine.load(path, self.load_settings)
-        self.modelLoaded.emit(loaded)
-        for n in loaded.notices:
-            self.notice.emit(n)
-        return loaded
 
     def _load_worker(self, path: str, force: bool) -> None:
         try:
