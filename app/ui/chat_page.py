@@ -243,6 +243,9 @@ class ChatPage(QWidget):
         text = self.composer.toPlainText().strip()
         if not text or self.current_conv is None:
             return
+        if self.controller.busy:  # Enter while an answer streams: no modal box, the text stays in the box
+            self.bridge.status("Still answering: your message stays in the box. Press Stop (Esc) to end the answer.")
+            return
         try:
             self.save_chat_settings()
             self.controller.send(self.current_conv, text)

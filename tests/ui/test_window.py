@@ -236,3 +236,24 @@ def test_settings_apply_to_the_next_load_and_persist(qtbot: QtBot, window: MainW
     w.new_chat()
     assert w.store.conversation(w.current_conv).system_prompt == "Answer in one word."  # type: ignore[arg-type]
     assert w.chat_page.settings_panel.system.toPlainText() == "Answer in one word."
+
+
+def test_enter_while_streaming_keeps_the_message_without_a_dialog(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=300))  # type: ignore[arg-type]
+    w.select_conversation(w.current_conv)  # type: ignore[arg-type]
+    posted: list[object] = []
+    w.bridge.posted.connect(posted.append)
+    with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS):
+        w.chat_page.composer.setPlainText("1, 2, 3, 4, 5, 6, 7, 8,")
+        w.chat_page.send_button.click()
+        qtbot.waitSignal(w.controller.streamText, timeout=WAIT_MS).wait()
+        w.chat_page.composer.setPlainText("And another question")
+        w.chat_page.send()  # what Enter does
+        assert w.chat_page.composer.toPlainText() == "And another question"
+        levels = [m.level for m in posted]  # type: ignore[attr-defined]
+        assert "status" in levels  # said in the status bar ...
+        assert "error" not in levels  # ... and no modal box
+        assert "warning" not in levels
+        w.controller.stop()
+    assert [m.role for m in w.store.messages(w.current_conv)] == ["user", "assistant"]  # type: ignore[arg-type]
