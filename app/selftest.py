@@ -96,22 +96,18 @@ def run(model: str | None) -> int:
         def window() -> dict[str, Any]:
             """The real app as a child process: streamed answers in two chats, Stop, Regenerate,
             then File > Quit; its exit code must be 0 (Python 3.11 + PySide6 6.12 aborted here)."""
-            import subprocess
+            from app.ui.autopilot import DrivePlan, run_driven
 
             if not model:
                 raise RuntimeError("no --model given")
-            out = Path(home) / "drive.json"
-            cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
-            cmd += ["--drive", "8", "--drive-chats", "2", "--drive-max-tokens", "64", "--model", model,
-                    "--drive-report", str(out)]
-            env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PADDOCK_HOME=str(Path(home) / "window"))
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
-            if proc.returncode != 0 or "Fatal Python error" in proc.stderr:
-                raise RuntimeError(f"the app exited with code {proc.returncode}: {proc.stderr[-600:]}")
-            drive = json.loads(out.read_text(encoding="utf-8"))
-            if not drive["finished"] or drive["errors"]:
-                raise RuntimeError(f"the driven window did not finish: {drive['errors']}")
-            return {"exit_code": proc.returncode, "answers": len(drive["answers"]),
+            plan = DrivePlan(model=model, answers=8, chats=2, max_tokens=64, report=Path(home) / "drive.json")
+            run = run_driven(plan, home=Path(home) / "window", timeout=900)
+            if run.returncode != 0 or run.fatal_error:
+                raise RuntimeError(f"the app exited with code {run.returncode}: {run.stderr[-600:]}")
+            drive = run.report
+            if not drive.get("finished") or drive.get("errors"):
+                raise RuntimeError(f"the driven window did not finish: {drive.get('errors')}")
+            return {"exit_code": run.returncode, "answers": len(drive["answers"]),
                     "quit_via_action": drive["quit_via_action"], "stall_max_ms": drive["stall_max_ms"]}
 
         _check(report, "qt", qt)

@@ -296,7 +296,7 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
     hub = window.docs
 
     def index() -> None:
-        window.attach_paths([corpus])
+        window.chat_page.attach_paths([corpus])
 
     def indexed() -> bool:
         if window.current_conv is None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.ui.autopilot import DrivePlan, run_driven
 from benchmarks.engine_bench import RESULTS
 
 
@@ -36,23 +37,19 @@ def instruct_model() -> Path:
 
 def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paddock-soak-") as tmp:
-        report_path = Path(tmp) / "report.json"
-        env = dict(os.environ, PADDOCK_HOME=str(Path(tmp) / "home"), QT_QPA_PLATFORM="offscreen")
+        plan = DrivePlan(model=str(model), answers=answers, chats=chats, max_tokens=max_tokens,
+                         report=Path(tmp) / "report.json")
         started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "app", "--drive", str(answers), "--drive-chats", str(chats),
-             "--drive-max-tokens", str(max_tokens), "--model", str(model), "--drive-report", str(report_path)],
-            env=env, capture_output=True, text=True, check=False,
-        )
+        run = run_driven(plan, home=Path(tmp) / "home")
         wall = time.perf_counter() - started
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report = run.report
     statuses = [a["status"] for a in report.get("answers", [])]
     drift = {k: report["refcounts_end"][k] - v for k, v in report.get("refcounts_start", {}).items()}
     return {
         "python": platform.python_version(),
         "pyside6": _pyside_version(),
-        "exit_code": proc.returncode,
-        "fatal_error": "Fatal Python error" in proc.stderr,
+        "exit_code": run.returncode,
+        "fatal_error": run.fatal_error,
         "answers": len(statuses),
         "complete": statuses.count("complete"),
         "interrupted": statuses.count("interrupted"),
@@ -67,7 +64,7 @@ def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[st
         "stall_max_ms": report.get("stall_max_ms"),
         "heartbeats": report.get("heartbeats"),
         "wall_s": round(wall, 1),
-        "stderr_tail": proc.stderr[-800:] if proc.returncode else "",
+        "stderr_tail": run.stderr[-800:] if run.returncode else "",
     }
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -105,6 +107,38 @@ class DriveReport:
             "heartbeats": len(stalls), "quit_via_action": self.quit_via_action, "finished": self.finished,
             "duration_s": round(self.duration_s, 2),
         }
+
+
+@dataclass
+class DriveRun:
+    """How a driven app process ended: its exit code, stderr, and the report it wrote ({} if none)."""
+
+    returncode: int
+    stderr: str
+    report: dict[str, Any]
+
+    @property
+    def fatal_error(self) -> bool:
+        return "Fatal Python error" in self.stderr
+
+
+def run_driven(plan: DrivePlan, home: Path | None = None, timeout: float | None = None) -> DriveRun:
+    """Start the app as its own process (offscreen), driven by ``plan``, and wait for it to quit.
+
+    ``home`` becomes its ``PADDOCK_HOME`` (None: this process's own).  In a packaged build the
+    frozen executable is started itself.  ``plan.report`` names the file the report goes to.
+    """
+    if plan.report is None:
+        raise ValueError("run_driven needs plan.report")
+    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
+    cmd += ["--drive", str(plan.answers), "--drive-chats", str(plan.chats), "--drive-max-tokens",
+            str(plan.max_tokens), "--model", plan.model, "--drive-report", str(plan.report)]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    if home is not None:
+        env["PADDOCK_HOME"] = str(home)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    report = json.loads(plan.report.read_text(encoding="utf-8")) if plan.report.exists() else {}
+    return DriveRun(proc.returncode, proc.stderr, report)
 
 
 class Autopilot(QObject):

@@ -31,7 +31,8 @@ def run_app(argv: list[str] | None = None, drive: DrivePlan | None = None) -> in
     """
     from app.ui.platform_check import display_problem
 
-    problem = display_problem(argv or sys.argv)
+    argv = argv or sys.argv
+    problem = display_problem(argv)
     if problem:
         print(problem, file=sys.stderr)
         return 1
@@ -45,7 +46,7 @@ def run_app(argv: list[str] | None = None, drive: DrivePlan | None = None) -> in
     from app.ui.window import MainWindow
 
     _setup_logging()
-    app = QApplication.instance() or QApplication(argv or sys.argv)
+    app = QApplication.instance() or QApplication(argv)
     assert isinstance(app, QApplication)
     app.setApplicationName("Paddock")
     app.setApplicationVersion(__version__)

@@ -75,27 +75,38 @@ def xcb_plugin() -> Path | None:
     return plugin if plugin.exists() else None
 
 
+def linked_libraries(library: Path) -> dict[str, str | None]:
+    """What ``ldd`` says ``library`` loads, directly or through others: soname -> file, None when not
+    found.  Empty where there is no ``ldd`` (musl, stripped images)."""
+    ldd = shutil.which("ldd")
+    if not ldd:
+        return {}
+    try:
+        out = subprocess.run([ldd, str(library)], check=False, capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    linked: dict[str, str | None] = {}
+    for line in out.splitlines():
+        name, arrow, rest = line.strip().partition(" => ")
+        if arrow:
+            linked[name] = None if rest.startswith("not found") else rest.split(" (")[0]
+    return linked
+
+
 def missing_libraries(library: Path) -> list[str]:
     """Shared libraries ``library`` needs (directly or through others) that cannot be loaded.
 
     ``ldd`` lists every one that is absent; a library that is present but broken (truncated, wrong
     architecture) stops the loader instead, and its own message names it.
     """
-    missing: list[str] = []
-    ldd = shutil.which("ldd")
-    if ldd:
-        try:
-            out = subprocess.run([ldd, str(library)], check=False, capture_output=True, text=True,
-                                 timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        missing = [line.split()[0] for line in out.splitlines() if "=> not found" in line]
+    missing = [name for name, found in linked_libraries(library).items() if found is None]
     if not missing:
         try:
             ctypes.CDLL(str(library))  # what Qt will do next; its libraries are loaded for the app anyway
         except OSError as exc:
             missing = [_named_library(str(exc), library)]
-    return list(dict.fromkeys(missing))
+    return missing
 
 
 def _named_library(message: str, library: Path) -> str:

@@ -65,6 +65,11 @@ class Sidebar(QFrame):
         """Reload the list, keeping ``current`` selected; returns its title, if it is listed."""
         self.current = current
         self.conversations.refresh()
+        return self._reselect()
+
+    def _reselect(self) -> str | None:
+        """Select ``current`` again after the list was reloaded; its title, if it is listed."""
+        current = self.current
         if current is None:
             return None
         row = self.conversations.row_of(current)
@@ -89,8 +94,8 @@ class Sidebar(QFrame):
         self.search.selectAll()
 
     def _on_search(self, text: str) -> None:
-        self.conversations.set_search(text)
-        self.refresh(self.current)
+        self.conversations.set_search(text)  # reloads the list
+        self._reselect()
 
     def _on_current_changed(self, index: QModelIndex, _previous: QModelIndex) -> None:
         if index.isValid():

@@ -254,13 +254,7 @@ class MainWindow(QMainWindow):
         if self.current_conv == conv_id:
             self.chat_page.show_conversation(None)
 
-    def known_models(self) -> list[tuple[str, Any]]:
-        return self.choices.known()
-
     # -- documents dropped on the window ---------------------------------------
-
-    def attach_paths(self, items: list[Path]) -> None:
-        self.chat_page.attach_paths(items)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if local_files(event.mimeData()):
@@ -276,7 +270,7 @@ class MainWindow(QMainWindow):
         files = local_files(event.mimeData())
         if files:
             event.acceptProposedAction()
-            self.attach_paths(files)
+            self.chat_page.attach_paths(files)
 
     # -- export / import -------------------------------------------------------
 

@@ -87,7 +87,7 @@ def test_pick_a_variant_accept_the_license_and_download(qtbot: QtBot, window: Ma
     assert page.library_tab.table.item(0, 1).text() == "Q4_K_M"
     assert "downloaded from" in page.library_tab.table.item(0, 8).text()
     # The downloaded model is offered for chats.
-    assert any(path.endswith(FILE) for path, _info in window.known_models())
+    assert any(path.endswith(FILE) for path, _info in window.choices.known())
     assert window.errors == []  # type: ignore[attr-defined]
 
 

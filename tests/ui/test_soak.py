@@ -11,16 +11,13 @@ stderr, and the answers in the database afterwards.
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app import paths
+from app.ui.autopilot import DrivePlan, run_driven
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -29,16 +26,12 @@ CHATS = 4
 
 
 def test_app_streams_many_answers_and_quits_cleanly(tmp_path: Path, instruct_model: Path) -> None:
-    report = tmp_path / "report.json"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")  # PADDOCK_HOME: the test's own (conftest)
-    proc = subprocess.run(
-        [sys.executable, "-m", "app", "--drive", str(ANSWERS), "--drive-chats", str(CHATS),
-         "--drive-max-tokens", "160", "--model", str(instruct_model), "--drive-report", str(report)],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert "Fatal Python error" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(report.read_text())
+    plan = DrivePlan(model=str(instruct_model), answers=ANSWERS, chats=CHATS, max_tokens=160,
+                     report=tmp_path / "report.json")
+    run = run_driven(plan, timeout=900)  # PADDOCK_HOME: the test's own (conftest)
+    assert not run.fatal_error, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = run.report
     assert data["finished"], data["errors"]
     assert data["quit_via_action"]
     assert data["errors"] == []
