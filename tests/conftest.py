@@ -38,6 +38,14 @@ def instruct_model() -> Path:
     return smollm2()
 
 
+@pytest.fixture(scope="session")
+def chat_templates() -> dict[str, str]:
+    """The 70 real chat templates of Hub models kept by llama.cpp (from the llama-cpp-python sdist)."""
+    from scripts.test_models import chat_templates
+
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(chat_templates().glob("*.jinja"))}
+
+
 @pytest.fixture
 def hub(test_model: Path) -> Iterator[HubServer]:
     """The local Hugging-Face-compatible test hub (tests/hubserver.py) on 127.0.0.1."""

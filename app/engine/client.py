@@ -41,7 +41,7 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams
+from app.engine.types import ChatMessage, Delta, GenerationResult, LoadedModel, LoadSettings, SamplingParams
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
@@ -68,7 +68,8 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 class Generation:
-    """An answer being streamed: iterate for text chunks; ``result`` when done.
+    """An answer being streamed: iterate for the answer's text chunks, or
+    :meth:`deltas` for thinking and answer apart; ``result`` when done.
 
     Raises (while iterating):
         EngineCrashedError: the engine died; ``partial_text`` holds what came.
@@ -79,16 +80,27 @@ class Generation:
         self._engine = engine
         self._request = request
         self.text = ""
+        self.thinking = ""
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[str]:
+        for kind, text in self.deltas():
+            if kind == "answer":
+                yield text
+
+    def deltas(self) -> Iterator[Delta]:
+        """``("thinking", text)`` and ``("answer", text)`` pieces as they stream."""
         with self._engine._lock:
             self._engine._send(self._request)
             while True:
                 event = self._engine._next_event("generating", partial=self.text)
                 if isinstance(event, Chunk):
-                    self.text += event.text
-                    yield event.text
+                    if event.thinking:
+                        self.thinking += event.thinking
+                        yield ("thinking", event.thinking)
+                    if event.text:
+                        self.text += event.text
+                        yield ("answer", event.text)
                 elif isinstance(event, Done):
                     self.result = event.result
                     return
@@ -198,18 +210,22 @@ class Engine:
         messages: Sequence[ChatMessage],
         params: SamplingParams | None = None,
         raw_prompt: str | None = None,
+        continue_final: bool = False,
     ) -> Generation:
+        """An answer to ``messages``; with ``continue_final`` the last message is a cut-off
+        answer that the model writes on from where it ended."""
         if not self.is_alive() or self.loaded is None:
             raise errors.EngineError("no model is loaded: choose a model first")
-        return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt))
+        return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final))
 
     def generate(
         self,
         messages: Sequence[ChatMessage],
         params: SamplingParams | None = None,
         raw_prompt: str | None = None,
+        continue_final: bool = False,
     ) -> GenerationResult:
-        gen = self.stream(messages, params, raw_prompt)
+        gen = self.stream(messages, params, raw_prompt, continue_final)
         for _ in gen:
             pass
         assert gen.result is not None

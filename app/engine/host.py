@@ -24,6 +24,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from app.engine import hardware
+from app.engine.chat_format import (
+    FALLBACK_NOTICE,
+    ChatFormatter,
+    RenderedPrompt,
+    output_parser,
+    special_markers,
+)
 from app.engine.gguf_file import GGUFInfo, read_gguf
 from app.engine.native import DecodeError, Sampler, Session
 from app.engine.protocol import (
@@ -46,7 +53,6 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.templates import FALLBACK_NOTICE, ChatFormatter, RenderedPrompt
 from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
 from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
 
@@ -86,6 +92,7 @@ class EngineHost:
         self.embedding_mode = False
         self.info: GGUFInfo | None = None
         self.formatter: ChatFormatter | None = None
+        self._told: set[str] = set()  # notices of this model's template, each told once
         self.loaded: LoadedModel | None = None
         self.session: Session | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
@@ -202,6 +209,7 @@ class EngineHost:
         self.session = None
         self.info = None
         self.formatter = None
+        self._told = set()
         self.loaded = None
 
     def _load(self, path: str, settings: LoadSettings) -> LoadedModel:
@@ -277,14 +285,29 @@ class EngineHost:
         self.session = session
         self.embedding_mode = settings.embedding
         self.info = info
-        self.formatter = ChatFormatter(
-            info.chat_template,
-            _token_text(llm, llm.token_bos()),
-            _token_text(llm, llm.token_eos()),
-            bool(info.get("tokenizer.ggml.add_bos_token", True)),
-        )
+        template = settings.chat_template or info.chat_template
+        try:
+            self.formatter = ChatFormatter(
+                template,
+                _token_text(llm, llm.token_bos()),
+                _token_text(llm, llm.token_eos()),
+                bool(info.get("tokenizer.ggml.add_bos_token", True)),
+                info.name,
+            )
+        except PaddockError:
+            llm.close()
+            self._unload()
+            raise
         if self.formatter.source == "fallback":
             notices.append(FALLBACK_NOTICE)
+        fmt = self.formatter.reasoning
+        shown = []
+        for marker in special_markers(fmt, (self.formatter.eos_token,)):
+            ids = llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
+            if len(ids) == 1:
+                shown.append(ids[0])
+        session.show_special(shown)
+        has_switch, thinking_default = self.formatter.thinking_switch()
         backend = hw.backend if gpu_layers != 0 else "cpu"
         self.loaded = LoadedModel(
             path=str(info.path),
@@ -295,9 +318,15 @@ class EngineHost:
             n_threads=n_threads,
             n_gpu_layers=gpu_layers,
             backend=backend,
-            template_source="gguf" if self.formatter.source == "gguf" else "fallback",
+            template_source=(
+                "fallback" if self.formatter.source == "fallback"
+                else "override" if settings.chat_template else "gguf"
+            ),
             load_s=load_s,
             notices=tuple(notices),
+            reasoning_format=fmt.name if self.formatter.source != "fallback" else "",
+            thinking_switch=has_switch,
+            thinking_default=thinking_default,
         )
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
@@ -332,7 +361,10 @@ class EngineHost:
         tokens: list[int] = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
         return tokens
 
-    def _fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[RenderedPrompt, list[int], int]:
+    def _fit(
+        self, messages: Sequence[ChatMessage], max_tokens: int, enable_thinking: bool | None = None,
+        continue_final: bool = False,
+    ) -> tuple[RenderedPrompt, list[int], int]:
         """Render the conversation; drop the oldest turns (never the system prompt
         or the newest message) until prompt + answer room fit the context."""
         formatter = self._formatter()
@@ -341,11 +373,12 @@ class EngineHost:
         msgs = list(messages)
         dropped = 0
         while True:
-            prompt = formatter.render(msgs)
+            prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final)
             tokens = self._tokenize(prompt)
             if len(tokens) + reserve <= n_ctx:
                 return prompt, tokens, dropped
-            droppable = [i for i, m in enumerate(msgs[:-1]) if m.role != "system"]
+            keep_last = 2 if continue_final else 1  # a continued answer keeps its question
+            droppable = [i for i, m in enumerate(msgs[:-keep_last]) if m.role != "system"]
             if not droppable:
                 raise ContextOverflowError(
                     f"this message needs {len(tokens)} tokens plus {reserve} for the answer, but the "
@@ -371,7 +404,13 @@ class EngineHost:
                     f"the prompt is {len(tokens)} tokens but the model's context holds {llm.n_ctx()}"
                 )
         else:
-            prompt, tokens, dropped = self._fit(req.messages, params.max_tokens)
+            prompt, tokens, dropped = self._fit(
+                req.messages, params.max_tokens, params.enable_thinking, req.continue_final
+            )
+            for notice in prompt.notices:
+                if notice not in self._told:
+                    self._told.add(notice)
+                    notices.append(notice)
             if dropped:
                 notices.append(
                     f"The {dropped} oldest message{'s' if dropped > 1 else ''} no longer fit the "
@@ -413,14 +452,12 @@ class EngineHost:
             raise EngineError(f"llama.cpp failed while reading the prompt ({exc})") from exc
 
         sampler = Sampler(params, llm.n_vocab(), seed, tokens)
-        stops = tuple(s for s in prompt.stops if s)
-        max_stop = max((len(s) for s in stops), default=0)
-        emitted = ""  # text of the answer so far
-        unsent = ""  # part of it not sent yet (coalesced, see CHUNK_INTERVAL_S)
+        parser = output_parser(prompt, continuing=req.continue_final)
+        unsent, unsent_thinking = "", ""  # text not sent yet (coalesced, see CHUNK_INTERVAL_S)
         sent_at = 0.0
-        pending = ""  # text held back: it may be the start of a stop string
-        chat = req.raw_prompt is None
         first_token_at: float | None = None
+        thinking_started: float | None = None
+        thinking_s = 0.0
         n_generated = 0
         finish = "length"
         token = -1
@@ -445,56 +482,46 @@ class EngineHost:
                     notices.append("The answer reached the end of the model's context and was cut there.")
                     break
                 token = sampler.sample(session.ctx)
+                now = time.perf_counter()
                 if first_token_at is None:
-                    first_token_at = time.perf_counter()
+                    first_token_at = now
                 if session.is_eog(token):
                     finish = "stop"
                     break
                 n_generated += 1
-                pending += decoder.decode(session.piece(token))
-                if not emitted and chat:
-                    pending = pending.lstrip()  # "Answer: The" -> "The"
-                    # a base model may restate the transcript's answer marker first
-                    if any(p.startswith(pending) for p in prompt.strip_prefixes):
-                        continue
-                    for p in prompt.strip_prefixes:
-                        if pending.startswith(p):
-                            pending = pending[len(p) :].lstrip()
-                    if not pending:
-                        continue
-                if stops:
-                    window = emitted[-max_stop:] + pending
-                    hit = min((i for i in (window.find(s) for s in stops) if i >= 0), default=-1)
-                    if hit >= 0:
-                        keep = hit - len(emitted[-max_stop:])
-                        pending = pending[: max(0, keep)]
-                        finish = "stop"
-                        break
-                    hold = _stop_prefix_len(pending, stops)
-                else:
-                    hold = 0
-                if chat:
-                    # Trailing white space waits for more text: an answer never ends in "\n".
-                    head = pending[: len(pending) - hold]
-                    hold += len(head) - len(head.rstrip())
-                out, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
-                if out:
-                    emitted += out
-                    unsent += out
-                    now = time.perf_counter()
-                    if now - sent_at >= CHUNK_INTERVAL_S:
-                        self.send(Chunk(unsent))
-                        unsent, sent_at = "", now
+                if parser.in_thinking and thinking_started is None:
+                    thinking_started = now
+                for kind, text in parser.feed(decoder.decode(session.piece(token))):
+                    if kind == "thinking":
+                        unsent_thinking += text
+                    else:
+                        unsent += text
+                if parser.in_thinking and thinking_started is None:
+                    thinking_started = now
+                elif not parser.in_thinking and thinking_started is not None:
+                    thinking_s += now - thinking_started
+                    thinking_started = None
+                if parser.stopped:
+                    finish = "stop"
+                    break
+                if (unsent or unsent_thinking) and now - sent_at >= CHUNK_INTERVAL_S:
+                    self.send(Chunk(unsent, unsent_thinking))
+                    unsent, unsent_thinking, sent_at = "", "", now
         finally:
             sampler.close()
-        pending += decoder.decode(b"", final=True)
-        if chat:
-            pending = pending.rstrip()
-        emitted += pending  # held-back text that turned out not to start a stop string
-        unsent += pending
-        if unsent:
-            self.send(Chunk(unsent))
+        for kind, text in parser.feed(decoder.decode(b"", final=True)) + parser.finish():
+            if kind == "thinking":
+                unsent_thinking += text
+            else:
+                unsent += text
+        if unsent or unsent_thinking:
+            self.send(Chunk(unsent, unsent_thinking))
+        if finish == "stop" and parser.in_thinking and not parser.answer:
+            notices.append("The model ended its turn while still thinking: its thinking is shown, "
+                           "but it gave no answer. Regenerate, or turn Think off for this chat.")
         ended = time.perf_counter()
+        if thinking_started is not None:  # still thinking when the answer ended
+            thinking_s += ended - thinking_started
         stats.completion_tokens = n_generated
         stats.finish_reason = finish
         stats.total_s = ended - started
@@ -502,22 +529,11 @@ class EngineHost:
             stats.ttft_s = first_token_at - started
             decode_s = ended - first_token_at
             stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
-        return GenerationResult(emitted, stats, tuple(notices))
+        return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s)
 
 
 def _token_text(llm: Any, token: int) -> str:
     return llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
-
-
-def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could begin a stop string."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
 
 
 def serve(conn: Connection) -> None:

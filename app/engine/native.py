@@ -52,6 +52,10 @@ class Session:
         self.vocab = llm._model.vocab
         self.n_batch = max(1, int(llm.n_batch))
         self._pieces: dict[int, bytes] = {}
+        # Special (control) tokens that render as their text: a family's markers, such as
+        # gpt-oss' <|channel|>, which the output parser must see (llama-server's
+        # "preserved tokens"). Every other control token renders as nothing.
+        self.shown_special: frozenset[int] = frozenset()
         self._buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
 
@@ -99,15 +103,20 @@ class Session:
     def is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
 
+    def show_special(self, tokens: Sequence[int]) -> None:
+        self.shown_special = frozenset(tokens)
+        self._pieces.clear()
+
     def piece(self, token: int) -> bytes:
-        """The bytes of one token (special tokens render as nothing), cached."""
+        """The bytes of one token (special tokens render as nothing unless shown), cached."""
         cached = self._pieces.get(token)
         if cached is not None:
             return cached
-        n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False))
+        special = token in self.shown_special
+        n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, special))
         if n < 0:  # a longer piece: the call says how long
             self._buf = ctypes.create_string_buffer(-n)
-            n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False))
+            n = int(self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, special))
         data = self._buf.raw[: max(0, n)]
         self._pieces[token] = data
         return data

@@ -31,6 +31,8 @@ class Generate:
     messages: tuple[ChatMessage, ...]
     params: SamplingParams
     raw_prompt: str | None = None
+    # The last message is an answer cut off by the token limit: write on from its end.
+    continue_final: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Ok:
 @dataclass(frozen=True)
 class Chunk:
     text: str
+    thinking: str = ""  # thinking that came before ``text`` (reasoning models)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,18 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
+# A piece of a streamed answer: what the user reads, or the model's thinking before it.
+DeltaKind = Literal["answer", "thinking"]
+Delta = tuple[DeltaKind, str]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    # An assistant turn's thinking, kept apart from its answer (the template decides
+    # whether past thinking goes back into the prompt).
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     max_tokens: int = 1024
     seed: int | None = None
+    # The chat's Think switch, for templates with ``enable_thinking`` (None: the template's default).
+    enable_thinking: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +60,8 @@ class LoadSettings:
     n_batch: int = 512
     # An embedding model for documents (its own engine process): pooled vectors, no chat.
     embedding: bool = False
+    # A chat template used instead of the one in the file (Jinja source).
+    chat_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,14 @@ class LoadedModel:
     n_threads: int
     n_gpu_layers: int
     backend: str
-    template_source: Literal["gguf", "fallback"]
+    template_source: Literal["gguf", "fallback", "override"]
     load_s: float
     notices: tuple[str, ...] = ()
+    # Thinking: the family's format ("think", "gpt-oss", ...), whether the template has a
+    # Think switch (``enable_thinking``), and whether thinking is on when it is left unset.
+    reasoning_format: str = ""
+    thinking_switch: bool = False
+    thinking_default: bool = False
 
 
 @dataclass
@@ -96,3 +111,6 @@ class GenerationResult:
     text: str
     stats: GenerationStats
     notices: tuple[str, ...] = field(default_factory=tuple)
+    # The model's thinking before the answer (never part of ``text``) and how long it took.
+    reasoning: str = ""
+    reasoning_s: float = 0.0

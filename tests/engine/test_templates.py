@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.engine.templates import FALLBACK_STOPS, ChatFormatter
+from app.engine.chat_format import FALLBACK_STOPS, ChatFormatter
 from app.engine.types import ChatMessage
 from app.errors import TemplateError
 
