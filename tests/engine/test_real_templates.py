@@ -77,13 +77,17 @@ def test_thinking_streams_apart_from_the_answer(smol: Engine, instruct_model: Pa
     gen = smol.stream(_fewshot("What is 4+4?"), GREEDY)
     deltas = list(gen.deltas())
     kinds = [k for k, _ in deltas]
-    assert kinds[0] == "thinking" and "answer" in kinds
+    assert kinds[0] == "thinking"
+    assert "answer" in kinds
     assert kinds.index("answer") > max(i for i, k in enumerate(kinds) if k == "thinking")  # thinking first
     assert gen.result is not None
-    assert gen.result.reasoning == gen.thinking and gen.result.reasoning.strip()
-    assert gen.result.text == gen.text and gen.text.strip()
+    assert gen.result.reasoning == gen.thinking
+    assert gen.result.reasoning.strip()
+    assert gen.result.text == gen.text
+    assert gen.text.strip()
     for marker in ("<think>", "</think>"):
-        assert marker not in gen.text and marker not in gen.thinking
+        assert marker not in gen.text
+        assert marker not in gen.thinking
     assert gen.thinking not in gen.text
     assert gen.result.reasoning_s > 0
 

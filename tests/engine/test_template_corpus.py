@@ -120,11 +120,14 @@ def test_families_are_recognised(chat_templates: dict[str, str]) -> None:
 def test_generation_prompt_that_opens_thinking(chat_templates: dict[str, str]) -> None:
     msgs = [ChatMessage("user", "Hi")]
     opened = ChatFormatter(chat_templates["Qwen3.5-4B"], "<s>", "</s>", True).render(msgs)
-    assert opened.text.endswith("<think>\n") and opened.thinking_open
+    assert opened.text.endswith("<think>\n")
+    assert opened.thinking_open
     closed = ChatFormatter(chat_templates["Qwen-Qwen3-0.6B"], "<s>", "</s>", True).render(msgs, enable_thinking=False)
-    assert closed.text.rstrip().endswith("</think>") and not closed.thinking_open
+    assert closed.text.rstrip().endswith("</think>")
+    assert not closed.thinking_open
     harmony = ChatFormatter(chat_templates["openai-gpt-oss-120b"], "<s>", "</s>", True).render(msgs)
-    assert not harmony.thinking_open and "<|return|>" in harmony.stops
+    assert not harmony.thinking_open
+    assert "<|return|>" in harmony.stops
 
 
 def test_gemma2_system_prompt_is_folded_and_told(chat_templates: dict[str, str]) -> None:
@@ -132,7 +135,8 @@ def test_gemma2_system_prompt_is_folded_and_told(chat_templates: dict[str, str])
     out = fmt.render([ChatMessage("system", "Answer in French."), ChatMessage("user", "Hello")])
     assert "<start_of_turn>user\nAnswer in French.\n\nHello<end_of_turn>" in out.text
     assert "system" not in out.text
-    assert out.notices and "system prompt" in out.notices[0]
+    assert out.notices
+    assert "system prompt" in out.notices[0]
     plain = ChatFormatter(chat_templates["google-gemma-2-2b-it"], "<bos>", "<eos>", True).render(
         [ChatMessage("user", "Hello")]
     )
@@ -141,7 +145,8 @@ def test_gemma2_system_prompt_is_folded_and_told(chat_templates: dict[str, str])
 
 def test_continue_final_message_matches_transformers(chat_templates: dict[str, str]) -> None:
     messages = [ChatMessage("user", "Count to five."), ChatMessage("assistant", "One, two,")]
-    for name in ("meta-llama-Llama-3.1-8B-Instruct", "Qwen-Qwen2.5-7B-Instruct", "mistralai-Mistral-Nemo-Instruct-2407"):
+    names = ("meta-llama-Llama-3.1-8B-Instruct", "Qwen-Qwen2.5-7B-Instruct", "mistralai-Mistral-Nemo-Instruct-2407")
+    for name in names:
         template = chat_templates[name]
         rendered, _ = transformers_templates.render_jinja_template(
             [[message_dict(m) for m in messages]], chat_template=template, continue_final_message=True,
