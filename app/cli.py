@@ -14,6 +14,7 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app import __version__
 from app.errors import EngineCrashedError, PaddockError
@@ -50,6 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     chat.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (-1 all, 0 none)")
     chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
+    think = chat.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_const", const=True, default=None,
+                       help="let a reasoning model think first (templates with a thinking switch)")
+    think.add_argument("--no-think", dest="think", action="store_const", const=False,
+                       help="ask a reasoning model to answer without thinking")
+    chat.add_argument("--chat-template", metavar="FILE", default=None,
+                      help="use this Jinja chat template instead of the one in the model file")
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", help="the message")
 
@@ -87,9 +95,17 @@ def _chat(args: argparse.Namespace) -> int:
         raise PaddockError("--max-tokens must be a positive number")
     path = loadable_model(args.model)
     params = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
+        enable_thinking=args.think,
     )
-    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    template = None
+    if args.chat_template:
+        try:
+            template = Path(args.chat_template).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
+    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
+                            chat_template=template)
     messages: list[ChatMessage] = []
     if args.system:
         messages.append(ChatMessage("system", args.system))
@@ -100,11 +116,27 @@ def _chat(args: argparse.Namespace) -> int:
             for notice in loaded.notices:
                 print(f"note: {notice}", file=sys.stderr)
         gen = engine.stream(messages, params, raw_prompt=args.prompt if args.raw else None)
+        thinking = False
         try:
-            for chunk in gen:
-                if not args.json:
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
+            # The answer goes to stdout; a reasoning model's thinking to stderr, dimmed on a
+            # terminal, so that `paddock chat ... > answer.txt` keeps only the answer.
+            for kind, chunk in gen.deltas():
+                if args.json:
+                    continue
+                if kind == "thinking":
+                    if not thinking:
+                        sys.stderr.write(_dim("Thinking: ", sys.stderr))
+                        thinking = True
+                    sys.stderr.write(_dim(chunk, sys.stderr))
+                    sys.stderr.flush()
+                    continue
+                if thinking:
+                    sys.stderr.write("\n\n")
+                    thinking = False
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            if thinking:
+                sys.stderr.write("\n")
         except KeyboardInterrupt:
             engine.cancel()
             for _ in gen:  # drain to the Done event; the child stops within one token
@@ -119,6 +151,8 @@ def _chat(args: argparse.Namespace) -> int:
             out = {
                 "text": result.text,
                 "prompt_tokens": result.stats.prompt_tokens,
+                "prompt_evaluated": result.stats.prompt_evaluated,
+                "prompt_reused": result.stats.prompt_reused,
                 "completion_tokens": result.stats.completion_tokens,
                 "ttft_s": round(result.stats.ttft_s, 4),
                 "tokens_per_s": round(result.stats.tokens_per_s, 2),
@@ -130,12 +164,19 @@ def _chat(args: argparse.Namespace) -> int:
                 "template": loaded.template_source,
                 "notices": list(loaded.notices + result.notices),
             }
+            if result.reasoning:
+                out["reasoning"] = result.reasoning
+                out["reasoning_s"] = round(result.reasoning_s, 3)
             print(json.dumps(out, ensure_ascii=False))
         else:
             sys.stdout.write("\n")
             for notice in result.notices:
                 print(f"note: {notice}", file=sys.stderr)
     return 0
+
+
+def _dim(text: str, stream: Any) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if getattr(stream, "isatty", lambda: False)() else text
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.engine.client import Engine
-from app.engine.types import ChatMessage, GenerationResult, LoadedModel, SamplingParams
+from app.engine.types import ChatMessage, Delta, GenerationResult, LoadedModel, SamplingParams
 from app.errors import ContextOverflowError, PaddockError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
             role = "system"
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"unsupported message role {role!r}")
-        out.append(ChatMessage(role, _content(m.get("content"))))
+        # A client may send an earlier answer's thinking back (llama-server / vLLM field);
+        # the model's template decides whether it goes into the prompt.
+        reasoning = m.get("reasoning_content") or m.get("reasoning") or ""
+        out.append(ChatMessage(role, _content(m.get("content")), reasoning if isinstance(reasoning, str) else ""))
     return out
 
 
@@ -78,11 +81,15 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     base = SamplingParams()
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or base.max_tokens
     seed = body.get("seed")
+    # The thinking switch as vLLM and llama-server take it: chat_template_kwargs.enable_thinking
+    kwargs = body.get("chat_template_kwargs") or {}
+    think = kwargs.get("enable_thinking") if isinstance(kwargs, dict) else None
     return SamplingParams(
         temperature=float(body.get("temperature", base.temperature)),
         top_p=float(body.get("top_p", base.top_p)),
         max_tokens=int(max_tokens),
         seed=int(seed) if seed is not None else None,
+        enable_thinking=bool(think) if think is not None else None,
     )
 
 
@@ -91,12 +98,14 @@ def _finish(result: GenerationResult | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def _usage(result: GenerationResult | None) -> dict[str, int]:
+def _usage(result: GenerationResult | None) -> dict[str, Any]:
     if result is None:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     s = result.stats
+    # OpenAI's own field for prompt tokens served from the cache
     return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "total_tokens": s.prompt_tokens + s.completion_tokens}
+            "total_tokens": s.prompt_tokens + s.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": s.prompt_reused}}
 
 
 class _Run:
@@ -120,11 +129,11 @@ class _Run:
     def _work(self) -> None:
         try:
             gen = self.engine.stream(self.messages, self.params, raw_prompt=self.raw_prompt)
-            for piece in gen:
+            for delta in gen.deltas():
                 if self.stop.is_set():
                     self.engine.cancel()  # the client went away: stop within a token
                     continue  # drain to the end of the generation
-                self._put(("text", piece))
+                self._put(("delta", delta))
             self.result = gen.result
             self._put(("done", None))
         except PaddockError as exc:
@@ -133,11 +142,12 @@ class _Run:
             log.exception("API generation failed")
             self._put(("error", PaddockError(f"the engine failed: {exc}")))
 
-    async def chunks(self) -> AsyncIterator[str]:
+    async def chunks(self) -> AsyncIterator[Delta]:
+        """``("answer", text)`` and ``("thinking", text)`` pieces as they come."""
         try:
             while True:
                 kind, value = await self.queue.get()
-                if kind == "text":
+                if kind == "delta":
                     yield value
                 elif kind == "done":
                     return
@@ -271,17 +281,21 @@ class ApiServer:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._sse(run, ident, created, model, chat=chat, include_usage=include_usage),
                                      media_type="text/event-stream")
-        text = []
+        text: list[str] = []
+        thinking: list[str] = []
         try:
-            async for piece in run.chunks():
-                text.append(piece)
+            async for kind, piece in run.chunks():
+                (thinking if kind == "thinking" else text).append(piece)
         except ContextOverflowError as exc:
             return _error(400, str(exc), code="context_length_exceeded")
         except PaddockError as exc:
             return _error(500, str(exc), "server_error")
         answer = "".join(text)
         if chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": answer},
+            message: dict[str, Any] = {"role": "assistant", "content": answer}
+            if thinking:
+                message["reasoning_content"] = "".join(thinking)  # the field llama-server and vLLM use
+            choice: dict[str, Any] = {"index": 0, "message": message,
                                       "finish_reason": _finish(run.result), "logprobs": None}
         else:
             choice = {"index": 0, "text": answer, "finish_reason": _finish(run.result), "logprobs": None}
@@ -292,7 +306,7 @@ class ApiServer:
                    include_usage: bool) -> AsyncIterator[bytes]:
         kind = "chat.completion.chunk" if chat else "text_completion"
 
-        def event(choice: dict[str, Any] | None, usage: dict[str, int] | None = None) -> bytes:
+        def event(choice: dict[str, Any] | None, usage: dict[str, Any] | None = None) -> bytes:
             payload: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model,
                                        "choices": [choice] if choice else []}
             if usage is not None:
@@ -302,10 +316,13 @@ class ApiServer:
         if chat:
             yield event({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
         try:
-            async for piece in run.chunks():
-                delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat else \
-                    {"index": 0, "text": piece, "finish_reason": None}
-                yield event(delta)
+            async for what, piece in run.chunks():
+                if not chat:
+                    if what == "answer":
+                        yield event({"index": 0, "text": piece, "finish_reason": None})
+                    continue
+                field = "reasoning_content" if what == "thinking" else "content"
+                yield event({"index": 0, "delta": {field: piece}, "finish_reason": None})
         except PaddockError as exc:
             payload = {"error": {"message": str(exc), "type": "server_error"}}
             yield f"data: {json.dumps(payload)}\n\n".encode()

@@ -150,6 +150,8 @@ class GGUFInfo:
             key_length=self.key_length,
             value_length=self.value_length,
             n_ctx_train=self.context_length,
+            expert_count=int(self.arch_get("expert_count", 0) or 0),
+            expert_used_count=int(self.arch_get("expert_used_count", 0) or 0),
         )
 
     @property

@@ -111,10 +111,28 @@ class ModelShape:
     key_length: int
     value_length: int
     n_ctx_train: int
+    # Mixture of experts (``expert_count`` / ``expert_used_count`` in the GGUF header).
+    expert_count: int = 0
+    expert_used_count: int = 0
+
+    @property
+    def moe(self) -> bool:
+        return self.expert_count > 1 and 0 < self.expert_used_count < self.expert_count
 
     def kv_bytes(self, n_ctx: int, kv_type: str = "f16") -> int:
         per_token = self.n_layers * self.n_head_kv * (self.key_length + self.value_length)
         return int(per_token * n_ctx * KV_BYTES.get(kv_type, 2.0))
+
+
+def moe_note(shape: ModelShape) -> str | None:
+    """For a mixture-of-experts model: memory follows all its weights, speed the active ones."""
+    if not shape.moe:
+        return None
+    return (
+        f"A mixture of experts: {shape.expert_used_count} of its {shape.expert_count} experts work on each "
+        "token, so it needs memory for the whole model (as estimated here) but generates about as fast "
+        "as a model a fraction of its size."
+    )
 
 
 def compute_overhead(shape: ModelShape) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx2
 import openai
 
-from app.engine.types import ChatMessage, GenerationResult, GenerationStats, SamplingParams
+from app.engine.types import ChatMessage, Delta, GenerationResult, GenerationStats, SamplingParams
 from app.errors import EngineError
 from app.models.auth import SaveResult, TokenStore
 
@@ -96,6 +96,7 @@ class RemoteGeneration:
         self.messages = messages
         self.params = params
         self.text = ""
+        self.thinking = ""
         self.result: GenerationResult | None = None
         self._cancelled = threading.Event()
         self._stream: Any = None
@@ -110,6 +111,13 @@ class RemoteGeneration:
                 log.debug("closing the stream: %s", exc)
 
     def __iter__(self) -> Iterator[str]:
+        for kind, text in self.deltas():
+            if kind == "answer":
+                yield text
+
+    def deltas(self) -> Iterator[Delta]:
+        """Thinking and answer apart: llama-server and vLLM send thinking as ``reasoning_content``
+        (some servers as ``reasoning``)."""
         started = time.perf_counter()
         first: float | None = None
         pieces = 0
@@ -139,12 +147,19 @@ class RemoteGeneration:
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 for choice in chunk.choices or []:
-                    piece = choice.delta.content if choice.delta else None
+                    delta = choice.delta
+                    thought = _reasoning_of(delta)
+                    if thought:
+                        first = first or time.perf_counter()
+                        pieces += 1
+                        self.thinking += thought
+                        yield ("thinking", thought)
+                    piece = delta.content if delta else None
                     if piece:
                         first = first or time.perf_counter()
                         pieces += 1
                         self.text += piece
-                        yield piece
+                        yield ("answer", piece)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
@@ -171,7 +186,16 @@ class RemoteGeneration:
             tokens_per_s=completion / decode_s if decode_s > 0 and completion else 0.0,
             finish_reason="cancelled" if self._cancelled.is_set() else finish,
         )
-        self.result = GenerationResult(self.text, stats)
+        self.result = GenerationResult(self.text, stats, reasoning=self.thinking)
+
+
+def _reasoning_of(delta: Any) -> str:
+    """The thinking in a streamed delta; the field is an extension the SDK keeps in ``model_extra``."""
+    if delta is None:
+        return ""
+    extra = getattr(delta, "model_extra", None) or {}
+    value = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning_content", None)
+    return value if isinstance(value, str) else ""
 
 
 class RemoteClient:

@@ -10,6 +10,7 @@ megabytes of one of its files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -113,8 +114,7 @@ def label(variants: list[Variant], shape: ModelShape | None, hw: Hardware, n_ctx
         return variants
     labelled = []
     for v in variants:
-        s = ModelShape(weights_bytes=v.size, n_layers=shape.n_layers, n_head_kv=shape.n_head_kv,
-                       key_length=shape.key_length, value_length=shape.value_length, n_ctx_train=shape.n_ctx_train)
+        s = dataclasses.replace(shape, weights_bytes=v.size)
         ctx = n_ctx or min(shape.n_ctx_train or hardware.DEFAULT_CTX, hardware.DEFAULT_CTX)
         plan = hardware.plan_load(s, hw, n_ctx=ctx)
         fit: Fit = plan.fit

@@ -81,7 +81,13 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN sources TEXT")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    # A reasoning model's thinking, kept apart from the answer (never in ``content``, so
+    # never in search, copy or citations).
+    conn.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
 @dataclass
@@ -108,9 +114,10 @@ class Message:
     sources: list[dict[str, Any]] = field(default_factory=list)
     created_at: float = 0.0
     updated_at: float = 0.0
+    reasoning: str = ""
 
     def as_chat(self) -> ChatMessage:
-        return ChatMessage(self.role, self.content)
+        return ChatMessage(self.role, self.content, self.reasoning)
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -138,6 +145,7 @@ def _message(row: sqlite3.Row) -> Message:
         sources=json.loads(row["sources"]) if row["sources"] else [],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        reasoning=row["reasoning"] or "",
     )
 
 
@@ -269,6 +277,7 @@ class ChatStore:
         stats: GenerationStats | dict[str, Any] | None = None,
         *,
         sources: list[dict[str, Any]] | None = None,
+        reasoning: str | None = None,
     ) -> None:
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [time.time()]
@@ -289,6 +298,9 @@ class ChatStore:
         if sources is not None:
             sets.append("sources = ?")
             params.append(json.dumps(sources, ensure_ascii=False))
+        if reasoning is not None:
+            sets.append("reasoning = ?")
+            params.append(reasoning)
         params.append(message_id)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
@@ -336,6 +348,7 @@ class ChatStore:
                     "stats": m.stats,
                     "sources": m.sources,
                     "created_at": m.created_at,
+                    **({"reasoning": m.reasoning} if m.reasoning else {}),
                 }
                 for m in self.messages(conv_id)
             ],
@@ -351,7 +364,12 @@ class ChatStore:
         for m in self.messages(conv_id):
             label = {"user": "You", "assistant": "Assistant", "system": "System"}[m.role]
             suffix = "" if m.status == "complete" else f" *({m.status})*"
-            lines += [f"## {label}{suffix}", "", m.content, ""]
+            lines += [f"## {label}{suffix}", ""]
+            if m.reasoning:
+                # marked as thinking: a quoted block under its own label, apart from the answer
+                quoted = [f"> {line}" if line else ">" for line in m.reasoning.splitlines()]
+                lines += ["> **Thinking**", ">", *quoted, ""]
+            lines += [m.content, ""]
             if m.sources:
                 lines += ["Sources:", ""]
                 lines += [f"{i}. {s.get('source', '')}, {s.get('location', '')}" for i, s in enumerate(m.sources, 1)]
@@ -393,12 +411,12 @@ class ChatStore:
                     status = "interrupted"
                 conn.execute(
                     "INSERT INTO messages (conversation_id, role, content, status, model, stats, sources, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conv_id, role, str(m.get("content", "")), status, m.get("model"),
                         json.dumps(m.get("stats") or {}),
                         json.dumps(m["sources"]) if isinstance(m.get("sources"), list) else None,
-                        float(m.get("created_at") or now), now,
+                        float(m.get("created_at") or now), now, str(m.get("reasoning") or ""),
                     ),
                 )
         return self.conversation(conv_id)

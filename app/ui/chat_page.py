@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from app.docs.prompt import cited_numbers
 from app.engine.gguf_file import read_gguf
 from app.engine.remote import parse_ref
+from app.engine.types import LoadedModel
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.ui.chat_settings import SettingsPanel
@@ -81,6 +82,7 @@ class ChatPage(QWidget):
         self.chat_view = ChatView(self.messages, dark=dark)
         self.chat_view.editRequested.connect(self.edit_message)
         self.chat_view.regenerateRequested.connect(self.regenerate)
+        self.chat_view.continueRequested.connect(self.continue_answer)
         self.chat_view.citationRequested.connect(self.open_citation)
         main.addWidget(self.chat_view, 1)
         self.docs_panel = DocumentsPanel(docs)
@@ -146,6 +148,8 @@ class ChatPage(QWidget):
         return [
             (c.messagesChanged, self._on_messages_changed),
             (c.streamText, self._on_stream_text),
+            (c.streamThinking, self._on_stream_thinking),
+            (c.modelLoaded, self._on_model_loaded),
             (c.streamFinished, self._on_stream_finished),
             (c.modelFailed, self._on_model_failed),
             (c.busyChanged, self._on_busy),
@@ -263,6 +267,15 @@ class ChatPage(QWidget):
         except PaddockError as exc:
             self.bridge.error(str(exc))
 
+    def continue_answer(self) -> None:
+        if self.current_conv is None:
+            return
+        try:
+            self.save_chat_settings()
+            self.controller.continue_answer(self.current_conv)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+
     def edit_message(self, message_id: int) -> None:
         dialog = EditMessageDialog(self, self.store.message(message_id).content)
         if dialog.exec() == QDialog.DialogCode.Accepted and dialog.text().strip():
@@ -288,6 +301,13 @@ class ChatPage(QWidget):
     def _on_stream_text(self, conv_id: int, message_id: int, text: str) -> None:
         if conv_id == self.current_conv:
             self.messages.append_text(message_id, text)
+
+    def _on_stream_thinking(self, conv_id: int, message_id: int, text: str) -> None:
+        if conv_id == self.current_conv:
+            self.messages.append_thinking(message_id, text)
+
+    def _on_model_loaded(self, loaded: LoadedModel) -> None:
+        self.settings_panel.set_thinking_switch(loaded.thinking_switch, loaded.thinking_default)
 
     def _on_stream_finished(self, conv_id: int, message_id: int, _status: str, _error: str, _stats: dict) -> None:
         if conv_id == self.current_conv:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QFrame, QLabel, QPlainTextEdit, QSpinBox, QVBoxLayout
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QPlainTextEdit,
+    QSpinBox,
+    QVBoxLayout,
+)
 
 from app.engine.types import SamplingParams
 
@@ -41,6 +50,15 @@ class SettingsPanel(QFrame):
         form.addRow("Top-p", self.top_p)
         form.addRow("Max tokens", self.max_tokens)
         form.addRow("Seed", self.seed)
+        # Shown for models whose template has a thinking switch (Qwen 3, DeepSeek V3.1, Gemma 4...).
+        self.think = QCheckBox("Think before answering")
+        self.think.setToolTip(
+            "The model reasons first; its thinking is shown apart, above the answer, and is slower. "
+            "Off: it answers at once."
+        )
+        self.think.hide()
+        self._think_default = False
+        form.addRow(self.think)
         hint = QLabel("Changes apply to the next answer.")
         hint.setObjectName("hint")
         form.addRow(hint)
@@ -49,9 +67,21 @@ class SettingsPanel(QFrame):
             w.valueChanged.connect(self._changed)
         self.max_tokens.valueChanged.connect(self._changed)
         self.seed.valueChanged.connect(self._changed)
+        self.think.toggled.connect(self._changed)
+        self._thinking_choice: bool | None = None
+
+    def set_thinking_switch(self, available: bool, default_on: bool) -> None:
+        """Show the Think switch when the loaded model's template has one."""
+        self._loading = True
+        self._think_default = default_on
+        self.think.setVisible(available)
+        self.think.setChecked(default_on if self._thinking_choice is None else self._thinking_choice)
+        self._loading = False
 
     def show_settings(self, system_prompt: str, sampling: SamplingParams) -> None:
         self._loading = True
+        self._thinking_choice = sampling.enable_thinking
+        self.think.setChecked(self._think_default if sampling.enable_thinking is None else sampling.enable_thinking)
         self.system.setPlainText(system_prompt)
         self.temperature.setValue(sampling.temperature)
         self.top_p.setValue(sampling.top_p)
@@ -68,7 +98,15 @@ class SettingsPanel(QFrame):
             repeat_penalty=base.repeat_penalty,
             max_tokens=self.max_tokens.value(),
             seed=None if self.seed.value() < 0 else self.seed.value(),
+            enable_thinking=self._thinking(base),
         )
+
+    def _thinking(self, base: SamplingParams) -> bool | None:
+        if self.think.isHidden():
+            return base.enable_thinking  # this model has no switch: keep the chat's choice
+        if base.enable_thinking is None and self.think.isChecked() == self._think_default:
+            return None  # still the template's own default
+        return self.think.isChecked()
 
     def _changed(self) -> None:
         if not self._loading:

@@ -17,10 +17,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
+    QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -43,12 +45,13 @@ class MessageWidget(QFrame):
     """One message.
 
     Signals:
-        editRequested(int), regenerateRequested(),
+        editRequested(int), regenerateRequested(), continueRequested(),
         citationRequested(int, int): (message id, source number; 0 = all sources)
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
+    continueRequested = Signal()
     citationRequested = Signal(int, int)
 
     def __init__(self, renderer: MarkdownRenderer, parent: QWidget | None = None) -> None:
@@ -60,6 +63,8 @@ class MessageWidget(QFrame):
         self.code_blocks: tuple[str, ...] = ()
         self.streaming = False
         self.sources: list[dict[str, Any]] = []
+        self.thinking = ""
+        self._thinking_s = 0.0
         self._rendered_text: str | None = None
         self.setObjectName("message")
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -69,6 +74,25 @@ class MessageWidget(QFrame):
         self.header = QLabel()
         self.header.setObjectName("messageHeader")
         layout.addWidget(self.header)
+        # The model's thinking: a collapsed section above the answer, plain text, never
+        # part of the answer (Copy, citations and history leave it out).
+        self.thinking_toggle = QToolButton()
+        self.thinking_toggle.setObjectName("thinkingToggle")
+        self.thinking_toggle.setCheckable(True)
+        self.thinking_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.thinking_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.thinking_toggle.setAutoRaise(True)
+        self.thinking_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.thinking_toggle.toggled.connect(self._toggle_thinking)
+        self.thinking_toggle.hide()
+        layout.addWidget(self.thinking_toggle)
+        self.thinking_view = QPlainTextEdit()
+        self.thinking_view.setObjectName("thinkingBody")
+        self.thinking_view.setReadOnly(True)
+        self.thinking_view.setFrameShape(QFrame.Shape.NoFrame)
+        self.thinking_view.setMaximumHeight(220)
+        self.thinking_view.hide()
+        layout.addWidget(self.thinking_view)
         self.body = SafeTextBrowser()
         self.body.setObjectName("messageBody")
         self.body.setOpenLinks(False)
@@ -87,6 +111,11 @@ class MessageWidget(QFrame):
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
         layout.addWidget(self.error)
+        self.limit_note = QLabel()
+        self.limit_note.setObjectName("limitNote")
+        self.limit_note.setWordWrap(True)
+        self.limit_note.hide()
+        layout.addWidget(self.limit_note)
         actions = QHBoxLayout()
         actions.setSpacing(6)
         self.copy_button = _small_button("Copy", "Copy this message")
@@ -95,7 +124,9 @@ class MessageWidget(QFrame):
         self.edit_button.clicked.connect(lambda: self.editRequested.emit(self.message_id))
         self.regen_button = _small_button("Regenerate", "Answer this again")
         self.regen_button.clicked.connect(self.regenerateRequested.emit)
-        for b in (self.copy_button, self.edit_button, self.regen_button):
+        self.continue_button = _small_button("Continue", "Write on from where the answer stopped")
+        self.continue_button.clicked.connect(self.continueRequested.emit)
+        for b in (self.copy_button, self.edit_button, self.regen_button, self.continue_button):
             actions.addWidget(b)
         actions.addStretch(1)
         self.stats_label = QLabel()
@@ -132,6 +163,15 @@ class MessageWidget(QFrame):
             self.error.show()
         else:
             self.error.hide()
+        cut = self.role == "assistant" and status == "complete" and stats.get("finish_reason") == "length"
+        self.limit_note.setText(
+            f"Stopped at the limit of {stats.get('completion_tokens', 0)} tokens for this answer "
+            "(Max tokens in the chat settings)." if cut else ""
+        )
+        self.limit_note.setVisible(cut)
+        self.continue_button.setVisible(cut and is_last)
+        self._thinking_s = float(stats.get("reasoning_s") or 0.0)
+        self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
         if stats.get("completion_tokens"):
             self.stats_label.setText(
                 f"{stats['completion_tokens']} tokens · {stats.get('tokens_per_s', 0):.1f} tok/s · "
@@ -143,9 +183,33 @@ class MessageWidget(QFrame):
         if not self.streaming:
             self._render()
 
+    def set_thinking(self, thinking: str) -> None:
+        if thinking != self.thinking:
+            if thinking.startswith(self.thinking) and self.thinking:
+                cursor = self.thinking_view.textCursor()
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                cursor.insertText(thinking[len(self.thinking) :])
+            else:
+                self.thinking_view.setPlainText(thinking)
+            self.thinking = thinking
+        self.thinking_toggle.setVisible(bool(thinking))
+        if self.streaming and not self.text:
+            label = "Thinking…"
+        elif self._thinking_s:
+            label = f"Thought for {_duration(self._thinking_s)}"
+        else:
+            label = "Thinking"
+        self.thinking_toggle.setText(label)
+
+    def _toggle_thinking(self, shown: bool) -> None:
+        self.thinking_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.thinking_view.setVisible(shown)
+
     def set_text(self, text: str) -> None:
         if text == self.text:
             return
+        if not self.text and self.thinking:
+            self.set_thinking(self.thinking)  # the answer began: "Thinking…" becomes "Thinking"
         if self.streaming and text.startswith(self.text) and self._rendered_text is not None:
             # cheap path: append the new text now, format it at the next render
             cursor = QTextCursor(self.body.document())
@@ -219,6 +283,10 @@ class MessageWidget(QFrame):
             QDesktopServices.openUrl(url)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
 def _small_button(text: str, tip: str) -> QPushButton:
     button = QPushButton(text)
     button.setObjectName("smallButton")
@@ -234,11 +302,13 @@ class ChatView(QScrollArea):
     Signals:
         editRequested(int): the user wants to edit that message.
         regenerateRequested(): the user wants the last answer again.
+        continueRequested(): the user wants the last answer, cut at the token limit, to go on.
         citationRequested(int, int): (message id, source number) a citation was clicked.
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
+    continueRequested = Signal()
     citationRequested = Signal(int, int)
 
     def __init__(self, model: MessageListModel, dark: bool = False, parent: QWidget | None = None) -> None:
@@ -282,6 +352,7 @@ class ChatView(QScrollArea):
             w = MessageWidget(self.renderer)
             w.editRequested.connect(self.editRequested)
             w.regenerateRequested.connect(self.regenerateRequested)
+            w.continueRequested.connect(self.continueRequested)
             w.citationRequested.connect(self.citationRequested)
             self.column.insertWidget(self.column.count() - 3, w)
             w.set_message(self.model.index(row), row == rows - 1)
@@ -296,6 +367,8 @@ class ChatView(QScrollArea):
                 index = self.model.index(row)
                 if roles == [Qt.ItemDataRole.DisplayRole]:
                     self.widgets[row].set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
+                elif roles == [MsgRole.Reasoning]:
+                    self.widgets[row].set_thinking(str(index.data(MsgRole.Reasoning) or ""))
                 else:
                     self.widgets[row].set_message(index, row == rows - 1)
 

@@ -41,6 +41,9 @@ class ActiveStream:
     conv_id: int
     message_id: int
     text: str = ""
+    thinking: str = ""
+    # Continue: the answer was cut at the token limit and goes on in the same message.
+    continuing: bool = False
     cancel_requested: bool = False
     thread: threading.Thread | None = field(default=None, repr=False)
     remote: RemoteGeneration | None = field(default=None, repr=False)
@@ -54,6 +57,7 @@ class ChatController(QObject):
         messagesChanged(int): messages of that conversation were added or removed.
         streamStarted(int, int): (conversation id, assistant message id).
         streamText(int, int, str): text appended to the answer (batched).
+        streamThinking(int, int, str): text appended to the model's thinking (batched).
         streamFinished(int, int, str, str, dict): (conv, message, status, error, stats).
         modelLoading(str): a model starts loading (its path).
         modelLoaded(object): the :class:`LoadedModel`.
@@ -67,6 +71,7 @@ class ChatController(QObject):
     messagesChanged = Signal(int)
     streamStarted = Signal(int, int)
     streamText = Signal(int, int, str)
+    streamThinking = Signal(int, int, str)
     streamFinished = Signal(int, int, str, str, dict)
     modelLoading = Signal(str)
     modelLoaded = Signal(object)
@@ -99,10 +104,10 @@ class ChatController(QObject):
     def busy(self) -> bool:
         return self.active is not None
 
-    def live_texts(self) -> dict[int, str]:
-        """Message id -> current text of the answer still streaming (fresher than SQLite)."""
+    def live_texts(self) -> dict[int, tuple[str, str]]:
+        """Message id -> (answer, thinking) of the answer still streaming (fresher than SQLite)."""
         active = self.active
-        return {active.message_id: active.text} if active is not None else {}
+        return {active.message_id: (active.text, active.thinking)} if active is not None else {}
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -158,6 +163,16 @@ class ChatController(QObject):
             self.store.delete_messages_from(messages[-1].id)
         self._start_turn(conv)
 
+    def continue_answer(self, conv_id: int) -> None:
+        """Write on from the end of the last answer, which stopped at the token limit."""
+        conv = self._check_can_start(conv_id)
+        messages = self.store.messages(conv_id)
+        if not messages or messages[-1].role != "assistant" or not messages[-1].content:
+            raise PaddockError("there is no answer to continue")
+        last = messages[-1]
+        self.store.update_message(last.id, status="streaming")
+        self._start_turn(conv, ActiveStream(conv.id, last.id, last.content, last.reasoning, continuing=True))
+
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
         """Replace a user message (and everything after it) and answer again."""
         msg = self.store.message(message_id)
@@ -210,14 +225,15 @@ class ChatController(QObject):
             raise PaddockError("choose a model for this chat first (the model menu above the chat)")
         return conv
 
-    def _start_turn(self, conv: Conversation) -> None:
-        answer = self.store.add_message(conv.id, "assistant", "", status="streaming", model=conv.model)
-        active = ActiveStream(conv.id, answer.id)
+    def _start_turn(self, conv: Conversation, active: ActiveStream | None = None) -> None:
+        if active is None:
+            answer = self.store.add_message(conv.id, "assistant", "", status="streaming", model=conv.model)
+            active = ActiveStream(conv.id, answer.id)
         with self._lock:
             self.active = active
         self.messagesChanged.emit(conv.id)
         self.busyChanged.emit(True)
-        self.streamStarted.emit(conv.id, answer.id)
+        self.streamStarted.emit(conv.id, active.message_id)
         thread = threading.Thread(target=self._turn_worker, args=(conv, active), name="chat-turn", daemon=True)
         active.thread = thread
         thread.start()
@@ -252,17 +268,21 @@ class ChatController(QObject):
         error = ""
         stats: dict[str, Any] = {}
         last_emit = last_save = time.monotonic()
-        sent_len = saved_len = 0
+        sent_len = saved_len = len(active.text)
+        thinking_sent = thinking_saved = len(active.thinking)
         try:
             assert conv.model is not None
             remote_ref = parse_ref(conv.model)
             n_ctx = REMOTE_CONTEXT_GUESS
             if remote_ref is None:
                 n_ctx = self._ensure_model(conv.model).n_ctx
-            history = [m for m in self.store.messages(conv.id) if m.id != active.message_id]
+            history = [m for m in self.store.messages(conv.id) if m.id != active.message_id or active.continuing]
             messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
             messages += [m.as_chat() for m in history if m.content and m.status != "error"]
-            if self.with_documents is not None and messages and messages[-1].role == "user":
+            if active.continuing:
+                messages[-1] = ChatMessage("assistant", active.text, active.thinking)
+            if (self.with_documents is not None and not active.continuing
+                    and messages and messages[-1].role == "user"):
                 messages, sources, notices = self.with_documents(conv.id, messages, n_ctx)
                 for n in notices:
                     self.notice.emit(n)
@@ -278,19 +298,30 @@ class ChatController(QObject):
                 if active.cancel_requested:
                     raise _Cancelled
             else:
-                gen = self.engine.stream(messages, conv.sampling)
-            for piece in gen:
-                active.text += piece
+                gen = self.engine.stream(messages, conv.sampling, continue_final=active.continuing)
+            for kind, piece in gen.deltas():
+                if kind == "thinking":
+                    active.thinking += piece
+                else:
+                    active.text += piece
                 now = time.monotonic()
                 if now - last_emit >= DISPLAY_INTERVAL_S:
-                    self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
-                    sent_len, last_emit = len(active.text), now
-                if now - last_save >= SAVE_INTERVAL_S and len(active.text) != saved_len:
-                    self.store.update_message(active.message_id, content=active.text)
-                    saved_len, last_save = len(active.text), now
+                    if len(active.thinking) > thinking_sent:
+                        self.streamThinking.emit(conv.id, active.message_id, active.thinking[thinking_sent:])
+                        thinking_sent = len(active.thinking)
+                    if len(active.text) > sent_len:
+                        self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
+                        sent_len = len(active.text)
+                    last_emit = now
+                changed = len(active.text) != saved_len or len(active.thinking) != thinking_saved
+                if now - last_save >= SAVE_INTERVAL_S and changed:
+                    self.store.update_message(active.message_id, content=active.text, reasoning=active.thinking)
+                    saved_len, thinking_saved, last_save = len(active.text), len(active.thinking), now
             result = gen.result
             assert result is not None
             stats = result.stats.to_dict()
+            if result.reasoning_s:
+                stats["reasoning_s"] = round(result.reasoning_s, 2)
             if result.stats.finish_reason == "cancelled":
                 status, error = "interrupted", "Stopped"
             for n in result.notices:
@@ -307,11 +338,14 @@ class ChatController(QObject):
             log.exception("chat turn failed")
             status, error = "error", f"Unexpected error: {exc}"
         finally:
+            if len(active.thinking) > thinking_sent:
+                self.streamThinking.emit(conv.id, active.message_id, active.thinking[thinking_sent:])
             if len(active.text) > sent_len:
                 self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
             try:
                 self.store.update_message(
-                    active.message_id, content=active.text, status=status, error=error or None, stats=stats
+                    active.message_id, content=active.text, status=status, error=error or None, stats=stats,
+                    reasoning=active.thinking,
                 )
                 self.store.touch(conv.id)
             except PaddockError as exc:

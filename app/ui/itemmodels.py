@@ -85,6 +85,7 @@ class MsgRole(IntEnum):
     Error = Qt.ItemDataRole.UserRole + 4
     Stats = Qt.ItemDataRole.UserRole + 5
     Sources = Qt.ItemDataRole.UserRole + 6
+    Reasoning = Qt.ItemDataRole.UserRole + 7  # the model's thinking, apart from the answer
 
 
 class MessageListModel(QAbstractListModel):
@@ -96,17 +97,17 @@ class MessageListModel(QAbstractListModel):
         self.conv_id: int | None = None
         self._rows: list[Message] = []
 
-    def load(self, conv_id: int | None, live: dict[int, str] | None = None) -> None:
-        """Show ``conv_id``; ``live`` gives fresher text of answers still streaming."""
+    def load(self, conv_id: int | None, live: dict[int, tuple[str, str]] | None = None) -> None:
+        """Show ``conv_id``; ``live`` gives fresher (answer, thinking) of answers still streaming."""
         self.beginResetModel()
         self.conv_id = conv_id
         self._rows = self.store.messages(conv_id) if conv_id is not None else []
         for msg in self._rows:
             if live and msg.id in live:
-                msg.content = live[msg.id]
+                msg.content, msg.reasoning = live[msg.id]
         self.endResetModel()
 
-    def reload(self, live: dict[int, str] | None = None) -> None:
+    def reload(self, live: dict[int, tuple[str, str]] | None = None) -> None:
         self.load(self.conv_id, live)
 
     def message_at(self, row: int) -> Message | None:
@@ -126,13 +127,22 @@ class MessageListModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
 
+    def append_thinking(self, message_id: int, text: str) -> None:
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        self._rows[row].reasoning += text
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx, [MsgRole.Reasoning])
+
     def refresh_message(self, message_id: int) -> None:
         """Re-read one message (e.g. its document sources arrived while it streams)."""
         row = self.row_of(message_id)
         if row < 0:
             return
         fresh = self.store.message(message_id)
-        fresh.content = self._rows[row].content  # the streamed text is ahead of SQLite
+        # the streamed text is ahead of SQLite
+        fresh.content, fresh.reasoning = self._rows[row].content, self._rows[row].reasoning
         self._rows[row] = fresh
         idx = self.index(row)
         self.dataChanged.emit(idx, idx, [MsgRole.Sources])
@@ -167,6 +177,8 @@ class MessageListModel(QAbstractListModel):
             return msg.stats
         if role == MsgRole.Sources:
             return msg.sources
+        if role == MsgRole.Reasoning:
+            return msg.reasoning
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -178,6 +190,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Error: b"error",
             MsgRole.Stats: b"stats",
             MsgRole.Sources: b"sources",
+            MsgRole.Reasoning: b"reasoning",
         }.items()}
 
 

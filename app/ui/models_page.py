@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine import hardware
 from app.errors import PaddockError
 from app.models.catalog import STARTERS
 from app.models.download import Progress, human_size
@@ -153,7 +154,7 @@ class DiscoverTab(QWidget):
         self.results.clear()
         self.status.setText("Starter models — or search all of Hugging Face above.")
         for s in STARTERS:
-            item = QListWidgetItem(f"{s.title}  ·  {s.license_id}  ·  ~{s.q4_size_gb:g} GB\n{s.suits}")
+            item = QListWidgetItem(f"{s.title}  ·  {s.summary()}\n{s.suits}")
             item.setData(REPO_ROLE, s.repo_id)
             item.setToolTip(s.repo_id)
             self.results.addItem(item)
@@ -258,8 +259,10 @@ class DiscoverTab(QWidget):
         else:
             ctx = variants[0].n_ctx
             rec = view.variants.recommended
+            moe = hardware.moe_note(shape)
             self.fit_note.setText(
                 f"Estimated for a {ctx:,}-token context on this machine (weights + context memory)."
+                + (f" {html.escape(moe)}" if moe else "")
                 + ("" if rec else " <b>No variant fits this machine's memory.</b>"))
 
     def selected_variant(self) -> Variant | None:

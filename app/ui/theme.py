@@ -71,6 +71,10 @@ def _stylesheet(dark: bool) -> str:
     QFrame#message[role="user"] {{ background: {user_bg}; border: none; }}
     QTextBrowser#messageBody {{ background: transparent; font-size: 14px; }}
     QLabel#messageError {{ color: #d64545; }}
+    QLabel#limitNote {{ color: {muted}; font-size: 12px; }}
+    QToolButton#thinkingToggle {{ border: none; color: {muted}; font-size: 12px; padding: 0px; }}
+    QPlainTextEdit#thinkingBody {{ color: {muted}; background: transparent; font-size: 12px;
+        border-left: 2px solid {muted}; padding-left: 6px; }}
     QLabel#messageStats, QLabel#hint {{ color: {muted}; font-size: 11px; }}
     QWidget#chatContainer {{ background: palette(window); }}
     QFrame#composerBox {{ border-top: 1px solid {border}; }}

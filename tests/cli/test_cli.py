@@ -88,3 +88,47 @@ def test_selftest_checks_qt_engine_documents_and_the_window(test_model: Path) ->
     assert window["exit_code"] == 0
     assert window["answers"] == 8
     assert window["quit_via_action"] is True
+
+
+# One per kind of trouble the corpus had: tools undefined, {% break %}, tool_calls read
+# without a check, {% generation %}, a refused system role, a tool-use-only template.
+EMBEDDED_TEMPLATES = (
+    "Qwen-Qwen3-0.6B", "Cohere2MoE", "deepseek-ai-DeepSeek-V3.1", "LFM2.5-8B-A1B", "google-gemma-2-2b-it",
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use",
+)
+
+
+@pytest.mark.parametrize("name", EMBEDDED_TEMPLATES)
+def test_chat_with_a_template_in_the_model_file(
+    tmp_path: Path, instruct_model: Path, chat_templates: dict[str, str], name: str
+) -> None:
+    """A real Hub template written into a copy of the instruct model (gguf's own tool), as a user gets it."""
+    from tests.gguf_files import gguf_with_template
+
+    model = gguf_with_template(instruct_model, tmp_path / f"{name}.gguf", chat_templates[name])
+    out = run("chat", "--model", str(model), "--json", "--system", "You are brief.", "--temperature", "0",
+              "--max-tokens", "8", "Name a colour.")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["template"] == "gguf"
+    assert data["prompt_tokens"] > 10
+    assert data["finish_reason"] in {"stop", "length"}
+    if name == "google-gemma-2-2b-it":
+        assert any("system prompt" in n for n in data["notices"])
+
+
+def test_chat_json_has_reasoning_apart(instruct_model: Path) -> None:
+    template = Path(__file__).parent.parent / "data" / "think-chatml.jinja"
+    out = run("chat", "--model", str(instruct_model), "--chat-template", str(template), "--json",
+              "--temperature", "0", "--max-tokens", "32", "What is 2+2?")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["template"] == "override"
+    assert data["reasoning"].strip()
+    assert "<think>" not in data["text"]
+    assert data["reasoning"] not in data["text"]
+    plain = run("chat", "--model", str(instruct_model), "--chat-template", str(template),
+                "--temperature", "0", "--max-tokens", "32", "What is 2+2?")
+    assert plain.returncode == 0
+    assert data["reasoning"] in plain.stderr  # thinking goes to stderr, the answer alone to stdout
+    assert data["reasoning"] not in plain.stdout

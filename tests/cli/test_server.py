@@ -115,3 +115,80 @@ def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
         assert w.servers.serve(False) == ""
     finally:
         w.controller.shutdown()
+
+
+THINK_TEMPLATE = (Path(__file__).parent.parent / "data" / "think-chatml.jinja").read_text()
+
+
+@pytest.fixture
+def served_instruct(instruct_model: Path) -> Iterator[tuple[ApiServer, openai.OpenAI]]:
+    engine = Engine()
+    engine.load(str(instruct_model), LoadSettings(n_ctx=4096))
+    server = ApiServer(engine, port=0)
+    server.start()
+    yield server, openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+    server.stop()
+    engine.close()
+
+
+def test_instruct_model_over_several_turns(served_instruct: tuple[ApiServer, openai.OpenAI]) -> None:
+    """The real ChatML template, turn after turn: each turn reuses the cached prefix of the last."""
+    _server, client = served_instruct
+    messages: list[dict[str, str]] = [{"role": "system", "content": "You are a helpful assistant."}]
+    previous_prompt = 0
+    for question in ("Hello! Who are you?", "Say the word 'blue'.", "Thanks. Now say 'red'."):
+        messages.append({"role": "user", "content": question})
+        reply = client.chat.completions.create(model="any", messages=messages,  # type: ignore[arg-type]
+                                               max_tokens=24, temperature=0)
+        answer = reply.choices[0].message.content or ""
+        assert answer.strip()
+        assert "<|im_end|>" not in answer
+        assert "<|im_start|>" not in answer
+        usage = reply.usage
+        assert usage is not None
+        assert usage.prompt_tokens > previous_prompt
+        if previous_prompt:
+            assert usage.prompt_tokens_details is not None
+            assert usage.prompt_tokens_details.cached_tokens >= previous_prompt
+        previous_prompt = usage.prompt_tokens
+        messages.append({"role": "assistant", "content": answer})
+
+
+def test_reasoning_content_streamed_and_whole(instruct_model: Path) -> None:
+    engine = Engine()
+    engine.load(str(instruct_model), LoadSettings(n_ctx=4096, chat_template=THINK_TEMPLATE))
+    server = ApiServer(engine, port=0)
+    server.start()
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+        history: list[dict[str, str]] = []
+        for a, b in ((1, 1), (2, 3), (3, 3)):
+            history += [{"role": "user", "content": f"What is {a}+{b}?"},
+                        {"role": "assistant", "content": f"{a}+{b} is {a + b}.",
+                         "reasoning_content": f"The user asks {a}+{b}. That is {a + b}."}]
+        history.append({"role": "user", "content": "What is 4+4?"})
+        whole = client.chat.completions.create(model="any", messages=history,  # type: ignore[arg-type]
+                                               max_tokens=48, temperature=0)
+        message = whole.choices[0].message
+        reasoning = (message.model_extra or {}).get("reasoning_content")
+        assert reasoning
+        assert message.content
+        assert "<think>" not in message.content
+        assert "</think>" not in message.content
+        assert reasoning not in message.content
+        thought, said = [], []
+        for chunk in client.chat.completions.create(model="any", messages=history,  # type: ignore[arg-type]
+                                                    max_tokens=48, temperature=0, stream=True):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            if (delta.model_extra or {}).get("reasoning_content"):
+                assert not said, "thinking after the answer began"
+                thought.append(delta.model_extra["reasoning_content"])  # type: ignore[index]
+            if delta.content:
+                said.append(delta.content)
+        assert "".join(thought) == reasoning
+        assert "".join(said) == message.content
+    finally:
+        server.stop()
+        engine.close()

@@ -68,3 +68,26 @@ def test_this_machine_and_the_test_model(test_model: Path) -> None:
     assert plan.fit == "ram"
     assert plan.n_gpu_layers == 0
     assert plan.n_ctx == 8192
+
+
+def test_mixture_of_experts_fits_by_total_size_and_says_speed_follows_active() -> None:
+    """Llama 4 Scout (109B total, 17B active, 16 experts, 1 routed per token) at Q4_K_M."""
+    from app.engine.gguf_file import shape_from_metadata
+    from app.engine.hardware import moe_note
+    from app.models.catalog import STARTERS
+
+    scout = shape_from_metadata({
+        "general.architecture": "llama4", "llama4.block_count": 48, "llama4.attention.head_count": 40,
+        "llama4.attention.head_count_kv": 8, "llama4.embedding_length": 5120, "llama4.context_length": 10485760,
+        "llama4.expert_count": 16, "llama4.expert_used_count": 1,
+    }, int(65.4e9))
+    assert scout.moe
+    assert plan_load(scout, machine("metal", ram=128, free=110, unified=True)).fit == "gpu"
+    assert plan_load(scout, machine("metal", ram=36, free=30, unified=True)).fit == "too_large"  # memory: all 109B
+    note = moe_note(scout)
+    assert note is not None
+    assert "1 of its 16 experts" in note
+    assert moe_note(LLAMA_8B) is None
+    starter = next(s for s in STARTERS if "Scout" in s.title)
+    assert starter.moe
+    assert "17B active" in starter.summary()

@@ -16,12 +16,13 @@ from app.ui.window import MainWindow
 WAIT_MS = 60_000
 
 
-def make_window(qtbot: QtBot, model: Path | None) -> MainWindow:
+def make_window(qtbot: QtBot, model: Path | None, load_settings: LoadSettings | None = None,
+                max_tokens: int = 48) -> MainWindow:
     store = ChatStore(paths.database_path())
     if model is not None:
         store.set_setting("recent_models", [str(model)])
-        store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=48).to_dict())
-    controller = ChatController(store, Engine(), LoadSettings(n_ctx=2048))
+        store.set_setting("default_sampling", SamplingParams(temperature=0.0, max_tokens=max_tokens).to_dict())
+    controller = ChatController(store, Engine(), load_settings or LoadSettings(n_ctx=2048))
     window = MainWindow(controller)
     qtbot.addWidget(window)
     window.show()
