@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
-    QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -32,6 +31,7 @@ from app.ui.itemmodels import MessageListModel, MsgRole
 from app.ui.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
 
 RENDER_INTERVAL_MS = 250
+THINKING_MAX_HEIGHT = 240
 
 
 class SafeTextBrowser(QTextBrowser):
@@ -86,11 +86,12 @@ class MessageWidget(QFrame):
         self.thinking_toggle.toggled.connect(self._toggle_thinking)
         self.thinking_toggle.hide()
         layout.addWidget(self.thinking_toggle)
-        self.thinking_view = QPlainTextEdit()
+        self.thinking_view = SafeTextBrowser()
         self.thinking_view.setObjectName("thinkingBody")
-        self.thinking_view.setReadOnly(True)
         self.thinking_view.setFrameShape(QFrame.Shape.NoFrame)
-        self.thinking_view.setMaximumHeight(220)
+        self.thinking_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.thinking_view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.thinking_view.document().documentLayout().documentSizeChanged.connect(self._fit_thinking)
         self.thinking_view.hide()
         layout.addWidget(self.thinking_view)
         self.body = SafeTextBrowser()
@@ -186,7 +187,7 @@ class MessageWidget(QFrame):
     def set_thinking(self, thinking: str) -> None:
         if thinking != self.thinking:
             if thinking.startswith(self.thinking) and self.thinking:
-                cursor = self.thinking_view.textCursor()
+                cursor = QTextCursor(self.thinking_view.document())
                 cursor.movePosition(QTextCursor.MoveOperation.End)
                 cursor.insertText(thinking[len(self.thinking) :])
             else:
@@ -255,6 +256,12 @@ class MessageWidget(QFrame):
         return f'<p style="font-size:small; color:gray; margin-top:6px;">{head}</p>'
 
 
+    def _fit_thinking(self) -> None:
+        # as tall as its text, up to a third of a laptop screen; longer thinking scrolls
+        height = min(THINKING_MAX_HEIGHT, int(self.thinking_view.document().size().height()) + 6)
+        if self.thinking_view.height() != height:
+            self.thinking_view.setFixedHeight(height)
+
     def _fit_height(self) -> None:
         height = int(self.body.document().size().height()) + 4
         if self.body.height() != height:
@@ -263,6 +270,7 @@ class MessageWidget(QFrame):
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
         self._fit_height()
+        self._fit_thinking()
 
     def _on_anchor(self, url: QUrl) -> None:
         if url.scheme() == CITE_SCHEME:

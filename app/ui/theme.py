@@ -73,7 +73,7 @@ def _stylesheet(dark: bool) -> str:
     QLabel#messageError {{ color: #d64545; }}
     QLabel#limitNote {{ color: {muted}; font-size: 12px; }}
     QToolButton#thinkingToggle {{ border: none; color: {muted}; font-size: 12px; padding: 0px; }}
-    QPlainTextEdit#thinkingBody {{ color: {muted}; background: transparent; font-size: 12px;
+    QTextBrowser#thinkingBody {{ color: {muted}; background: transparent; font-size: 12px;
         border-left: 2px solid {muted}; padding-left: 6px; }}
     QLabel#messageStats, QLabel#hint {{ color: {muted}; font-size: 11px; }}
     QWidget#chatContainer {{ background: palette(window); }}
