@@ -87,7 +87,13 @@ def _v3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(conn: sqlite3.Connection) -> None:
+    # A user message exactly as the model was given it (with its document passages), so that
+    # later turns send the same history and the KV cache keeps matching it (NULL: as typed).
+    conn.execute("ALTER TABLE messages ADD COLUMN sent TEXT")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 
 
 @dataclass
@@ -115,9 +121,11 @@ class Message:
     created_at: float = 0.0
     updated_at: float = 0.0
     reasoning: str = ""
+    sent: str | None = None  # a user message as the model was given it (with passages)
 
     def as_chat(self) -> ChatMessage:
-        return ChatMessage(self.role, self.content, self.reasoning)
+        """The message as the model sees it in the history."""
+        return ChatMessage(self.role, self.sent or self.content, self.reasoning)
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -146,6 +154,7 @@ def _message(row: sqlite3.Row) -> Message:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         reasoning=row["reasoning"] or "",
+        sent=row["sent"],
     )
 
 
@@ -278,6 +287,7 @@ class ChatStore:
         *,
         sources: list[dict[str, Any]] | None = None,
         reasoning: str | None = None,
+        sent: str | None = None,
     ) -> None:
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [time.time()]
@@ -301,6 +311,9 @@ class ChatStore:
         if reasoning is not None:
             sets.append("reasoning = ?")
             params.append(reasoning)
+        if sent is not None:
+            sets.append("sent = ?")
+            params.append(sent)
         params.append(message_id)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)

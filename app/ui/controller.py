@@ -21,6 +21,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.docs.prompt import DocumentsTurn
 from app.engine.client import Engine, Generation
 from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
@@ -29,7 +30,7 @@ from app.store.chats import ChatStore, Conversation, MessageStatus
 
 log = logging.getLogger(__name__)
 
-DocumentsHook = Callable[[int, list[ChatMessage], int], tuple[list[ChatMessage], list[dict[str, Any]], list[str]]]
+DocumentsHook = Callable[[int, list[ChatMessage], int, list[dict[str, Any]]], DocumentsTurn]
 REMOTE_CONTEXT_GUESS = 8192  # a server's context is not reported by the OpenAI API
 
 DISPLAY_INTERVAL_S = 1 / 30  # text is pushed to the GUI at most this often
@@ -277,18 +278,27 @@ class ChatController(QObject):
             if remote_ref is None:
                 n_ctx = self._ensure_model(conv.model).n_ctx
             history = [m for m in self.store.messages(conv.id) if m.id != active.message_id or active.continuing]
+            history = [m for m in history if m.content and m.status != "error"]
             messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
-            messages += [m.as_chat() for m in history if m.content and m.status != "error"]
+            # Earlier turns go as they were sent (with their passages): the prompt stays the
+            # same up to the newest question, so the KV cache covers all of it.
+            messages += [m.as_chat() for m in history]
             if active.continuing:
                 messages[-1] = ChatMessage("assistant", active.text, active.thinking)
-            if (self.with_documents is not None and not active.continuing
-                    and messages and messages[-1].role == "user"):
-                messages, sources, notices = self.with_documents(conv.id, messages, n_ctx)
-                for n in notices:
-                    self.notice.emit(n)
-                if sources:
-                    self.store.update_message(active.message_id, sources=sources)
-                    self.sourcesReady.emit(conv.id, active.message_id)
+            elif history and history[-1].role == "user":
+                question = history[-1]
+                messages[-1] = ChatMessage("user", question.content)  # the question as typed, passages anew
+                if self.with_documents is not None:
+                    earlier = next((m.sources for m in reversed(history[:-1]) if m.sources), [])
+                    turn = self.with_documents(conv.id, messages, n_ctx, earlier)
+                    messages = turn.messages
+                    for n in turn.notices:
+                        self.notice.emit(n)
+                    if turn.sent is not None:
+                        self.store.update_message(question.id, sent=turn.sent)
+                    if turn.sources:
+                        self.store.update_message(active.message_id, sources=turn.sources)
+                        self.sourcesReady.emit(conv.id, active.message_id)
             if active.cancel_requested:
                 raise _Cancelled
             gen: Generation | RemoteGeneration

@@ -42,15 +42,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.docs.index import Collection, Document
-from app.docs.prompt import CHARS_PER_TOKEN, build_user_turn
+from app.docs.prompt import DocumentsTurn, documents_turn
 from app.docs.service import Documents
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
 
 log = logging.getLogger(__name__)
 
-ANSWER_RESERVE_TOKENS = 1024  # room left for the answer and the template
-DOCUMENT_SHARE = 0.6  # of the context left after the history, at most this much goes to passages
 
 
 class DocsHub(QObject):
@@ -169,37 +167,11 @@ class DocsHub(QObject):
     # -- for the chat controller (worker thread) --------------------------------
 
     def with_documents(
-        self, conv_id: int, messages: list[ChatMessage], n_ctx: int
-    ) -> tuple[list[ChatMessage], list[dict[str, Any]], list[str]]:
-        """Put the passages for the last user message into it (see ``ChatController.with_documents``)."""
-        collections = self.docs.index.attached(conv_id)
-        if not collections:
-            return messages, [], []
-        history_tokens = sum(len(m.content) for m in messages[:-1]) // CHARS_PER_TOKEN
-        room = max(n_ctx - history_tokens - ANSWER_RESERVE_TOKENS - len(messages[-1].content) // CHARS_PER_TOKEN, 0)
-        budget = max(int(room * DOCUMENT_SHARE) * CHARS_PER_TOKEN, 1200)
-        notices = []
-        question = messages[-1].content
-        try:
-            retrieval = self.docs.retriever.for_question(collections, question, budget)
-        except PaddockError as exc:
-            return messages, [], [f"The documents could not be searched ({exc}); answering without them."]
-        if retrieval.pending:
-            notices.append(
-                f"{len(retrieval.pending)} document(s) are still being indexed: this answer uses the "
-                f"{len(retrieval.ready)} "
-                "that are ready. Ask again when indexing has finished for a complete answer."
-            )
-        if retrieval.failed:
-            notices.append(f"{len(retrieval.failed)} document(s) could not be read and are not used "
-                           "(see the documents panel).")
-        if not retrieval.passages:
-            if retrieval.ready:
-                notices.append("No passage of the documents matches this question; the model answers without them.")
-            return messages, [], notices
-        augmented = [*messages[:-1], ChatMessage("user", build_user_turn(question, retrieval.passages))]
-        sources = [p.to_dict() for p in retrieval.passages]
-        return augmented, sources, notices
+        self, conv_id: int, messages: list[ChatMessage], n_ctx: int, earlier_sources: Sequence[dict[str, Any]] = ()
+    ) -> DocumentsTurn:
+        """The conversation with the passages for its last user message (``app.docs.prompt.documents_turn``)."""
+        return documents_turn(self.docs.retriever, self.docs.index.attached(conv_id), messages, n_ctx,
+                              earlier_sources)
 
     def shutdown(self) -> None:
         self._stop.set()

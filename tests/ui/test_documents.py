@@ -98,11 +98,12 @@ def test_asking_before_indexing_finished_says_so(window: MainWindow, tmp_path: P
     hub.docs.indexer.index_document(first)
     hub.docs.index.add_document(collection.id, doc)  # queued; the worker has not been woken
     messages = [ChatMessage("user", "What is the password hint?")]
-    out, sources, notices = hub.with_documents(w.current_conv, messages, 2048)
-    assert any("still being indexed" in n for n in notices)
-    assert [s["source"] for s in sources] == ["ready.md"]
-    assert "blue whale" in out[-1].content
-    assert out[-1].content.endswith("Question: What is the password hint?")
+    turn = hub.with_documents(w.current_conv, messages, 2048)
+    assert any("still being indexed" in n for n in turn.notices)
+    assert [s["source"] for s in turn.sources] == ["ready.md"]
+    assert "blue whale" in turn.messages[-1].content
+    assert turn.messages[-1].content.endswith("Question: What is the password hint?")
+    assert turn.sent == turn.messages[-1].content
 
 
 class _Counter(http.server.BaseHTTPRequestHandler):
@@ -138,3 +139,46 @@ def test_injected_image_in_an_answer_is_never_loaded(qtbot: QtBot, window: MainW
         assert _Counter.hits == []
     finally:
         server.shutdown()
+
+
+TOPICS = ("bakery", "lighthouse", "orchard", "harbour", "observatory", "library", "vineyard")
+
+
+def test_follow_up_questions_evaluate_only_their_own_tokens(
+    qtbot: QtBot, instruct_model: Path, tmp_path: Path
+) -> None:
+    """Seven small documents, given whole, with the real instruct model: the documents are
+    sent once, stay where they were in the history, and each follow-up costs only itself."""
+    from app.engine.types import LoadSettings
+
+    w = make_window(qtbot, instruct_model, LoadSettings(n_ctx=8192), max_tokens=24)
+    try:
+        folder = tmp_path / "notes"
+        folder.mkdir()
+        for i, topic in enumerate(TOPICS):
+            lines = [f"The {topic} opened in {1900 + i * 7} and has {12 + i} rooms."]
+            lines += [f"Note {n} about the {topic}: visitors come on day {n + i} of each month." for n in range(6)]
+            (folder / f"{topic}.md").write_text(f"# The {topic}\n\n" + "\n\n".join(lines) + "\n")
+        drop(w, [folder])
+        qtbot.waitUntil(lambda: sum("ready" in s for s in state_texts(w).values()) == len(TOPICS), timeout=WAIT_MS)
+        _c, first_id, status, error, first = send_and_wait(qtbot, w, "When did the orchard open?")
+        assert status == "complete", error
+        assert first["prompt_tokens"] > 900  # every document, given whole
+        first_sources = w.store.message(first_id).sources  # type: ignore[arg-type]
+        assert len(first_sources) >= len(TOPICS)
+        for question in ("How many rooms has the harbour?", "When do visitors come to the library?"):
+            _c, answer_id, status, error, stats = send_and_wait(qtbot, w, question)
+            assert status == "complete", error
+            # only the question (in the template's turn markers) and nothing of the documents again
+            assert stats["prompt_evaluated"] < 60, stats
+            assert stats["prompt_reused"] > first["prompt_tokens"]
+            assert w.store.message(answer_id).sources == first_sources  # type: ignore[arg-type]
+        messages = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+        users = [m for m in messages if m.role == "user"]
+        assert "<sources>" in (users[0].sent or "")
+        assert all("<sources>" not in (m.sent or "") for m in users[1:])
+        assert [m.content for m in users] == ["When did the orchard open?", "How many rooms has the harbour?",
+                                              "When do visitors come to the library?"]  # shown as typed
+    finally:
+        w.close()
+        w.store.close()
