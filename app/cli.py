@@ -8,16 +8,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from app import __version__
-from app.errors import EngineCrashedError, PaddockError
+from app.errors import PaddockError
 
 log = logging.getLogger("paddock.cli")
 
@@ -40,8 +38,18 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drive-report", type=Path, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    chat = sub.add_parser("chat", help="ask a model one question and stream the answer")
-    chat.add_argument("--model", required=True, help="path to a .gguf file, or a model in the library")
+    chat = sub.add_parser("chat", help="ask a model a question and stream the answer (also in a stored chat)")
+    chat.add_argument("--model", default=None, help="path to a .gguf file, or a model in the library "
+                      "(with --chat / --continue: default the chat's model)")
+    where = chat.add_mutually_exclusive_group()
+    where.add_argument("--chat", type=int, default=None, metavar="ID",
+                       help="add this turn to stored chat ID (the window's chats; ids in `paddock chat --list`)")
+    where.add_argument("--continue", dest="continue_last", action="store_true",
+                       help="add this turn to the most recent stored chat")
+    where.add_argument("--list", dest="list_chats", action="store_true", help="list the stored chats and exit")
+    chat.add_argument("--collection", default=None, metavar="NAME",
+                      help="answer from this indexed document collection (`paddock docs add`); the turn is "
+                           "stored, so --continue can follow up")
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=0.7)
@@ -59,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--chat-template", metavar="FILE", default=None,
                       help="use this Jinja chat template instead of the one in the model file")
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
-    chat.add_argument("prompt", help="the message")
+    chat.add_argument("prompt", nargs="?", default=None, help="the message")
 
     from app import cli_docs, cli_models
 
@@ -84,99 +92,6 @@ def _configure_logging(verbosity: int) -> None:
         handler.setLevel(level)  # the app's log file takes INFO later; the terminal stays at this level
     if verbosity < 2:
         logging.getLogger("paddock.llama").setLevel(logging.ERROR)
-
-
-def _chat(args: argparse.Namespace) -> int:
-    from app.engine.client import Engine
-    from app.engine.types import ChatMessage, LoadSettings, SamplingParams
-    from app.models.library import loadable_model
-
-    if args.max_tokens <= 0:
-        raise PaddockError("--max-tokens must be a positive number")
-    path = loadable_model(args.model)
-    params = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
-        enable_thinking=args.think,
-    )
-    template = None
-    if args.chat_template:
-        try:
-            template = Path(args.chat_template).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
-    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
-                            chat_template=template)
-    messages: list[ChatMessage] = []
-    if args.system:
-        messages.append(ChatMessage("system", args.system))
-    messages.append(ChatMessage("user", args.prompt))
-    with Engine() as engine:
-        loaded = engine.load(str(path), settings)
-        if not args.json:
-            for notice in loaded.notices:
-                print(f"note: {notice}", file=sys.stderr)
-        gen = engine.stream(messages, params, raw_prompt=args.prompt if args.raw else None)
-        thinking = False
-        try:
-            # The answer goes to stdout; a reasoning model's thinking to stderr, dimmed on a
-            # terminal, so that `paddock chat ... > answer.txt` keeps only the answer.
-            for kind, chunk in gen.deltas():
-                if args.json:
-                    continue
-                if kind == "thinking":
-                    if not thinking:
-                        sys.stderr.write(_dim("Thinking: ", sys.stderr))
-                        thinking = True
-                    sys.stderr.write(_dim(chunk, sys.stderr))
-                    sys.stderr.flush()
-                    continue
-                if thinking:
-                    sys.stderr.write("\n\n")
-                    thinking = False
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-            if thinking:
-                sys.stderr.write("\n")
-        except KeyboardInterrupt:
-            engine.cancel()
-            for _ in gen:  # drain to the Done event; the child stops within one token
-                pass
-        except EngineCrashedError as exc:
-            if not args.json and exc.partial_text:
-                sys.stdout.write("\n")
-            raise
-        result = gen.result
-        assert result is not None
-        if args.json:
-            out = {
-                "text": result.text,
-                "prompt_tokens": result.stats.prompt_tokens,
-                "prompt_evaluated": result.stats.prompt_evaluated,
-                "prompt_reused": result.stats.prompt_reused,
-                "completion_tokens": result.stats.completion_tokens,
-                "ttft_s": round(result.stats.ttft_s, 4),
-                "tokens_per_s": round(result.stats.tokens_per_s, 2),
-                "load_s": round(loaded.load_s, 4),
-                "backend": loaded.backend,
-                "finish_reason": result.stats.finish_reason,
-                "model": loaded.name,
-                "n_ctx": loaded.n_ctx,
-                "template": loaded.template_source,
-                "notices": list(loaded.notices + result.notices),
-            }
-            if result.reasoning:
-                out["reasoning"] = result.reasoning
-                out["reasoning_s"] = round(result.reasoning_s, 3)
-            print(json.dumps(out, ensure_ascii=False))
-        else:
-            sys.stdout.write("\n")
-            for notice in result.notices:
-                print(f"note: {notice}", file=sys.stderr)
-    return 0
-
-
-def _dim(text: str, stream: Any) -> str:
-    return f"\x1b[2m{text}\x1b[0m" if getattr(stream, "isatty", lambda: False)() else text
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -221,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.selftest import run
 
         return run(args.selftest_model)
-    from app import cli_docs, cli_models
+    from app import cli_chat, cli_docs, cli_models
 
-    handlers = {"chat": _chat, "models": cli_models.run, "docs": cli_docs.run, "serve": _serve, None: _gui}
+    handlers = {"chat": cli_chat.run, "models": cli_models.run, "docs": cli_docs.run, "serve": _serve, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:

@@ -54,6 +54,9 @@ _ERROR_TYPES: dict[str, type[errors.PaddockError]] = {
 }
 
 
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
 def _describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "stopped responding"
@@ -160,7 +163,7 @@ class Engine:
             if proc.is_alive():
                 with contextlib.suppress(Exception):
                     self._send(Shutdown())
-                proc.join(5)
+                proc.join(SHUTDOWN_TIMEOUT_S)  # it writes kept conversation states to disk first
                 if proc.is_alive():
                     proc.kill()
                     proc.join(5)

@@ -32,6 +32,7 @@ from app.engine.chat_format import (
     special_markers,
 )
 from app.engine.gguf_file import GGUFInfo, read_gguf
+from app.engine.kvstates import MIN_TOKENS, KeptState, StateStore, common_prefix, state_key
 from app.engine.native import DecodeError, Sampler, Session
 from app.engine.protocol import (
     Cancel,
@@ -95,6 +96,7 @@ class EngineHost:
         self._told: set[str] = set()  # notices of this model's template, each told once
         self.loaded: LoadedModel | None = None
         self.session: Session | None = None
+        self.states: StateStore | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
 
@@ -199,6 +201,13 @@ class EngineHost:
         return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), n_tokens)
 
     def _unload(self) -> None:
+        if self.states is not None:
+            try:
+                self._keep_current()
+                self.states.flush()
+            except Exception:  # a cache: never in the way of unloading
+                log.exception("could not keep the conversation states")
+            self.states = None
         if self.embedder is not None and self.embedder is not self.llm:
             self.embedder.close()
         self.embedder = None
@@ -283,6 +292,12 @@ class EngineHost:
         load_s = time.perf_counter() - started
         self.llm = llm
         self.session = session
+        if not settings.embedding:
+            from app import paths
+
+            key = state_key(str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True])
+            self.states = StateStore(paths.cache_dir() / "kv-states", key, settings.kept_states_ram_mb << 20,
+                                     settings.kept_states_disk_mb << 20)
         self.embedding_mode = settings.embedding
         self.info = info
         template = settings.chat_template or info.chat_template
@@ -331,6 +346,36 @@ class EngineHost:
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
         return self.loaded
+
+    # -- kept conversation states ------------------------------------------------
+
+    def _keep_current(self) -> None:
+        """Snapshot the evaluated sequence into the state store."""
+        session, states = self.session, self.states
+        if session is None or states is None or session.n_past < MIN_TOKENS:
+            return
+        tokens = session.cached()
+        if any(len(s.tokens) == len(tokens) and list(s.tokens) == tokens for s in states.states):
+            return  # already kept
+        try:
+            data = session.save_state()
+        except DecodeError as exc:
+            log.warning("could not snapshot the conversation state: %s", exc)
+            return
+        states.put(tokens, data)
+
+    def _restore(self, state: KeptState) -> bool:
+        session, states = self.session, self.states
+        if session is None or states is None:
+            return False
+        data = states.data(state)
+        if data is None:
+            return False
+        if not session.load_state(data, state.tokens):
+            log.warning("llama.cpp refused a kept state: removed")
+            states.discard(state)
+            return False
+        return True
 
     def _set_abort_callback(self, llm: Any) -> None:
         """llama.cpp checks this between compute steps of ``llama_decode``."""
@@ -420,12 +465,17 @@ class EngineHost:
         stats = GenerationStats(prompt_tokens=len(tokens), dropped_messages=dropped, n_ctx=n_ctx)
         started = time.perf_counter()
 
-        # Reuse the KV cache for the longest common prefix with what is already evaluated.
-        prefix = 0
-        for a, b in zip(session.cached(), tokens, strict=False):
-            if a != b:
-                break
-            prefix += 1
+        # Reuse the KV cache for the longest common prefix with what is already evaluated,
+        # or with a kept state (another chat's, a past session's) when that shares more.
+        cached = session.cached()
+        prefix = common_prefix(cached, tokens)
+        if self.states is not None and req.raw_prompt is None:
+            if len(cached) - prefix >= MIN_TOKENS:
+                self._keep_current()  # about to be overwritten: keep it for when its chat returns
+            best = self.states.best(tokens)
+            if best is not None and best[1] > prefix + 16 and self._restore(best[0]):
+                prefix = common_prefix(session.cached(), tokens)
+                stats.prompt_restored = min(prefix, len(tokens) - 1)
         reuse = min(prefix, len(tokens) - 1)
         if reuse == 0 or not session.keep(reuse):
             reuse = 0

@@ -74,6 +74,31 @@ class Session:
         self.llm.n_tokens = n
         return True
 
+    def save_state(self) -> bytes:
+        """The sequence's KV state (``llama_state_seq_get_data``).
+
+        Raises:
+            DecodeError: llama.cpp wrote nothing.
+        """
+        size = int(self.lib.llama_state_seq_get_size(self.ctx, 0))
+        buf = (ctypes.c_uint8 * size)()
+        n = int(self.lib.llama_state_seq_get_data(self.ctx, buf, size, 0))
+        if n <= 0:
+            raise DecodeError(-1)
+        return ctypes.string_at(buf, n)
+
+    def load_state(self, data: bytes, tokens: Sequence[int]) -> bool:
+        """Replace the sequence with a saved state of ``tokens``; False if llama.cpp refuses it."""
+        self.clear()
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if int(self.lib.llama_state_seq_set_data(self.ctx, buf, len(data), 0)) == 0:
+            self.clear()
+            return False
+        n = len(tokens)
+        self.llm.input_ids[:n] = tokens
+        self.llm.n_tokens = n
+        return True
+
     def clear(self) -> None:
         self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
         self.llm.n_tokens = 0

@@ -62,6 +62,9 @@ class LoadSettings:
     embedding: bool = False
     # A chat template used instead of the one in the file (Jinja source).
     chat_template: str | None = None
+    # Kept conversation states (app/engine/kvstates.py): budgets in MiB; 0 keeps none.
+    kept_states_ram_mb: int = 1024
+    kept_states_disk_mb: int = 4096
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class GenerationStats:
     prompt_tokens: int = 0
     prompt_evaluated: int = 0
     prompt_reused: int = 0
+    # of ``prompt_reused``: tokens put back from a kept state (another chat's, or a past session's)
+    prompt_restored: int = 0
     completion_tokens: int = 0
     ttft_s: float = 0.0
     total_s: float = 0.0

@@ -435,6 +435,12 @@ class ChatStore:
         return self.conversation(conv_id)
 
 
+def title_from(text: str) -> str:
+    """A chat's title from its first message: one line, at most 48 characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= 48 else line[:47].rstrip() + "…"
+
+
 def _fts_query(text: str) -> str:
     """User text as an FTS5 query: each word a quoted prefix term (no FTS syntax injection)."""
     words = [w.replace('"', '""') for w in text.split() if w.strip()]

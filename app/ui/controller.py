@@ -26,7 +26,7 @@ from app.engine.client import Engine, Generation
 from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
 from app.errors import EngineCrashedError, PaddockError
-from app.store.chats import ChatStore, Conversation, MessageStatus
+from app.store.chats import ChatStore, Conversation, MessageStatus, title_from
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ChatController(QObject):
         conv = self._check_can_start(conv_id)
         self.store.add_message(conv_id, "user", text)
         if conv.title == "New chat":
-            self.store.update_conversation(conv_id, title=_title_from(text))
+            self.store.update_conversation(conv_id, title=title_from(text))
         self.conversationsChanged.emit()
         self._start_turn(conv)
 
@@ -372,6 +372,3 @@ class _Cancelled(Exception):
     pass
 
 
-def _title_from(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= 48 else line[:47].rstrip() + "…"

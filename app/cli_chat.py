@@ -1,0 +1,247 @@
+"""``paddock chat``: one question, or a turn in a stored conversation (the window's chats).
+
+    paddock chat --model M "question"                  # one-off, nothing stored
+    paddock chat --model M --collection NAME "question"  # a new stored chat with documents
+    paddock chat --continue "follow-up"                # the next turn of the last chat
+    paddock chat --chat 12 --json "follow-up"          # a turn in chat 12
+    paddock chat --list                                # the stored chats
+
+A stored turn is written like the window writes it (the question, then the
+answer as it grows), and the conversation's earlier turns are sent exactly as
+they were sent, so the engine's kept states make a follow-up in a new process
+evaluate only its own tokens (``prompt_evaluated`` / ``prompt_reused`` in
+``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.errors import EngineCrashedError, PaddockError
+
+
+def run(args: argparse.Namespace) -> int:
+    from app import paths
+    from app.store.chats import ChatStore
+
+    if args.list_chats:
+        store = ChatStore(paths.database_path())
+        try:
+            return _list(store, args)
+        finally:
+            store.close()
+    if not args.prompt:
+        raise PaddockError("give the message to send (paddock chat ... \"your question\")")
+    if args.max_tokens <= 0:
+        raise PaddockError("--max-tokens must be a positive number")
+    stored = args.chat is not None or args.continue_last or args.collection is not None
+    if stored and args.raw:
+        raise PaddockError("--raw is a plain completion: it cannot be a turn of a stored chat")
+    if not stored:
+        if args.model is None:
+            raise PaddockError("choose a model with --model (or continue a stored chat with --continue)")
+        return _one_off(args)
+    store = ChatStore(paths.database_path())
+    try:
+        return _stored_turn(store, args)
+    finally:
+        store.close()
+
+
+def _list(store: Any, args: argparse.Namespace) -> int:
+    convs = store.conversations()
+    if args.json:
+        print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "updated_at": c.updated_at}
+                          for c in convs], ensure_ascii=False))
+        return 0
+    for c in convs:
+        print(f"{c.id:5}  {c.title}  ({Path(c.model).name if c.model else 'no model'})")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> Any:
+    from app.engine.types import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                          seed=args.seed, enable_thinking=args.think)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from app.engine.types import LoadSettings
+
+    template = None
+    if args.chat_template:
+        try:
+            template = Path(args.chat_template).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
+    return LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, chat_template=template)
+
+
+def _one_off(args: argparse.Namespace) -> int:
+    from app.engine.client import Engine
+    from app.engine.types import ChatMessage
+    from app.models.library import loadable_model
+
+    path = loadable_model(args.model)
+    messages = [ChatMessage("system", args.system)] if args.system else []
+    messages.append(ChatMessage("user", args.prompt))
+    with Engine() as engine:
+        loaded = engine.load(str(path), _settings(args))
+        result = _stream(engine, loaded, messages, _params(args), args, raw=args.prompt if args.raw else None)
+        _report(args, loaded, result, {})
+    return 0
+
+
+def _stored_turn(store: Any, args: argparse.Namespace) -> int:
+    """Add the question and the answer to a stored conversation, as the window does."""
+    from app.docs.prompt import documents_turn
+    from app.engine.client import Engine
+    from app.engine.types import ChatMessage
+    from app.models.library import loadable_model
+    from app.store.chats import title_from
+
+    if args.chat is not None:
+        conv = store.conversation(args.chat)
+    elif args.continue_last:
+        convs = store.conversations()
+        if not convs:
+            raise PaddockError("there is no stored chat to continue: start one with --model (and --collection)")
+        conv = convs[0]
+    else:
+        if args.model is None:
+            raise PaddockError("choose a model for the new chat with --model")
+        conv = store.create_conversation(model=str(loadable_model(args.model)), system_prompt=args.system)
+    model = str(loadable_model(args.model)) if args.model else conv.model
+    if not model:
+        raise PaddockError(f"chat {conv.id} has no model: choose one with --model")
+    if model != conv.model:
+        conv = store.update_conversation(conv.id, model=model)
+    from app.docs.service import Documents
+
+    docs: Documents | None = Documents(embed_model=None)  # each collection keeps its own embedding model
+    assert docs is not None
+    if args.collection is not None:
+        docs.index.attach(conv.id, docs.collection_for(args.collection).id)
+    if not docs.index.attached(conv.id):  # no documents in this chat (from the window or an earlier turn)
+        docs.close()
+        docs = None
+    try:
+        history = [m for m in store.messages(conv.id) if m.content and m.status != "error"]
+        question = store.add_message(conv.id, "user", args.prompt.strip())
+        if conv.title == "New chat":
+            store.update_conversation(conv.id, title=title_from(args.prompt))
+        system = args.system or conv.system_prompt
+        messages = [ChatMessage("system", system)] if system.strip() else []
+        messages += [m.as_chat() for m in history]
+        messages.append(ChatMessage("user", question.content))
+        with Engine() as engine:
+            loaded = engine.load(model, _settings(args))
+            sources: list[dict[str, Any]] = []
+            if docs is not None:
+                earlier: list[dict[str, Any]] = next((m.sources for m in reversed(history) if m.sources), [])
+                turn = documents_turn(docs.retriever, docs.index.attached(conv.id), messages, loaded.n_ctx, earlier)
+                messages, sources = turn.messages, turn.sources
+                if turn.sent is not None:
+                    store.update_message(question.id, sent=turn.sent)
+                for notice in turn.notices:
+                    if not args.json:
+                        print(f"note: {notice}", file=sys.stderr)
+            answer = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
+            try:
+                result = _stream(engine, loaded, messages, _params(args), args)
+            except EngineCrashedError as exc:
+                store.update_message(answer.id, content=exc.partial_text, status="error", error=str(exc))
+                raise
+            except PaddockError as exc:
+                store.update_message(answer.id, status="error", error=str(exc))
+                raise
+            stats = result.stats.to_dict()
+            status = "interrupted" if result.stats.finish_reason == "cancelled" else "complete"
+            store.update_message(answer.id, content=result.text, status=status, stats=stats,
+                                 reasoning=result.reasoning, sources=sources or None)
+            store.touch(conv.id)
+            _report(args, loaded, result, {"chat": conv.id, "sources": len(sources)})
+            if not args.json:
+                print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
+    finally:
+        if docs is not None:
+            docs.close()
+    return 0
+
+
+def _stream(engine: Any, loaded: Any, messages: list[Any], params: Any, args: argparse.Namespace, *,
+            raw: str | None = None) -> Any:
+    """Stream the answer to stdout and a reasoning model's thinking to stderr (dimmed on a
+    terminal), so that ``paddock chat ... > answer.txt`` keeps only the answer."""
+    if not args.json:
+        for notice in loaded.notices:
+            print(f"note: {notice}", file=sys.stderr)
+    gen = engine.stream(messages, params, raw_prompt=raw)
+    thinking = False
+    try:
+        for kind, chunk in gen.deltas():
+            if args.json:
+                continue
+            if kind == "thinking":
+                if not thinking:
+                    sys.stderr.write(_dim("Thinking: ", sys.stderr))
+                    thinking = True
+                sys.stderr.write(_dim(chunk, sys.stderr))
+                sys.stderr.flush()
+                continue
+            if thinking:
+                sys.stderr.write("\n\n")
+                thinking = False
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        if thinking:
+            sys.stderr.write("\n")
+    except KeyboardInterrupt:
+        engine.cancel()
+        for _ in gen:  # drain to the Done event; the child stops within one token
+            pass
+    except EngineCrashedError as exc:
+        if not args.json and exc.partial_text:
+            sys.stdout.write("\n")
+        raise
+    assert gen.result is not None
+    return gen.result
+
+
+def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str, Any]) -> None:
+    if not args.json:
+        sys.stdout.write("\n")
+        for notice in result.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        return
+    s = result.stats
+    out: dict[str, Any] = {
+        "text": result.text,
+        "prompt_tokens": s.prompt_tokens,
+        "prompt_evaluated": s.prompt_evaluated,
+        "prompt_reused": s.prompt_reused,
+        "completion_tokens": s.completion_tokens,
+        "ttft_s": round(s.ttft_s, 4),
+        "tokens_per_s": round(s.tokens_per_s, 2),
+        "load_s": round(loaded.load_s, 4),
+        "backend": loaded.backend,
+        "finish_reason": s.finish_reason,
+        "model": loaded.name,
+        "n_ctx": loaded.n_ctx,
+        "template": loaded.template_source,
+        "notices": list(loaded.notices + result.notices),
+        **extra,
+    }
+    if result.reasoning:
+        out["reasoning"] = result.reasoning
+        out["reasoning_s"] = round(result.reasoning_s, 3)
+    print(json.dumps(out, ensure_ascii=False))
+
+
+def _dim(text: str, stream: Any) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if getattr(stream, "isatty", lambda: False)() else text
