@@ -46,6 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="add this turn to stored chat ID (the window's chats; ids in `paddock chat --list`)")
     where.add_argument("--continue", dest="continue_last", action="store_true",
                        help="add this turn to the most recent stored chat")
+    where.add_argument("--new", dest="new_chat", action="store_true",
+                       help="start a new stored chat with this turn (shown in the window; --continue follows up)")
     where.add_argument("--list", dest="list_chats", action="store_true", help="list the stored chats and exit")
     chat.add_argument("--collection", default=None, metavar="NAME",
                       help="answer from this indexed document collection (`paddock docs add`); the turn is "

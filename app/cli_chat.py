@@ -1,6 +1,7 @@
 """``paddock chat``: one question, or a turn in a stored conversation (the window's chats).
 
     paddock chat --model M "question"                  # one-off, nothing stored
+    paddock chat --model M --new "question"            # a new stored chat
     paddock chat --model M --collection NAME "question"  # a new stored chat with documents
     paddock chat --continue "follow-up"                # the next turn of the last chat
     paddock chat --chat 12 --json "follow-up"          # a turn in chat 12
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise PaddockError("give the message to send (paddock chat ... \"your question\")")
     if args.max_tokens <= 0:
         raise PaddockError("--max-tokens must be a positive number")
-    stored = args.chat is not None or args.continue_last or args.collection is not None
+    stored = args.chat is not None or args.continue_last or args.new_chat or args.collection is not None
     if stored and args.raw:
         raise PaddockError("--raw is a plain completion: it cannot be a turn of a stored chat")
     if not stored:
@@ -99,18 +100,29 @@ def _one_off(args: argparse.Namespace) -> int:
 
 def _stored_turn(store: Any, args: argparse.Namespace) -> int:
     """Add the question and the answer to a stored conversation, as the window does."""
+    from app.docs.service import Documents
+
+    docs = Documents(embed_model=None)  # each collection keeps its own embedding model
+    try:
+        return _turn(store, docs, args)
+    finally:
+        docs.close()
+
+
+def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     from app.docs.prompt import documents_turn
     from app.engine.client import Engine
     from app.engine.types import ChatMessage
     from app.models.library import loadable_model
     from app.store.chats import title_from
 
+    collection = docs.collection_for(args.collection) if args.collection is not None else None
     if args.chat is not None:
         conv = store.conversation(args.chat)
     elif args.continue_last:
         convs = store.conversations()
         if not convs:
-            raise PaddockError("there is no stored chat to continue: start one with --model (and --collection)")
+            raise PaddockError("there is no stored chat to continue: start one with --new or --collection")
         conv = convs[0]
     else:
         if args.model is None:
@@ -121,56 +133,45 @@ def _stored_turn(store: Any, args: argparse.Namespace) -> int:
         raise PaddockError(f"chat {conv.id} has no model: choose one with --model")
     if model != conv.model:
         conv = store.update_conversation(conv.id, model=model)
-    from app.docs.service import Documents
-
-    docs: Documents | None = Documents(embed_model=None)  # each collection keeps its own embedding model
-    assert docs is not None
-    if args.collection is not None:
-        docs.index.attach(conv.id, docs.collection_for(args.collection).id)
-    if not docs.index.attached(conv.id):  # no documents in this chat (from the window or an earlier turn)
-        docs.close()
-        docs = None
-    try:
-        history = [m for m in store.messages(conv.id) if m.content and m.status != "error"]
-        question = store.add_message(conv.id, "user", args.prompt.strip())
-        if conv.title == "New chat":
-            store.update_conversation(conv.id, title=title_from(args.prompt))
-        system = args.system or conv.system_prompt
-        messages = [ChatMessage("system", system)] if system.strip() else []
-        messages += [m.as_chat() for m in history]
-        messages.append(ChatMessage("user", question.content))
-        with Engine() as engine:
-            loaded = engine.load(model, _settings(args))
-            sources: list[dict[str, Any]] = []
-            if docs is not None:
-                earlier: list[dict[str, Any]] = next((m.sources for m in reversed(history) if m.sources), [])
-                turn = documents_turn(docs.retriever, docs.index.attached(conv.id), messages, loaded.n_ctx, earlier)
-                messages, sources = turn.messages, turn.sources
-                if turn.sent is not None:
-                    store.update_message(question.id, sent=turn.sent)
-                for notice in turn.notices:
-                    if not args.json:
-                        print(f"note: {notice}", file=sys.stderr)
-            answer = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
-            try:
-                result = _stream(engine, loaded, messages, _params(args), args)
-            except EngineCrashedError as exc:
-                store.update_message(answer.id, content=exc.partial_text, status="error", error=str(exc))
-                raise
-            except PaddockError as exc:
-                store.update_message(answer.id, status="error", error=str(exc))
-                raise
-            stats = result.stats.to_dict()
-            status = "interrupted" if result.stats.finish_reason == "cancelled" else "complete"
-            store.update_message(answer.id, content=result.text, status=status, stats=stats,
-                                 reasoning=result.reasoning, sources=sources or None)
-            store.touch(conv.id)
-            _report(args, loaded, result, {"chat": conv.id, "sources": len(sources)})
-            if not args.json:
-                print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
-    finally:
-        if docs is not None:
-            docs.close()
+    if collection is not None:
+        docs.index.attach(conv.id, collection.id)
+    collections = docs.index.attached(conv.id)  # also those attached in the window
+    history = [m for m in store.messages(conv.id) if m.content and m.status != "error"]
+    question = store.add_message(conv.id, "user", args.prompt.strip())
+    if conv.title == "New chat":
+        store.update_conversation(conv.id, title=title_from(args.prompt))
+    system = args.system or conv.system_prompt
+    messages = [ChatMessage("system", system)] if system.strip() else []
+    messages += [m.as_chat() for m in history]
+    messages.append(ChatMessage("user", question.content))
+    with Engine() as engine:
+        loaded = engine.load(model, _settings(args))
+        sources: list[dict[str, Any]] = []
+        if collections:
+            earlier: list[dict[str, Any]] = next((m.sources for m in reversed(history) if m.sources), [])
+            turn = documents_turn(docs.retriever, collections, messages, loaded.n_ctx, earlier)
+            messages, sources = turn.messages, turn.sources
+            if turn.sent is not None:
+                store.update_message(question.id, sent=turn.sent)
+            for notice in turn.notices:
+                if not args.json:
+                    print(f"note: {notice}", file=sys.stderr)
+        answer = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
+        try:
+            result = _stream(engine, loaded, messages, _params(args), args)
+        except EngineCrashedError as exc:
+            store.update_message(answer.id, content=exc.partial_text, status="error", error=str(exc))
+            raise
+        except PaddockError as exc:
+            store.update_message(answer.id, status="error", error=str(exc))
+            raise
+        status = "interrupted" if result.stats.finish_reason == "cancelled" else "complete"
+        store.update_message(answer.id, content=result.text, status=status, stats=result.stats.to_dict(),
+                             reasoning=result.reasoning, sources=sources or None)
+        store.touch(conv.id)
+        _report(args, loaded, result, {"chat": conv.id, "sources": len(sources)})
+        if not args.json:
+            print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
     return 0
 
 

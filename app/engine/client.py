@@ -24,6 +24,7 @@ from app import errors
 from app.engine.protocol import (
     Cancel,
     Chunk,
+    ClearStates,
     CountTokens,
     Done,
     Embed,
@@ -163,7 +164,10 @@ class Engine:
             if proc.is_alive():
                 with contextlib.suppress(Exception):
                     self._send(Shutdown())
-                proc.join(SHUTDOWN_TIMEOUT_S)  # it writes kept conversation states to disk first
+                    # It writes kept conversation states to disk first; its log lines (e.g. a
+                    # save skipped on a full disk) come through while we wait for the answer.
+                    self._expect(Ok, "shutting down", timeout=SHUTDOWN_TIMEOUT_S)
+                proc.join(5)
                 if proc.is_alive():
                     proc.kill()
                     proc.join(5)
@@ -242,6 +246,17 @@ class Engine:
             self._send(CountTokens(tuple(messages)))
             count = self._expect(TokenCount, "counting tokens")
             return count.n_tokens, count.n_ctx
+
+    def clear_states(self) -> None:
+        """Forget every kept conversation state (RAM and disk); files only if no engine runs."""
+        from app.engine.kvstates import clear_folder, states_folder
+
+        with self._lock:
+            if self.is_alive():
+                self._send(ClearStates())
+                self._expect(Ok, "clearing kept states")
+                return
+        clear_folder(states_folder())
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """(unit-length vectors, tokens read) for ``texts`` with the loaded model."""

@@ -32,11 +32,20 @@ from app.engine.chat_format import (
     special_markers,
 )
 from app.engine.gguf_file import GGUFInfo, read_gguf
-from app.engine.kvstates import MIN_TOKENS, KeptState, StateStore, common_prefix, state_key
+from app.engine.kvstates import (
+    MIN_TOKENS,
+    KeptState,
+    StateStore,
+    clear_folder,
+    common_prefix,
+    state_key,
+    states_folder,
+)
 from app.engine.native import DecodeError, Sampler, Session
 from app.engine.protocol import (
     Cancel,
     Chunk,
+    ClearStates,
     CountTokens,
     Done,
     Embed,
@@ -171,6 +180,11 @@ class EngineHost:
             self.send(Ok())
         elif isinstance(request, Generate):
             self.send(Done(self._generate(request)))
+        elif isinstance(request, ClearStates):
+            if self.states is not None:
+                self.states.clear()
+            clear_folder(states_folder())
+            self.send(Ok())
         elif isinstance(request, Embed):
             self.send(self._embed(request.texts))
         elif isinstance(request, CountTokens):
@@ -293,10 +307,8 @@ class EngineHost:
         self.llm = llm
         self.session = session
         if not settings.embedding:
-            from app import paths
-
             key = state_key(str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True])
-            self.states = StateStore(paths.cache_dir() / "kv-states", key, settings.kept_states_ram_mb << 20,
+            self.states = StateStore(states_folder(), key, settings.kept_states_ram_mb << 20,
                                      settings.kept_states_disk_mb << 20)
         self.embedding_mode = settings.embedding
         self.info = info

@@ -74,6 +74,31 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def states_folder() -> Path:
+    from app import paths
+
+    return paths.cache_dir() / "kv-states"
+
+
+def folder_usage(folder: Path) -> tuple[int, int]:
+    """(bytes, files) of the kept states on disk."""
+    sizes = []
+    for path in folder.glob(f"*{SUFFIX}"):
+        with contextlib.suppress(OSError):
+            sizes.append(path.stat().st_size)
+    return sum(sizes), len(sizes)
+
+
+def clear_folder(folder: Path) -> int:
+    """Remove every kept state on disk; the number removed."""
+    removed = 0
+    for path in [*folder.glob(f"*{SUFFIX}"), *folder.glob("*.partial")]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def _digest(tokens: Sequence[int], data: bytes) -> str:
     h = hashlib.sha256(struct.pack(f"<{len(tokens)}i", *tokens))
     h.update(data)

@@ -48,6 +48,11 @@ class CountTokens:
 
 
 @dataclass(frozen=True)
+class ClearStates:
+    """Forget every kept conversation state, in RAM and on disk."""
+
+
+@dataclass(frozen=True)
 class Embed:
     """Embedding vectors (mean-pooled, L2-normalised) of texts with the loaded model."""
 
@@ -59,7 +64,7 @@ class Shutdown:
     pass
 
 
-Request = Load | Unload | Generate | Cancel | CountTokens | Embed | Shutdown
+Request = Load | Unload | Generate | Cancel | CountTokens | Embed | ClearStates | Shutdown
 
 # -- events --------------------------------------------------------------------
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QSpinBox,
     QTextBrowser,
     QVBoxLayout,
@@ -17,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from app import __version__
 from app.engine.gguf_file import GGUFInfo
+from app.engine.kvstates import folder_usage, states_folder
 from app.engine.types import LoadSettings
 
 GPU_CHOICES = (("Automatic (from the model and this machine)", None), ("CPU only", 0), ("All layers on the GPU", -1))
@@ -25,7 +31,8 @@ GPU_CHOICES = (("Automatic (from the model and this machine)", None), ("CPU only
 class SettingsDialog(QDialog):
     """App-wide settings: defaults for new chats and how models are loaded."""
 
-    def __init__(self, parent: QWidget, system_prompt: str, load: LoadSettings) -> None:
+    def __init__(self, parent: QWidget, system_prompt: str, load: LoadSettings,
+                 on_clear_states: Callable[[], str] | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         form = QFormLayout(self)
@@ -50,6 +57,36 @@ class SettingsDialog(QDialog):
             self.gpu.addItem(label, value)
         self.gpu.setCurrentIndex(max(0, self.gpu.findData(load.n_gpu_layers)))
         form.addRow("GPU offload", self.gpu)
+        # Kept conversation states: what makes returning to a chat (or reopening Paddock) instant.
+        self.states_ram = QSpinBox()
+        self.states_ram.setRange(0, 1 << 20)
+        self.states_ram.setSingleStep(256)
+        self.states_ram.setSuffix(" MB")
+        self.states_ram.setSpecialValueText("none")
+        self.states_ram.setValue(load.kept_states_ram_mb)
+        self.states_disk = QSpinBox()
+        self.states_disk.setRange(0, 1 << 22)
+        self.states_disk.setSingleStep(1024)
+        self.states_disk.setSuffix(" MB")
+        self.states_disk.setSpecialValueText("none")
+        self.states_disk.setValue(load.kept_states_disk_mb)
+        tip = ("Paddock keeps what the model has already read of your chats, so that going back to a chat "
+               "or reopening the app does not read the whole conversation again. Oldest first out.")
+        self.states_ram.setToolTip(tip)
+        self.states_disk.setToolTip(tip)
+        form.addRow("Kept chat states in memory", self.states_ram)
+        states_row = QHBoxLayout()
+        states_row.addWidget(self.states_disk, 1)
+        self.states_usage = QLabel()
+        self.states_usage.setObjectName("hint")
+        states_row.addWidget(self.states_usage)
+        self.clear_states = QPushButton("Clear")
+        self.clear_states.setToolTip("Forget every kept chat state (chats themselves are not touched)")
+        states_row.addWidget(self.clear_states)
+        form.addRow("Kept chat states on disk", states_row)
+        self._on_clear_states = on_clear_states
+        self.clear_states.clicked.connect(self._clear_states)
+        self._show_usage()
         note = QLabel("Model settings apply the next time a model is loaded.")
         note.setObjectName("hint")
         form.addRow(note)
@@ -59,14 +96,22 @@ class SettingsDialog(QDialog):
         form.addRow(buttons)
         self.resize(520, 300)
 
+    def _show_usage(self, note: str = "") -> None:
+        size, files = folder_usage(states_folder())
+        self.states_usage.setText(note or f"{size / 1e6:,.0f} MB used, {files} chat{'s' if files != 1 else ''}")
+
+    def _clear_states(self) -> None:
+        note = self._on_clear_states() if self._on_clear_states is not None else ""
+        self._show_usage(note)
+
     def load_settings(self, base: LoadSettings) -> LoadSettings:
-        return LoadSettings(
+        return dataclasses.replace(
+            base,
             n_ctx=self.n_ctx.value() or None,
             n_threads=self.threads.value() or None,
             n_gpu_layers=self.gpu.currentData(),
-            flash_attn=base.flash_attn,
-            kv_cache_type=base.kv_cache_type,
-            n_batch=base.n_batch,
+            kept_states_ram_mb=self.states_ram.value(),
+            kept_states_disk_mb=self.states_disk.value(),
         )
 
 

@@ -9,6 +9,7 @@ this window alone turns into dialogs, the notice bar or the status bar.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from app.ui.status import StatusPanel
 from app.ui.welcome import WelcomePage
 
 log = logging.getLogger(__name__)
+# The load settings the Settings dialog changes, kept across sessions.
+SAVED_LOAD_KEYS = ("n_ctx", "n_threads", "n_gpu_layers", "kept_states_ram_mb", "kept_states_disk_mb")
 
 
 class MainWindow(QMainWindow):
@@ -90,8 +93,8 @@ class MainWindow(QMainWindow):
         self._connect_pages()
         saved_load = self.store.get_setting("load_settings")
         if isinstance(saved_load, dict):
-            self.controller.load_settings = LoadSettings(**{
-                k: v for k, v in saved_load.items() if k in ("n_ctx", "n_threads", "n_gpu_layers")
+            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **{
+                k: v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS
             })
         self._build_menu()
         self._connections = self._controller_slots()
@@ -322,7 +325,7 @@ class MainWindow(QMainWindow):
 
     def show_settings(self) -> None:
         dialog = SettingsDialog(self, self.store.get_setting("default_system_prompt", ""),
-                                self.controller.load_settings)
+                                self.controller.load_settings, self.clear_kept_states)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.apply_settings(dialog.system.toPlainText(), dialog.load_settings(self.controller.load_settings))
 
@@ -330,12 +333,21 @@ class MainWindow(QMainWindow):
         self.store.set_setting("default_system_prompt", system_prompt)
         changed = load != self.controller.load_settings
         self.controller.load_settings = load
-        self.store.set_setting(
-            "load_settings", {"n_ctx": load.n_ctx, "n_threads": load.n_threads, "n_gpu_layers": load.n_gpu_layers}
-        )
+        self.store.set_setting("load_settings", {k: getattr(load, k) for k in SAVED_LOAD_KEYS})
         loaded = self.controller.loaded
         if changed and loaded is not None and not self.controller.busy:
             self.controller.load_model(loaded.path, force=True)  # reload with the new settings
+
+    def clear_kept_states(self) -> str:
+        """Settings' Clear: what to show beside the button."""
+        if self.controller.busy:
+            return "Stop the answer first"
+        try:
+            self.controller.engine.clear_states()
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+            return ""
+        return "Cleared"
 
     def show_servers(self) -> None:
         ServersDialog(self, self.servers).exec()

@@ -132,3 +132,82 @@ def test_chat_json_has_reasoning_apart(instruct_model: Path) -> None:
     assert plain.returncode == 0
     assert data["reasoning"] in plain.stderr  # thinking goes to stderr, the answer alone to stdout
     assert data["reasoning"] not in plain.stdout
+
+
+def run_home(home: Path, *args: str, wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "PADDOCK_HOME": str(home)}
+    return subprocess.run([*(wrap or []), sys.executable, "-m", "app", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_a_document_conversation_held_across_processes(tmp_path: Path, instruct_model: Path) -> None:
+    """`paddock chat --collection` starts a stored chat; `--continue` follows up in a new process,
+    which puts the kept state back and evaluates only the new question."""
+    home = tmp_path / "home"
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i, topic in enumerate(("bakery", "orchard", "harbour", "library")):
+        (notes / f"{topic}.md").write_text(f"# The {topic}\n\nThe {topic} opened in {1900 + i}. " * 12)
+    added = run_home(home, "docs", "add", "--collection", "notes", str(notes))
+    assert added.returncode == 0, added.stderr
+    first = run_home(home, "chat", "--model", str(instruct_model), "--collection", "notes", "--json",
+                     "--temperature", "0", "--max-tokens", "16", "--ctx", "4096", "When did the orchard open?")
+    assert first.returncode == 0, first.stderr
+    one = json.loads(first.stdout)
+    assert one["sources"] >= 4
+    assert one["prompt_evaluated"] == one["prompt_tokens"]
+    follow = run_home(home, "chat", "--continue", "--json", "--temperature", "0", "--max-tokens", "16",
+                      "--ctx", "4096", "And the harbour?")
+    assert follow.returncode == 0, follow.stderr
+    two = json.loads(follow.stdout)
+    assert two["chat"] == one["chat"]
+    assert two["prompt_reused"] >= one["prompt_tokens"]
+    assert two["prompt_evaluated"] < 60
+    listed = run_home(home, "chat", "--list", "--json")
+    (chat,) = json.loads(listed.stdout)
+    assert chat["title"] == "When did the orchard open?"
+    third = run_home(home, "chat", "--chat", str(chat["id"]), "--json", "--temperature", "0", "--max-tokens", "8",
+                     "--ctx", "4096", "Thanks.")
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["prompt_evaluated"] < 40
+    from app.store.chats import ChatStore
+
+    store = ChatStore(home / "data" / "paddock.sqlite3")
+    try:
+        roles = [m.role for m in store.messages(chat["id"])]
+        assert roles == ["user", "assistant"] * 3
+    finally:
+        store.close()
+
+
+def test_continue_without_a_chat_is_one_line_error(tmp_path: Path) -> None:
+    out = run_home(tmp_path / "home", "chat", "--continue", "hello")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0
+    assert "no stored chat" in out.stderr
+
+
+def test_full_disk_skips_the_kept_state_and_loses_nothing(tmp_path: Path, instruct_model: Path) -> None:
+    """A real full disk: the state folder is a 1 MB tmpfs in this process' own mount namespace."""
+    import os
+    import shutil
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("a private tmpfs needs unshare and root")
+    home = tmp_path / "home"
+    states = home / "cache" / "kv-states"
+    states.mkdir(parents=True)
+    wrap = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs -o size=1m none "{states}" && exec "$@"', "sh"]
+    long_question = "Tell me about the sea. " * 40
+    first = run_home(home, "chat", "--model", str(instruct_model), "--new", "--json",
+                     "--temperature", "0", "--max-tokens", "8", "--ctx", "4096", long_question, wrap=wrap)
+    assert first.returncode == 0, first.stderr
+    assert "could not keep a conversation state on disk" in first.stderr
+    assert "No space left on device" in first.stderr
+    follow = run_home(home, "chat", "--continue", "--json", "--temperature", "0", "--max-tokens", "8",
+                      "--ctx", "4096", "More?", wrap=wrap)
+    assert follow.returncode == 0, follow.stderr
+    assert json.loads(follow.stdout)["prompt_evaluated"] == json.loads(follow.stdout)["prompt_tokens"]
+    assert list(states.iterdir()) == []  # outside the namespace: nothing was written here

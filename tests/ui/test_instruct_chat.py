@@ -133,3 +133,27 @@ def test_think_switch_for_templates_that_have_one(
     finally:
         w.close()  # File > Quit's path: saves the chat settings, stops the engine
         w.store.close()
+
+
+def test_switching_chats_in_the_window_keeps_each_chats_state(qtbot: QtBot, smol_window: MainWindow) -> None:
+    from app.engine.kvstates import folder_usage, states_folder
+    from app.ui.dialogs import SettingsDialog
+
+    w = smol_window
+    long = "Please remember this list of colours: " + ", ".join(f"colour {i}" for i in range(60)) + "."
+    _c, _m, _s, _e, first = send_and_wait(qtbot, w, long)
+    chat_a = w.current_conv
+    w.new_chat()
+    send_and_wait(qtbot, w, "Hello there, how are you today?")
+    w.select_conversation(chat_a)  # type: ignore[arg-type]
+    _c, _m, status, error, back = send_and_wait(qtbot, w, "Which colour came first?")
+    assert status == "complete", error
+    # chat A's whole history came back from its kept state, not evaluated again
+    assert back["prompt_restored"] >= first["prompt_tokens"]
+    assert back["prompt_evaluated"] < 40
+    dialog = SettingsDialog(w, "", w.controller.load_settings, w.clear_kept_states)
+    assert dialog.states_disk.value() == w.controller.load_settings.kept_states_disk_mb
+    dialog.clear_states.click()
+    assert dialog.states_usage.text() == "Cleared"
+    assert folder_usage(states_folder()) == (0, 0)
+    dialog.reject()
