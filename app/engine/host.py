@@ -63,6 +63,7 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
+from app.engine.speculative import PromptLookup
 from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
 from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
 
@@ -226,6 +227,8 @@ class EngineHost:
             self.embedder.close()
         self.embedder = None
         self.embedding_mode = False
+        if self.session is not None:
+            self.session.close()
         if self.llm is not None:
             self.llm.close()
         self.llm = None
@@ -345,6 +348,7 @@ class EngineHost:
             n_threads=n_threads,
             n_gpu_layers=gpu_layers,
             backend=backend,
+            prompt_lookup=settings.prompt_lookup,
             template_source=(
                 "fallback" if self.formatter.source == "fallback"
                 else "override" if settings.chat_template else "gguf"
@@ -358,6 +362,35 @@ class EngineHost:
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
         return self.loaded
+
+    def _next_tokens(self, session: Session, sampler: Sampler, token: int, lookup: PromptLookup | None, *,
+                     stats: GenerationStats, room: int) -> list[int]:
+        """Evaluate the last token taken and draw what follows: one token, or with a
+        prompt-lookup draft, every draft token the model itself draws and one more.
+
+        Raises:
+            DecodeError: llama.cpp failed (or Stop aborted it).
+        """
+        if token < 0:  # the first answer token: the prompt's logits are there
+            return [sampler.sample(session.ctx)]
+        draft = lookup.draft(room - 1) if lookup is not None else []
+        if not draft:
+            session.decode((token,))
+            return [sampler.sample(session.ctx)]
+        base = session.n_past
+        session.decode_all([token, *draft])
+        drawn = []
+        for i in range(len(draft) + 1):
+            drawn.append(sampler.sample(session.ctx, i))
+            if i == len(draft) or drawn[-1] != draft[i]:
+                break
+        accepted = len(drawn) - 1
+        assert lookup is not None
+        lookup.result(len(draft), accepted)
+        stats.draft_tokens += len(draft)
+        stats.draft_accepted += accepted
+        session.keep(base + 1 + accepted)  # the refused rest of the draft leaves the KV cache
+        return drawn
 
     # -- kept conversation states ------------------------------------------------
 
@@ -522,38 +555,45 @@ class EngineHost:
         thinking_s = 0.0
         n_generated = 0
         finish = "length"
-        token = -1
+        token = -1  # the last token taken, not yet evaluated
+        ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
+        lookup = PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup else None
         try:
             while True:
                 if n_generated >= params.max_tokens:
                     finish = "length"  # (before decoding the last token for nothing)
                     break
-                if token >= 0:  # the token drawn last time goes in before the next draw
+                if not ready:
+                    if self.cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    if session.n_past >= n_ctx - 1 - (token >= 0):
+                        finish = "context_full"
+                        notices.append("The answer reached the end of the model's context and was cut there.")
+                        break
                     try:
-                        session.decode((token,))
+                        ready = self._next_tokens(session, sampler, token, lookup, stats=stats,
+                                                  room=min(params.max_tokens - n_generated, n_ctx - 2 - session.n_past))
                     except DecodeError as exc:
                         if self.cancel.is_set():
                             finish = "cancelled"
                             break
                         raise EngineError(f"llama.cpp failed while generating ({exc})") from exc
-                if self.cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if session.n_past >= n_ctx - 1:
-                    finish = "context_full"
-                    notices.append("The answer reached the end of the model's context and was cut there.")
-                    break
-                token = sampler.sample(session.ctx)
+                taken = ready.pop(0)
+                # the last drawn token is evaluated next round; a verified draft's others already are
+                token = -1 if ready else taken
                 now = time.perf_counter()
                 if first_token_at is None:
                     first_token_at = now
-                if session.is_eog(token):
+                if session.is_eog(taken):
                     finish = "stop"
                     break
+                if lookup is not None:
+                    lookup.push(taken)
                 n_generated += 1
                 if parser.in_thinking and thinking_started is None:
                     thinking_started = now
-                for kind, text in parser.feed(decoder.decode(session.piece(token))):
+                for kind, text in parser.feed(decoder.decode(session.piece(taken))):
                     if kind == "thinking":
                         unsent_thinking += text
                     else:

@@ -58,6 +58,8 @@ class Session:
         self.shown_special: frozenset[int] = frozenset()
         self._buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
+        self._batch: Any = None  # for decode_all (speculative drafts)
+        self._batch_size = 0
 
     @property
     def n_past(self) -> int:
@@ -124,6 +126,43 @@ class Session:
             past = self.llm.n_tokens
             self.llm.input_ids[past : past + n] = part
             self.llm.n_tokens = past + n
+
+    def decode_all(self, tokens: Sequence[int]) -> None:
+        """Evaluate ``tokens`` as one batch keeping every position's logits (to verify a
+        speculative draft: position i predicts the token after ``tokens[i]``).
+
+        Raises:
+            DecodeError: llama.cpp failed (or was aborted).
+        """
+        lib = self.lib
+        n = len(tokens)
+        if self._batch is None or self._batch_size < n:
+            if self._batch is not None:
+                lib.llama_batch_free(self._batch)
+            self._batch_size = max(n, 32)
+            self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
+        batch = self._batch
+        past = self.llm.n_tokens
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = past + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        batch.n_tokens = n
+        if self._abort is not None and self._armed:
+            self._armed = False
+            lib._lib.llama_set_abort_callback(self.ctx, self._no_abort, None)
+        code = int(lib.llama_decode(self.ctx, batch))
+        if code != 0:
+            raise DecodeError(code)
+        self.llm.input_ids[past : past + n] = tokens
+        self.llm.n_tokens = past + n
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self.lib.llama_batch_free(self._batch)
+            self._batch = None
 
     def is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
@@ -197,14 +236,15 @@ class Sampler:
     def _add(self, sampler: Any) -> None:
         self.lib.llama_sampler_chain_add(self.chain, sampler)
 
-    def sample(self, ctx: Any) -> int:
-        """Draw the next token from the last logits (and record it for the penalty)."""
+    def sample(self, ctx: Any, index: int = -1) -> int:
+        """Draw the next token from the logits of batch position ``index`` (the last by
+        default), and record it for the penalty."""
         if self.argmax:
             import numpy as np
 
-            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
+            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
             return int(logits.argmax())
-        return int(self.lib.llama_sampler_sample(self.chain, ctx, -1))
+        return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
 
     def close(self) -> None:
         if self.chain is not None:

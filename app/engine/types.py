@@ -65,6 +65,8 @@ class LoadSettings:
     # Kept conversation states (app/engine/kvstates.py): budgets in MiB; 0 keeps none.
     kept_states_ram_mb: int = 1024
     kept_states_disk_mb: int = 4096
+    # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py).
+    prompt_lookup: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class LoadedModel:
     template_source: Literal["gguf", "fallback", "override"]
     load_s: float
     notices: tuple[str, ...] = ()
+    prompt_lookup: bool = True
     # Thinking: the family's format ("think", "gpt-oss", ...), whether the template has a
     # Think switch (``enable_thinking``), and whether thinking is on when it is left unset.
     reasoning_format: str = ""
@@ -106,6 +109,9 @@ class GenerationStats:
     finish_reason: str = ""
     dropped_messages: int = 0
     n_ctx: int = 0
+    # speculative decoding: tokens drafted from the context, and how many the model kept
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
