@@ -22,7 +22,9 @@ before it, and ratios are medians of the pair ratios.
    model file;
 7. decode speed against this machine's memory bandwidth;
 8. embedding throughput (chunks/s at ~256 tokens);
-9. soak: 200 answers over 10 chats in the real window, then File > Quit
+9. kept states and speculative decoding (``benchmarks/kv_reuse.py``): document
+   follow-ups, chat switches and restarts, quoting answers against llama-bench;
+10. soak: 200 answers over 10 chats in the real window, then File > Quit
    (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
@@ -389,8 +391,9 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import soak
+    from benchmarks import kv_reuse, soak
 
+    kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app import errors
 from app.engine.protocol import (
@@ -217,22 +217,31 @@ class Engine:
         messages: Sequence[ChatMessage],
         params: SamplingParams | None = None,
         raw_prompt: str | None = None,
+        *,
         continue_final: bool = False,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
     ) -> Generation:
         """An answer to ``messages``; with ``continue_final`` the last message is a cut-off
-        answer that the model writes on from where it ended."""
+        answer that the model writes on from where it ended.  ``tools`` (OpenAI entries) may
+        be called ("auto"), must be ("required", or one tool's name), or not ("none")."""
         if not self.is_alive() or self.loaded is None:
             raise errors.EngineError("no model is loaded: choose a model first")
-        return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final))
+        return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final,
+                                         tuple(tools), tool_choice))
 
     def generate(
         self,
         messages: Sequence[ChatMessage],
         params: SamplingParams | None = None,
         raw_prompt: str | None = None,
+        *,
         continue_final: bool = False,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
     ) -> GenerationResult:
-        gen = self.stream(messages, params, raw_prompt, continue_final)
+        gen = self.stream(messages, params, raw_prompt, continue_final=continue_final, tools=tools,
+                          tool_choice=tool_choice)
         for _ in gen:
             pass
         assert gen.result is not None

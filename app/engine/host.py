@@ -28,7 +28,9 @@ from app.engine.chat_format import (
     FALLBACK_NOTICE,
     ChatFormatter,
     RenderedPrompt,
+    call_grammar,
     output_parser,
+    parse_tool_calls,
     special_markers,
 )
 from app.engine.gguf_file import GGUFInfo, read_gguf
@@ -453,7 +455,7 @@ class EngineHost:
 
     def _fit(
         self, messages: Sequence[ChatMessage], max_tokens: int, enable_thinking: bool | None = None,
-        continue_final: bool = False,
+        continue_final: bool = False, tools: Sequence[dict[str, Any]] = (),
     ) -> tuple[RenderedPrompt, list[int], int]:
         """Render the conversation; drop the oldest turns (never the system prompt
         or the newest message) until prompt + answer room fit the context."""
@@ -463,7 +465,8 @@ class EngineHost:
         msgs = list(messages)
         dropped = 0
         while True:
-            prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final)
+            prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final,
+                                      tools=tools)
             tokens = self._tokenize(prompt)
             if len(tokens) + reserve <= n_ctx:
                 return prompt, tokens, dropped
@@ -494,8 +497,9 @@ class EngineHost:
                     f"the prompt is {len(tokens)} tokens but the model's context holds {llm.n_ctx()}"
                 )
         else:
+            tools = req.tools if req.tool_choice != "none" else ()
             prompt, tokens, dropped = self._fit(
-                req.messages, params.max_tokens, params.enable_thinking, req.continue_final
+                req.messages, params.max_tokens, params.enable_thinking, req.continue_final, tools
             )
             for notice in prompt.notices:
                 if notice not in self._told:
@@ -546,8 +550,18 @@ class EngineHost:
                 return GenerationResult("", stats, tuple(notices))
             raise EngineError(f"llama.cpp failed while reading the prompt ({exc})") from exc
 
-        sampler = Sampler(params, llm.n_vocab(), seed, tokens)
+        grammar = None
+        if req.tools and req.tool_choice not in ("auto", "none") and prompt.tool_format is not None:
+            # A call is required: constrain the output to one valid call of the offered tools.
+            only = None if req.tool_choice == "required" else req.tool_choice
+            try:
+                grammar = call_grammar(prompt.tool_format, req.tools, only)
+            except ValueError as exc:
+                raise EngineError(f"cannot require that tool: {exc}") from exc
+        sampler = Sampler(params, llm.n_vocab(), seed, tokens, grammar=grammar, vocab=session.vocab)
         parser = output_parser(prompt, continuing=req.continue_final)
+        if grammar is not None:
+            parser.in_thinking = False  # the grammar starts the call at once
         unsent, unsent_thinking = "", ""  # text not sent yet (coalesced, see CHUNK_INTERVAL_S)
         sent_at = 0.0
         first_token_at: float | None = None
@@ -557,7 +571,8 @@ class EngineHost:
         finish = "length"
         token = -1  # the last token taken, not yet evaluated
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
-        lookup = PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup else None
+        lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
+                  and grammar is None else None)
         try:
             while True:
                 if n_generated >= params.max_tokens:
@@ -611,7 +626,16 @@ class EngineHost:
                     unsent, unsent_thinking, sent_at = "", "", now
         finally:
             sampler.close()
-        for kind, text in parser.feed(decoder.decode(b"", final=True)) + parser.finish():
+        tail = parser.feed(decoder.decode(b"", final=True)) + parser.finish()
+        tool_calls: list[dict[str, Any]] = []
+        if parser.in_tool:
+            tool_calls = parse_tool_calls(prompt, parser.tool_text)
+            if tool_calls:
+                finish = "tool_calls"
+            else:  # not a call after all (or one Paddock cannot read): it is the answer
+                log.info("unreadable tool call kept as text: %r", parser.tool_text[:200])
+                tail += parser.release_tool_text()
+        for kind, text in tail:
             if kind == "thinking":
                 unsent_thinking += text
             else:
@@ -631,7 +655,7 @@ class EngineHost:
             stats.ttft_s = first_token_at - started
             decode_s = ended - first_token_at
             stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
-        return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s)
+        return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s, tuple(tool_calls))
 
 
 def _token_text(llm: Any, token: int) -> str:

@@ -198,7 +198,14 @@ class Sampler:
     full-vocabulary order, at a fraction of the cost.
     """
 
-    def __init__(self, params: SamplingParams, n_vocab: int, seed: int, history: Sequence[int] = ()) -> None:
+    def __init__(self, params: SamplingParams, n_vocab: int, seed: int, history: Sequence[int] = (), *,
+                 grammar: str | None = None, vocab: Any = None) -> None:
+        """Args:
+            grammar: a GBNF grammar the output must follow (a required tool call); needs ``vocab``.
+
+        Raises:
+            ValueError: llama.cpp refused the grammar.
+        """
         from llama_cpp import llama_cpp as lib
 
         self.lib = lib
@@ -211,7 +218,13 @@ class Sampler:
         # Plain greedy is an argmax over the logits: NumPy reads them in place in 0.03 ms,
         # where the chain first copies all of them into a candidate array (0.3 ms on a
         # 262,144-token vocabulary). Both take the first of equal maxima.
-        self.argmax = greedy and not penalise
+        self.argmax = greedy and not penalise and grammar is None
+        if grammar is not None:
+            constrained = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not constrained:
+                lib.llama_sampler_free(self.chain)
+                raise ValueError("llama.cpp could not parse the tool call grammar")
+            add(constrained)
         if penalise:
             penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
             if top_k > 0 and params.repeat_penalty > 1.0:

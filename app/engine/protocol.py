@@ -7,6 +7,7 @@ picklable dataclasses sent over a ``multiprocessing`` pipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams
 
@@ -33,6 +34,10 @@ class Generate:
     raw_prompt: str | None = None
     # The last message is an answer cut off by the token limit: write on from its end.
     continue_final: bool = False
+    # Tools the model may call (OpenAI "tools" entries) and whether it must:
+    # "auto", "required", "none", or the name of the one tool it must call.
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "auto"
 
 
 @dataclass(frozen=True)

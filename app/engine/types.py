@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 # A piece of a streamed answer: what the user reads, or the model's thinking before it.
 DeltaKind = Literal["answer", "thinking"]
 Delta = tuple[DeltaKind, str]
@@ -18,6 +18,10 @@ class ChatMessage:
     # An assistant turn's thinking, kept apart from its answer (the template decides
     # whether past thinking goes back into the prompt).
     reasoning: str = ""
+    # An assistant turn's tool calls ({"id", "name", "arguments": dict}); a tool turn's call id.
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str = ""
+    name: str = ""  # the tool a "tool" message answers for
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,5 @@ class GenerationResult:
     # The model's thinking before the answer (never part of ``text``) and how long it took.
     reasoning: str = ""
     reasoning_s: float = 0.0
+    # The tools the model asked for ({"id", "name", "arguments": dict}); finish_reason "tool_calls".
+    tool_calls: tuple[dict[str, Any], ...] = ()

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -87,6 +88,13 @@ class SettingsDialog(QDialog):
         self._on_clear_states = on_clear_states
         self.clear_states.clicked.connect(self._clear_states)
         self._show_usage()
+        self.prompt_lookup = QCheckBox("Speed up answers that quote the chat (prompt-lookup drafts)")
+        self.prompt_lookup.setToolTip(
+            "When an answer repeats text from the conversation or its documents, the model checks several "
+            "tokens at once. The answer is the same as without it."
+        )
+        self.prompt_lookup.setChecked(load.prompt_lookup)
+        form.addRow("Speculative decoding", self.prompt_lookup)
         note = QLabel("Model settings apply the next time a model is loaded.")
         note.setObjectName("hint")
         form.addRow(note)
@@ -112,6 +120,7 @@ class SettingsDialog(QDialog):
             n_gpu_layers=self.gpu.currentData(),
             kept_states_ram_mb=self.states_ram.value(),
             kept_states_disk_mb=self.states_disk.value(),
+            prompt_lookup=self.prompt_lookup.isChecked(),
         )
 
 

@@ -21,6 +21,7 @@ from app.engine.chat_format.prompt import (
     RenderedPrompt,
     message_dict,
 )
+from app.engine.chat_format.tool_calls import HERMES, ParsedCall, ToolCallFormat, call_grammar
 
 __all__ = [
     "FALLBACK_NOTICE",
@@ -32,8 +33,11 @@ __all__ = [
     "Piece",
     "ReasoningFormat",
     "RenderedPrompt",
+    "ToolCallFormat",
+    "call_grammar",
     "message_dict",
     "output_parser",
+    "parse_tool_calls",
     "reasoning_format",
     "special_markers",
 ]
@@ -42,10 +46,21 @@ __all__ = [
 def output_parser(prompt: RenderedPrompt, continuing: bool = False) -> OutputParser:
     """The parser for the output that follows ``prompt``."""
     chat = prompt.source != "raw"
+    tools = prompt.tool_format
     return OutputParser(
         prompt.stops, prompt.reasoning if chat else None, thinking_open=prompt.thinking_open,
         strip_prefixes=prompt.strip_prefixes, chat=chat, continuing=continuing,
+        tool_starts=tools.starts if tools else (), tool_json_start=bool(tools and tools.json_start),
     )
+
+
+def parse_tool_calls(prompt: RenderedPrompt, text: str) -> list[ParsedCall]:
+    """The calls in a tool call's text, read in the family's syntax (and Hermes', which
+    Paddock itself describes to models whose template has no place for tools)."""
+    fmt = prompt.tool_format
+    if fmt is None or not text:
+        return []
+    return fmt.parse(text) or (HERMES.parse(text) if fmt is not HERMES else [])
 
 
 def special_markers(prompt_format: ReasoningFormat, stops: tuple[str, ...]) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ FORMATS: tuple[ReasoningFormat, ...] = (
     ),
     ReasoningFormat("gemma4", "<|channel>thought", "<channel|>"),
     ReasoningFormat("seed", "<seed:think>", "</seed:think>"),
-    ReasoningFormat("hunyuan", "<think:opensource>", "</think:opensource>"),
+    ReasoningFormat("hunyuan", "<think:opensource>", "</think:opensource>", signature="'<think{}>'.format(HYTK)"),
     ReasoningFormat("minimax", "<mm:think>", "</mm:think>"),
     ReasoningFormat("mistral", "[THINK]", "[/THINK]"),
     ReasoningFormat(

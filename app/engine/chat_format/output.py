@@ -27,6 +27,11 @@ class OutputParser:
         strip_prefixes: text dropped if the answer starts with it ("Answer:" of the fallback).
         chat: trim white space around the answer (off for raw completions).
         continuing: the output continues an existing answer (keep its leading space).
+        tool_starts: markers that open a tool call (tools were offered): from there on the
+            output is the call, kept in ``tool_text`` and not shown.
+        tool_json_start: the family may write the call as the whole answer (a JSON object or
+            a list): an answer starting with ``{`` or ``[`` is held in ``tool_text`` until the
+            end, then read as a call or given back with :meth:`release_tool_text`.
     """
 
     def __init__(
@@ -38,6 +43,8 @@ class OutputParser:
         strip_prefixes: Sequence[str] = (),
         chat: bool = True,
         continuing: bool = False,
+        tool_starts: Sequence[str] = (),
+        tool_json_start: bool = False,
     ) -> None:
         self.answer = ""
         self.thinking = ""
@@ -51,9 +58,17 @@ class OutputParser:
         self._thinking_started = False
         self._pending = ""
         self._held_ws = ""  # trailing white space, sent once more text follows
+        self._tool_starts = tuple(t for t in tool_starts if t)
+        self._tool_json_start = tool_json_start
+        self.in_tool = False
+        self.tool_text = ""  # a tool call's text, from its opening marker on
 
     def _markers(self) -> list[str]:
         markers = list(self._stops)
+        if self.in_tool:
+            return markers  # a call's own syntax is not ours to interpret
+        if not self.in_thinking:
+            markers += self._tool_starts
         if self._reasoning is not None:
             markers += self._reasoning.markers
         if not self._answer_started:
@@ -83,6 +98,15 @@ class OutputParser:
                 break
         return out
 
+    def release_tool_text(self) -> list[Piece]:
+        """Give back held text that turned out not to be a tool call, as answer."""
+        text, self.tool_text, self.in_tool = self.tool_text, "", False
+        out: list[Piece] = []
+        self._tool_json_start = False
+        self._emit(text, out)
+        self._held_ws = ""
+        return out
+
     def finish(self) -> list[Piece]:
         """What was held back, now that the output is complete."""
         out: list[Piece] = []
@@ -100,6 +124,10 @@ class OutputParser:
         fmt = self._reasoning
         if marker in self._stops:
             self.stopped = True
+        elif marker in self._tool_starts and not self.in_tool and not self.in_thinking:
+            self.in_tool = True
+            self.tool_text = marker
+            self._held_ws = ""
         elif fmt is not None and marker == fmt.open and not self.in_thinking:
             self.in_thinking = True
             self._held_ws = ""
@@ -110,6 +138,14 @@ class OutputParser:
 
     def _emit(self, text: str, out: list[Piece]) -> None:
         if not text:
+            return
+        if self.in_tool:
+            self.tool_text += text
+            return
+        if (self._tool_json_start and not self._answer_started and not self.in_thinking
+                and text.lstrip()[:1] in ("{", "[")):
+            self.in_tool = True  # maybe a call written as the whole answer; decided at the end
+            self.tool_text = text.lstrip()
             return
         if not self._chat:
             out.append(self._add("answer", text))

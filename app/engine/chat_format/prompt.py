@@ -39,6 +39,7 @@ preamble + "User:/Assistant:" echoes it; "Question:/Answer:" answers both
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ import jinja2
 
 from app.engine.chat_format.families import ReasoningFormat, opens_thinking, reasoning_format
 from app.engine.chat_format.jinja_env import TemplateRefusal, compile_template
+from app.engine.chat_format.tool_calls import HERMES, ToolCallFormat, tool_call_format, tools_system_prompt
 from app.engine.types import ChatMessage
 from app.errors import TemplateError
 
@@ -78,6 +80,8 @@ class RenderedPrompt:
     thinking_open: bool = False
     # Told to the user once (e.g. the system prompt was folded into the first message).
     notices: tuple[str, ...] = ()
+    # How this model writes tool calls (when tools were offered).
+    tool_format: ToolCallFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class ChatFormatter:
         self.model_name = model_name or "this model"
         self.source = "gguf" if template else "fallback"
         self.reasoning = reasoning_format(template)
+        self.tool_format, self.renders_tools = tool_call_format(template)
         self._source_text = template or ""
         self._template: jinja2.Template | None = None
         self._adaptation: _Adaptation | None = None  # found on the first render
@@ -151,6 +156,7 @@ class ChatFormatter:
         add_generation_prompt: bool = True,
         enable_thinking: bool | None = None,
         continue_final: bool = False,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> RenderedPrompt:
         """The prompt for ``messages``.
 
@@ -159,6 +165,8 @@ class ChatFormatter:
             enable_thinking: the chat's Think switch (None: the template's default).
             continue_final: the last message is a cut-off assistant answer; the prompt
                 ends where it ends, so the model goes on writing it (Continue).
+            tools: tools the model may call (OpenAI ``tools`` entries): given to the template,
+                or described in a system message when the template has no place for them.
 
         Raises:
             TemplateError: the template failed or refused, naming the model and the cause.
@@ -169,6 +177,14 @@ class ChatFormatter:
                 return RenderedPrompt(text, FALLBACK_STOPS, "fallback", self.model_adds_bos)
             return RenderedPrompt(_fallback(messages), FALLBACK_STOPS, "fallback", self.model_adds_bos, ("Answer:",))
         extra: dict[str, Any] = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        tool_format = None
+        if tools or any(m.role == "tool" or m.tool_calls for m in messages):
+            tool_format = self.tool_format if self.renders_tools else HERMES
+            if self.renders_tools:
+                if tools:
+                    extra["tools"] = [dict(t) for t in tools]
+            else:
+                messages = _tools_as_text(messages, tools)
         if continue_final:
             text = self._render_continued(messages, extra)
         else:
@@ -182,7 +198,7 @@ class ChatFormatter:
         return RenderedPrompt(
             text, stops, "gguf", add_bos, reasoning=self.reasoning,
             thinking_open=add_generation_prompt and not continue_final and opens_thinking(text, self.reasoning),
-            notices=adaptation.notices,
+            notices=adaptation.notices, tool_format=tool_format if tools else None,
         )
 
     def _render_adapted(self, messages: Sequence[ChatMessage], add_generation_prompt: bool,
@@ -246,6 +262,8 @@ class ChatFormatter:
             "eos_token": self.eos_token,
             **extra,
         }
+        if context["tools"] is None and adaptation.empty_tools:
+            context["tools"] = []
         if adaptation.empty_tools:
             # firefunction's template takes the function list as JSON text and the date
             # as the Fireworks API passes them.
@@ -266,12 +284,49 @@ class ChatFormatter:
 
 
 def message_dict(message: ChatMessage) -> dict[str, Any]:
-    """A message as transformers hands it to a template: role and content, and an
-    assistant's thinking under the names templates read (``reasoning_content``, ``thinking``)."""
+    """A message as transformers hands it to a template: role and content, an assistant's
+    thinking under the names templates read (``reasoning_content``, ``thinking``), its
+    tool calls in the OpenAI shape (arguments as an object), a tool result's call id."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.reasoning:
         out["reasoning_content"] = message.reasoning
         out["thinking"] = message.reasoning
+    if message.tool_calls:
+        out["tool_calls"] = [{"type": "function", "id": c.get("id", ""),
+                              "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+                             for c in message.tool_calls]
+    if message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+        out["name"] = message.name
+    return out
+
+
+def _tools_as_text(messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]) -> list[ChatMessage]:
+    """For a template without tools: describe them in the system message, and write calls and
+    results as Hermes does (``<tool_call>`` in the answer, ``<tool_response>`` as a user turn)."""
+    out: list[ChatMessage] = []
+    for m in messages:
+        if m.role == "tool":
+            text = f"<tool_response>\n{m.content}\n</tool_response>"
+            if out and out[-1].role == "user" and out[-1].content.startswith("<tool_response>"):
+                out[-1] = ChatMessage("user", out[-1].content + "\n" + text)
+            else:
+                out.append(ChatMessage("user", text))
+        elif m.tool_calls:
+            calls = "\n".join(
+                "<tool_call>\n" + json.dumps({"name": c["name"], "arguments": c.get("arguments", {})},
+                                              ensure_ascii=False) + "\n</tool_call>"
+                for c in m.tool_calls
+            )
+            out.append(ChatMessage("assistant", (m.content + "\n" if m.content else "") + calls, m.reasoning))
+        else:
+            out.append(m)
+    if tools:
+        described = tools_system_prompt(tools)
+        if out and out[0].role == "system":
+            out[0] = ChatMessage("system", f"{out[0].content}\n\n{described}")
+        else:
+            out.insert(0, ChatMessage("system", described))
     return out
 
 
