@@ -93,7 +93,13 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN sent TEXT")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sqlite3.Connection) -> None:
+    # The tools an answer called (JSON list of {id, name, arguments, server, status, result, is_error}):
+    # shown with the answer, and sent back to the model as its calls and their results.
+    conn.execute("ALTER TABLE messages ADD COLUMN tool_calls TEXT")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 
 
 @dataclass
@@ -122,10 +128,23 @@ class Message:
     updated_at: float = 0.0
     reasoning: str = ""
     sent: str | None = None  # a user message as the model was given it (with passages)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def as_chat(self) -> ChatMessage:
         """The message as the model sees it in the history."""
-        return ChatMessage(self.role, self.sent or self.content, self.reasoning)
+        calls = tuple({"id": str(c.get("id", "")), "name": str(c.get("name", "")), "arguments": c.get("arguments", {})}
+                      for c in self.tool_calls)
+        return ChatMessage(self.role, self.sent or self.content, self.reasoning, tool_calls=calls)
+
+    def as_chat_messages(self) -> list[ChatMessage]:
+        """The message, and for an answer that called tools, each call's result as a tool turn."""
+        out = [self.as_chat()]
+        for c in self.tool_calls:
+            result = c.get("result")
+            if result is None:
+                result = "The call did not run." if c.get("status") != "denied" else "The user declined this call."
+            out.append(ChatMessage("tool", str(result), tool_call_id=str(c.get("id", "")), name=str(c.get("name", ""))))
+        return out
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -155,6 +174,7 @@ def _message(row: sqlite3.Row) -> Message:
         updated_at=row["updated_at"],
         reasoning=row["reasoning"] or "",
         sent=row["sent"],
+        tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else [],
     )
 
 
@@ -288,6 +308,7 @@ class ChatStore:
         sources: list[dict[str, Any]] | None = None,
         reasoning: str | None = None,
         sent: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [time.time()]
@@ -314,6 +335,9 @@ class ChatStore:
         if sent is not None:
             sets.append("sent = ?")
             params.append(sent)
+        if tool_calls is not None:
+            sets.append("tool_calls = ?")
+            params.append(json.dumps(tool_calls, ensure_ascii=False))
         params.append(message_id)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
@@ -362,6 +386,7 @@ class ChatStore:
                     "sources": m.sources,
                     "created_at": m.created_at,
                     **({"reasoning": m.reasoning} if m.reasoning else {}),
+                    **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
                 }
                 for m in self.messages(conv_id)
             ],
@@ -383,6 +408,10 @@ class ChatStore:
                 quoted = [f"> {line}" if line else ">" for line in m.reasoning.splitlines()]
                 lines += ["> **Thinking**", ">", *quoted, ""]
             lines += [m.content, ""]
+            for c in m.tool_calls:
+                args = json.dumps(c.get("arguments", {}), ensure_ascii=False)
+                lines += [f"> **Tool call** `{c.get('name')}` {args} — {c.get('status', '')}", ">",
+                          *[f"> {line}" for line in str(c.get("result") or "").splitlines()[:40]], ""]
             if m.sources:
                 lines += ["Sources:", ""]
                 lines += [f"{i}. {s.get('source', '')}, {s.get('location', '')}" for i, s in enumerate(m.sources, 1)]
@@ -424,12 +453,13 @@ class ChatStore:
                     status = "interrupted"
                 conn.execute(
                     "INSERT INTO messages (conversation_id, role, content, status, model, stats, sources, "
-                    "created_at, updated_at, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, reasoning, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conv_id, role, str(m.get("content", "")), status, m.get("model"),
                         json.dumps(m.get("stats") or {}),
                         json.dumps(m["sources"]) if isinstance(m.get("sources"), list) else None,
                         float(m.get("created_at") or now), now, str(m.get("reasoning") or ""),
+                        json.dumps(m["tool_calls"]) if isinstance(m.get("tool_calls"), list) else None,
                     ),
                 )
         return self.conversation(conv_id)

@@ -56,6 +56,7 @@ class ToolServers:
     def __init__(self, get_setting: Callable[[str, Any], Any], set_setting: Callable[[str, Any], None]) -> None:
         self._get = get_setting
         self._set = set_setting
+        self._stores: dict[str, TokenStore] = {}  # one per server: a keyring that fails keeps secrets here
 
     def all(self) -> list[ToolServer]:
         out = []
@@ -98,7 +99,9 @@ class ToolServers:
         return ServerSecrets(dict(data.get("env") or {}), dict(data.get("headers") or {}))
 
     def _secret(self, server_id: str) -> TokenStore:
-        return TokenStore(account=f"tool-server:{server_id}", env_var=None)
+        if server_id not in self._stores:
+            self._stores[server_id] = TokenStore(account=f"tool-server:{server_id}", env_var=None)
+        return self._stores[server_id]
 
 
 def _plain(server: ToolServer) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from app.engine.remote import parse_ref
 from app.engine.types import LoadedModel
 from app.errors import PaddockError
 from app.store.chats import ChatStore
+from app.tools.hub import ToolHub
 from app.ui.chat_settings import SettingsPanel
 from app.ui.chatview import ChatView
 from app.ui.composer import Composer
@@ -44,6 +45,7 @@ from app.ui.itemmodels import MessageListModel
 from app.ui.messages import MessageBridge
 from app.ui.model_picker import ModelChoices, ModelPicker
 from app.ui.servers import ServerHub
+from app.ui.tools_ui import ApprovalBar, ChatToolsPanel
 
 NO_CONVERSATION = -1
 
@@ -54,7 +56,7 @@ class ChatPage(QWidget):
     remoteModelChosen = Signal(str)
 
     def __init__(self, controller: ChatController, docs: DocsHub, choices: ModelChoices, servers: ServerHub, *,
-                 bridge: MessageBridge, dark: bool = False) -> None:
+                 bridge: MessageBridge, dark: bool = False, tools: ToolHub | None = None) -> None:
         super().__init__()
         self.controller = controller
         self.store: ChatStore = controller.store
@@ -87,9 +89,16 @@ class ChatPage(QWidget):
         main.addWidget(self.chat_view, 1)
         self.docs_panel = DocumentsPanel(docs)
         main.addWidget(self.docs_panel)
+        self.approval = ApprovalBar()
+        self.approval.decided.connect(controller.decide_tool_call)
+        main.addWidget(self.approval)
         main.addWidget(self._build_composer())
         outer.addLayout(main, 1)
         self.settings_panel = SettingsPanel(self.save_chat_settings)
+        self.tools_panel: ChatToolsPanel | None = None
+        if tools is not None:
+            self.tools_panel = ChatToolsPanel(tools, bridge.status)
+            self.settings_panel.outer.insertWidget(1, self.tools_panel)
         self.settings_panel.hide()
         self.settings_button.toggled.connect(self.settings_panel.setVisible)
         outer.addWidget(self.settings_panel)
@@ -149,6 +158,8 @@ class ChatPage(QWidget):
             (c.messagesChanged, self._on_messages_changed),
             (c.streamText, self._on_stream_text),
             (c.streamThinking, self._on_stream_thinking),
+            (c.toolApprovalRequested, self._on_tool_approval),
+            (c.toolCallsChanged, self._on_tool_calls),
             (c.modelLoaded, self._on_model_loaded),
             (c.streamFinished, self._on_stream_finished),
             (c.modelFailed, self._on_model_failed),
@@ -172,6 +183,8 @@ class ChatPage(QWidget):
         self.model_combo.fill(conv.model)
         self.notice_bar.hide()
         self.docs_panel.set_conversation(conv_id)
+        if self.tools_panel is not None:
+            self.tools_panel.show_chat(conv_id)
         self.conversationShown.emit(conv_id)
         self.composer.setFocus()
 
@@ -317,7 +330,18 @@ class ChatPage(QWidget):
         if conv_id == self.current_conv and not self.closed:
             self.messages.refresh_message(message_id)
 
+    def _on_tool_approval(self, conv_id: int, _message_id: int, call: dict) -> None:
+        if conv_id != self.current_conv:
+            self.show_conversation(conv_id)  # the call waits in its own chat, in view
+        self.approval.ask(call)
+
+    def _on_tool_calls(self, conv_id: int, message_id: int) -> None:
+        if conv_id == self.current_conv and not self.closed:
+            self.messages.refresh_tool_calls(message_id)
+
     def _on_busy(self, busy: bool) -> None:
+        if not busy:
+            self.approval.hide()  # a call still waiting when the answer ended (Stop) is gone
         self.send_button.setVisible(not busy)
         self.stop_button.setVisible(busy)
         self.model_combo.setEnabled(not busy)

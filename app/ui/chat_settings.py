@@ -29,6 +29,7 @@ class SettingsPanel(QFrame):
         self._loading = False
         outer = QVBoxLayout(self)
         outer.setContentsMargins(12, 12, 12, 12)
+        self.outer = outer  # the chat's tool switches go below the form (ChatPage adds them)
         form = QFormLayout()
         outer.addLayout(form)
         outer.addStretch(1)

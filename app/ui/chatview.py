@@ -8,6 +8,7 @@ re-rendered as Markdown at most four times a second and once at the end.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
+    QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -94,6 +96,10 @@ class MessageWidget(QFrame):
         self.thinking_view.document().documentLayout().documentSizeChanged.connect(self._fit_thinking)
         self.thinking_view.hide()
         layout.addWidget(self.thinking_view)
+        self.tools_box = QVBoxLayout()  # the tools this answer called, each collapsed
+        self.tools_box.setSpacing(2)
+        self._tool_widgets: list[ToolCallWidget] = []
+        self.tool_calls: list[dict[str, Any]] = []
         self.body = SafeTextBrowser()
         self.body.setObjectName("messageBody")
         self.body.setOpenLinks(False)
@@ -106,6 +112,7 @@ class MessageWidget(QFrame):
         self.body.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.body.anchorClicked.connect(self._on_anchor)
         layout.addWidget(self.body)
+        layout.addLayout(self.tools_box)
         self.error = QLabel()
         self.error.setObjectName("messageError")
         self.error.setWordWrap(True)
@@ -173,6 +180,7 @@ class MessageWidget(QFrame):
         self.continue_button.setVisible(cut and is_last)
         self._thinking_s = float(stats.get("reasoning_s") or 0.0)
         self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
+        self.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
         if stats.get("completion_tokens"):
             self.stats_label.setText(
                 f"{stats['completion_tokens']} tokens · {stats.get('tokens_per_s', 0):.1f} tok/s · "
@@ -201,6 +209,23 @@ class MessageWidget(QFrame):
         else:
             label = "Thinking"
         self.thinking_toggle.setText(label)
+
+    def set_tool_calls(self, calls: list[dict[str, Any]]) -> None:
+        if calls == self.tool_calls:
+            return
+        self.tool_calls = [dict(c) for c in calls]
+        for w in self._tool_widgets:
+            self.tools_box.removeWidget(w)
+            w.deleteLater()
+        self._tool_widgets = []
+        for call in self.tool_calls:
+            w = ToolCallWidget(call)
+            self.tools_box.addWidget(w)
+            self._tool_widgets.append(w)
+        if self.tool_calls and not self.text.strip():
+            self.body.setVisible(False)  # an answer that only called tools: no empty text box
+        else:
+            self.body.setVisible(True)
 
     def _toggle_thinking(self, shown: bool) -> None:
         self.thinking_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
@@ -291,6 +316,52 @@ class MessageWidget(QFrame):
             QDesktopServices.openUrl(url)
 
 
+TOOL_STATUS = {"pending": "waiting for your approval", "running": "running…", "done": "done", "error": "failed",
+               "denied": "declined", "stopped": "stopped"}
+
+
+class ToolCallWidget(QFrame):
+    """One tool call of an answer: what ran (tool, arguments), its state, and its result,
+    collapsed.  The result is the tool's untrusted output: shown as plain text only."""
+
+    def __init__(self, call: dict[str, Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("toolCall")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 2, 0, 2)
+        layout.setSpacing(2)
+        status = str(call.get("status", ""))
+        args = json.dumps(call.get("arguments", {}), ensure_ascii=False)
+        server = f"{call.get('server')} › " if call.get("server") else ""
+        self.toggle = QToolButton()
+        self.toggle.setObjectName("toolCallToggle")
+        self.toggle.setCheckable(True)
+        self.toggle.setAutoRaise(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        state = TOOL_STATUS.get(status, status)
+        self.toggle.setText(_elide(f"Tool: {server}{call.get('name')}({args}) — {state}", 140))
+        self.toggle.setToolTip(f"{server}{call.get('name')}\n{json.dumps(call.get('arguments', {}), indent=2)}")
+        layout.addWidget(self.toggle)
+        self.result = QPlainTextEdit()
+        self.result.setObjectName("toolResult")
+        self.result.setReadOnly(True)
+        self.result.setPlainText(str(call.get("result") or ""))
+        self.result.setMaximumHeight(180)
+        self.result.hide()
+        layout.addWidget(self.result)
+        self.toggle.toggled.connect(self._toggled)
+        self.toggle.setEnabled(call.get("result") is not None)
+
+    def _toggled(self, shown: bool) -> None:
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.result.setVisible(shown)
+
+
+def _elide(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
@@ -377,6 +448,8 @@ class ChatView(QScrollArea):
                     self.widgets[row].set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
                 elif roles == [MsgRole.Reasoning]:
                     self.widgets[row].set_thinking(str(index.data(MsgRole.Reasoning) or ""))
+                elif roles == [MsgRole.ToolCalls]:
+                    self.widgets[row].set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
                 else:
                     self.widgets[row].set_message(index, row == rows - 1)
 

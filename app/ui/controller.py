@@ -27,6 +27,8 @@ from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, pars
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
 from app.errors import EngineCrashedError, PaddockError
 from app.store.chats import ChatStore, Conversation, MessageStatus, title_from
+from app.tools.hub import MAX_ROUNDS, ToolHub, find_tool
+from app.tools.mcp_client import ToolError, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class ActiveStream:
     # Continue: the answer was cut at the token limit and goes on in the same message.
     continuing: bool = False
     cancel_requested: bool = False
+    stop_tools: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
     remote: RemoteGeneration | None = field(default=None, repr=False)
 
@@ -59,6 +62,9 @@ class ChatController(QObject):
         streamStarted(int, int): (conversation id, assistant message id).
         streamText(int, int, str): text appended to the answer (batched).
         streamThinking(int, int, str): text appended to the model's thinking (batched).
+        toolApprovalRequested(int, int, dict): (conv, message, call) the model asks to run a tool;
+            answer with :meth:`decide_tool_call` ("once", "always" or "deny").
+        toolCallsChanged(int, int): a tool call of that answer was approved, ran, or failed.
         streamFinished(int, int, str, str, dict): (conv, message, status, error, stats).
         modelLoading(str): a model starts loading (its path).
         modelLoaded(object): the :class:`LoadedModel`.
@@ -73,6 +79,8 @@ class ChatController(QObject):
     streamStarted = Signal(int, int)
     streamText = Signal(int, int, str)
     streamThinking = Signal(int, int, str)
+    toolApprovalRequested = Signal(int, int, dict)
+    toolCallsChanged = Signal(int, int)
     streamFinished = Signal(int, int, str, str, dict)
     modelLoading = Signal(str)
     modelLoaded = Signal(object)
@@ -96,6 +104,9 @@ class ChatController(QObject):
         # messages to send (the last user turn carrying document passages), the passages as
         # dicts for the answer's citations, and notices.  Set by the documents panel.
         self.with_documents: DocumentsHook | None = None
+        self.tools: ToolHub | None = None  # MCP tools (set by the window)
+        self._decision: str | None = None
+        self._decided = threading.Event()
         self.on_delete: Callable[[int], None] | None = None  # a conversation was deleted
         self.remotes = RemoteServers(store.get_setting, store.set_setting)
 
@@ -134,6 +145,8 @@ class ChatController(QObject):
         self.store.delete_conversation(conv_id)
         if self.on_delete is not None:
             self.on_delete(conv_id)
+        if self.tools is not None:
+            self.tools.forget_chat(conv_id)
         self.conversationsChanged.emit()
 
     # -- turns -----------------------------------------------------------------
@@ -182,10 +195,17 @@ class ChatController(QObject):
         self.store.add_message(msg.conversation_id, "user", new_text.strip())
         self._start_turn(conv)
 
+    def decide_tool_call(self, decision: str) -> None:
+        """The user's answer to ``toolApprovalRequested``: "once", "always" or "deny"."""
+        self._decision = decision
+        self._decided.set()
+
     def stop(self) -> None:
         active = self.active
         if active is not None:
             active.cancel_requested = True
+            active.stop_tools.set()
+            self._decided.set()
             remote = active.remote
             if remote is not None:
                 remote.cancel()
@@ -239,6 +259,51 @@ class ChatController(QObject):
         active.thread = thread
         thread.start()
 
+    def _run_tool_calls(self, conv_id: int, active: ActiveStream, calls: list[dict[str, Any]],
+                        specs: list[ToolSpec]) -> list[dict[str, Any]]:
+        """Ask the user about each call (unless always allowed in this chat), run the approved
+        ones, and return the records with their results.  Nothing runs without approval."""
+        assert self.tools is not None
+        records = [_call_record(c, find_tool(specs, str(c.get("name", "")))) for c in calls]
+        for record in records:
+            spec = find_tool(specs, record["name"])
+            if active.stop_tools.is_set():
+                record.update(status="stopped", result="Stopped before it ran.", is_error=True)
+                continue
+            if spec is None:
+                names = ", ".join(s.name for s in specs) or "none"
+                record.update(status="error", is_error=True,
+                              result=f"There is no tool called {record['name']!r} (available: {names}).")
+                self._save_calls(conv_id, active, records)
+                continue
+            if not self.tools.always_allowed(conv_id, spec):
+                self._decided.clear()
+                self._decision = None
+                self.toolApprovalRequested.emit(conv_id, active.message_id, dict(record))
+                while not self._decided.wait(0.1):
+                    pass
+                decision = "deny" if active.stop_tools.is_set() else self._decision
+                if decision == "always":
+                    self.tools.allow_always(conv_id, spec)
+                elif decision != "once":
+                    record.update(status="denied", result="The user declined this call.", is_error=True)
+                    self._save_calls(conv_id, active, records)
+                    continue
+            record["status"] = "running"
+            self._save_calls(conv_id, active, records)
+            try:
+                outcome = self.tools.run(spec, dict(record["arguments"]), active.stop_tools)
+                record.update(status="error" if outcome.is_error else "done", result=outcome.text,
+                              is_error=outcome.is_error)
+            except ToolError as exc:
+                record.update(status="error", result=str(exc), is_error=True)
+            self._save_calls(conv_id, active, records)
+        return records
+
+    def _save_calls(self, conv_id: int, active: ActiveStream, records: list[dict[str, Any]]) -> None:
+        self.store.update_message(active.message_id, tool_calls=records)
+        self.toolCallsChanged.emit(conv_id, active.message_id)
+
     def _ensure_model(self, path: str, force: bool = False) -> LoadedModel:
         # One load at a time: a message sent while the chosen model is still loading waits for that
         # load instead of starting a second one (which doubled the wait for a large model).
@@ -278,11 +343,12 @@ class ChatController(QObject):
             if remote_ref is None:
                 n_ctx = self._ensure_model(conv.model).n_ctx
             history = [m for m in self.store.messages(conv.id) if m.id != active.message_id or active.continuing]
-            history = [m for m in history if m.content and m.status != "error"]
+            history = [m for m in history if (m.content or m.tool_calls) and m.status != "error"]
             messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
-            # Earlier turns go as they were sent (with their passages): the prompt stays the
-            # same up to the newest question, so the KV cache covers all of it.
-            messages += [m.as_chat() for m in history]
+            # Earlier turns go as they were sent (with their passages and tool results): the prompt
+            # stays the same up to the newest question, so the KV cache covers all of it.
+            for m in history:
+                messages += m.as_chat_messages()
             if active.continuing:
                 messages[-1] = ChatMessage("assistant", active.text, active.thinking)
             elif history and history[-1].role == "user":
@@ -299,43 +365,75 @@ class ChatController(QObject):
                     if turn.sources:
                         self.store.update_message(active.message_id, sources=turn.sources)
                         self.sourcesReady.emit(conv.id, active.message_id)
-            if active.cancel_requested:
-                raise _Cancelled
-            gen: Generation | RemoteGeneration
-            if remote_ref is not None:
-                gen = self.remotes.client(remote_ref[0]).stream(remote_ref[1], messages, conv.sampling)
-                active.remote = gen
+            specs: list[ToolSpec] = []
+            if self.tools is not None and remote_ref is None and not active.continuing:
+                specs, problems = self.tools.tools(conv.id)
+                for problem in problems:
+                    self.notice.emit(problem)
+            rounds = 0
+            while True:
                 if active.cancel_requested:
                     raise _Cancelled
-            else:
-                gen = self.engine.stream(messages, conv.sampling, continue_final=active.continuing)
-            for kind, piece in gen.deltas():
-                if kind == "thinking":
-                    active.thinking += piece
+                gen: Generation | RemoteGeneration
+                if remote_ref is not None:
+                    gen = self.remotes.client(remote_ref[0]).stream(remote_ref[1], messages, conv.sampling)
+                    active.remote = gen
+                    if active.cancel_requested:
+                        raise _Cancelled
                 else:
-                    active.text += piece
-                now = time.monotonic()
-                if now - last_emit >= DISPLAY_INTERVAL_S:
-                    if len(active.thinking) > thinking_sent:
-                        self.streamThinking.emit(conv.id, active.message_id, active.thinking[thinking_sent:])
-                        thinking_sent = len(active.thinking)
-                    if len(active.text) > sent_len:
-                        self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
-                        sent_len = len(active.text)
-                    last_emit = now
-                changed = len(active.text) != saved_len or len(active.thinking) != thinking_saved
-                if now - last_save >= SAVE_INTERVAL_S and changed:
-                    self.store.update_message(active.message_id, content=active.text, reasoning=active.thinking)
-                    saved_len, thinking_saved, last_save = len(active.text), len(active.thinking), now
-            result = gen.result
-            assert result is not None
-            stats = result.stats.to_dict()
-            if result.reasoning_s:
-                stats["reasoning_s"] = round(result.reasoning_s, 2)
-            if result.stats.finish_reason == "cancelled":
-                status, error = "interrupted", "Stopped"
-            for n in result.notices:
-                self.notice.emit(n)
+                    gen = self.engine.stream(messages, conv.sampling, continue_final=active.continuing,
+                                             tools=[t.function() for t in specs])
+                for kind, piece in gen.deltas():
+                    if kind == "thinking":
+                        active.thinking += piece
+                    else:
+                        active.text += piece
+                    now = time.monotonic()
+                    if now - last_emit >= DISPLAY_INTERVAL_S:
+                        if len(active.thinking) > thinking_sent:
+                            self.streamThinking.emit(conv.id, active.message_id, active.thinking[thinking_sent:])
+                            thinking_sent = len(active.thinking)
+                        if len(active.text) > sent_len:
+                            self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
+                            sent_len = len(active.text)
+                        last_emit = now
+                    changed = len(active.text) != saved_len or len(active.thinking) != thinking_saved
+                    if now - last_save >= SAVE_INTERVAL_S and changed:
+                        self.store.update_message(active.message_id, content=active.text,
+                                                  reasoning=active.thinking)
+                        saved_len, thinking_saved, last_save = len(active.text), len(active.thinking), now
+                result = gen.result
+                assert result is not None
+                stats = result.stats.to_dict()
+                if result.reasoning_s:
+                    stats["reasoning_s"] = round(result.reasoning_s, 2)
+                if result.stats.finish_reason == "cancelled":
+                    status, error = "interrupted", "Stopped"
+                for n in result.notices:
+                    self.notice.emit(n)
+                calls = list(getattr(result, "tool_calls", ()) or ())
+                if not calls or not specs or status != "complete":
+                    break
+                if rounds >= MAX_ROUNDS:
+                    self.notice.emit(f"The model kept asking for tools; Paddock stopped after {MAX_ROUNDS} rounds.")
+                    break
+                rounds += 1
+                # This answer asked for tools: run them (each approved by the user), keep the
+                # answer with its calls and results, and let the model go on in a new answer.
+                if len(active.text) > sent_len:
+                    self.streamText.emit(conv.id, active.message_id, active.text[sent_len:])
+                done = self._run_tool_calls(conv.id, active, calls, specs)
+                self.store.update_message(active.message_id, content=active.text, status="complete", stats=stats,
+                                          reasoning=active.thinking, tool_calls=done)
+                messages += self.store.message(active.message_id).as_chat_messages()
+                if active.cancel_requested:
+                    raise _Cancelled
+                answer = self.store.add_message(conv.id, "assistant", "", status="streaming", model=conv.model)
+                active.message_id, active.text, active.thinking = answer.id, "", ""
+                sent_len = saved_len = thinking_sent = thinking_saved = 0
+                stats = {}
+                self.messagesChanged.emit(conv.id)
+                self.streamStarted.emit(conv.id, answer.id)
         except _Cancelled:
             status, error = "interrupted", "Stopped"
         except EngineCrashedError as exc:
@@ -366,6 +464,11 @@ class ChatController(QObject):
             self.busyChanged.emit(False)
             self.streamFinished.emit(conv.id, active.message_id, status, error, stats)
             self.conversationsChanged.emit()
+
+
+def _call_record(call: dict[str, Any], spec: ToolSpec | None) -> dict[str, Any]:
+    return {"id": call.get("id", ""), "name": call.get("name", ""), "arguments": call.get("arguments", {}),
+            "server": spec.server_name if spec else "", "status": "pending", "result": None, "is_error": False}
 
 
 class _Cancelled(Exception):

@@ -86,6 +86,7 @@ class MsgRole(IntEnum):
     Stats = Qt.ItemDataRole.UserRole + 5
     Sources = Qt.ItemDataRole.UserRole + 6
     Reasoning = Qt.ItemDataRole.UserRole + 7  # the model's thinking, apart from the answer
+    ToolCalls = Qt.ItemDataRole.UserRole + 8  # the tools an answer called, with their results
 
 
 class MessageListModel(QAbstractListModel):
@@ -147,6 +148,15 @@ class MessageListModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx, [MsgRole.Sources])
 
+    def refresh_tool_calls(self, message_id: int) -> None:
+        """Re-read an answer's tool calls (one was approved, ran or failed)."""
+        row = self.row_of(message_id)
+        if row < 0:
+            return
+        self._rows[row].tool_calls = self.store.message(message_id).tool_calls
+        idx = self.index(row)
+        self.dataChanged.emit(idx, idx, [MsgRole.ToolCalls])
+
     def finish(self, message_id: int) -> None:
         """Take the final state of a finished answer from the store."""
         row = self.row_of(message_id)
@@ -179,6 +189,8 @@ class MessageListModel(QAbstractListModel):
             return msg.sources
         if role == MsgRole.Reasoning:
             return msg.reasoning
+        if role == MsgRole.ToolCalls:
+            return msg.tool_calls
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -191,6 +203,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Stats: b"stats",
             MsgRole.Sources: b"sources",
             MsgRole.Reasoning: b"reasoning",
+            MsgRole.ToolCalls: b"toolCalls",
         }.items()}
 
 

@@ -44,6 +44,7 @@ from app.ui.models_page import ModelsPage
 from app.ui.servers import API_PORT, ServerHub, ServersDialog
 from app.ui.sidebar import Sidebar
 from app.ui.status import StatusPanel
+from app.ui.tools_ui import ToolsDialog, tool_hub
 from app.ui.welcome import WelcomePage
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,10 @@ class MainWindow(QMainWindow):
         controller.before_load = self.manager.library.check_loadable
         self.docs = docs or DocsHub()
         controller.with_documents = self.docs.with_documents
+        self.tools = controller.tools = controller.tools or tool_hub(self.store)
         controller.on_delete = self.docs.forget_conversation
-        self.docs.skipped.connect(lambda reasons: self.bridge.notice(
-            "Not added: " + "; ".join(reasons[:5]) + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
-        ))
+        self.docs.skipped.connect(lambda reasons: self.bridge.notice("Not added: " + "; ".join(reasons[:5]) + (
+            f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")))
         self.servers = ServerHub(controller)
         self.choices = ModelChoices(self.store, self.manager.library, self.servers)
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
@@ -78,7 +79,8 @@ class MainWindow(QMainWindow):
 
         self.sidebar = Sidebar(self.store)
         self.welcome = WelcomePage()
-        self.chat_page = ChatPage(controller, self.docs, self.choices, self.servers, bridge=self.bridge, dark=dark)
+        self.chat_page = ChatPage(controller, self.docs, self.choices, self.servers, bridge=self.bridge, dark=dark,
+                                  tools=self.tools)
         self.models_page = ModelsPage(self.manager, self.bridge)
         self.pages = QStackedWidget()
         for page in (self.welcome, self.chat_page, self.models_page):
@@ -138,6 +140,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
         self._action(file_menu, "Servers…", None, self.show_servers)
+        self._action(file_menu, "Tools (MCP servers)…", None, self.show_tools)
         self.serve_action = self._action(file_menu, f"Serve the loaded model (OpenAI API on port {API_PORT})", None,
                                          self.toggle_api)
         self.serve_action.setCheckable(True)
@@ -350,6 +353,10 @@ class MainWindow(QMainWindow):
             return ""
         return "Cleared"
 
+    def show_tools(self) -> None:
+        ToolsDialog(self, self.tools).exec()
+        self.chat_page.show_conversation(self.current_conv)  # the chat's switches list the servers anew
+
     def show_servers(self) -> None:
         ServersDialog(self, self.servers).exec()
         self.chat_page.refill_models()
@@ -388,4 +395,5 @@ class MainWindow(QMainWindow):
         self.docs.shutdown()
         self.manager.close()
         self.servers.close()
+        self.tools.close()  # every tool server ends with the app
         super().closeEvent(event)

@@ -1,0 +1,162 @@
+"""The MCP client against a real MCP server (the official SDK, over stdio): tools, failures, config."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.tools.config import ServerSecrets, ToolConfigError, ToolServer, ToolServers, import_claude_config
+from app.tools.hub import ToolHub
+from app.tools.mcp_client import MAX_RESULT_CHARS, McpConnection, ToolError
+from tests.tools.conftest import SERVER, stdio_server
+
+
+class Settings:
+    """The chat store's settings interface, in memory (the store itself is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = json.loads(json.dumps(value))
+
+
+@pytest.fixture
+def conn(notes: Path, tmp_path: Path) -> Any:
+    c = McpConnection(stdio_server(notes, timeout_s=10), ServerSecrets(env={"NOTES_DIR": str(notes)}),
+                      tmp_path / "server.log")
+    yield c
+    c.close()
+
+
+def test_lists_and_calls_tools(conn: McpConnection) -> None:
+    tools = {t.name: t for t in conn.start()}
+    assert {"add", "read_note", "sleep", "crash", "big", "fail"} <= set(tools)
+    assert tools["add"].description == "Add two integers."
+    assert tools["add"].parameters["properties"]["a"]["type"] == "integer"
+    assert tools["add"].function()["function"]["name"] == "add"
+    assert conn.call("add", {"a": 2, "b": 40}).text == "42"
+    assert conn.call("read_note", {"name": "shopping.txt"}).text.strip() == "eggs, flour, milk"
+
+
+def test_errors_are_results_the_model_reads(conn: McpConnection) -> None:
+    conn.start()
+    escaped = conn.call("read_note", {"name": "../secret.txt"})
+    assert escaped.is_error  # the SDK reports a tool's exception as an error result, not its text
+    assert "outside the notes folder" not in escaped.text
+    failed = conn.call("fail", {})
+    assert failed.is_error
+    assert "fail" in failed.text
+    unknown = conn.call("nope", {})
+    assert unknown.is_error
+
+
+def test_oversized_result_is_cut_and_says_so(conn: McpConnection) -> None:
+    conn.start()
+    out = conn.call("big", {})
+    assert len(out.text) < MAX_RESULT_CHARS + 200
+    assert "cut: the result was 500,000 characters" in out.text
+
+
+def test_hanging_call_times_out_and_the_server_goes_on(conn: McpConnection) -> None:
+    conn.start()
+    with pytest.raises(ToolError, match="did not answer within 1 s"):
+        conn.call("sleep", {"seconds": 30}, timeout=1)
+    assert conn.call("add", {"a": 1, "b": 1}).text == "2"
+
+
+def test_stop_cancels_a_running_call(conn: McpConnection) -> None:
+    conn.start()
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(ToolError, match="stopped"):
+        conn.call("sleep", {"seconds": 30}, cancel=stop)
+    assert time.monotonic() - started < 5
+
+
+def test_a_crashing_server_is_a_message_and_starts_again(notes: Path, tmp_path: Path) -> None:
+    settings = Settings()
+    servers = ToolServers(settings.get, settings.set)
+    server = servers.add(stdio_server(notes, timeout_s=5), ServerSecrets(env={"NOTES_DIR": str(notes)}))
+    hub = ToolHub(servers, settings.get, settings.set, tmp_path)
+    try:
+        specs = {t.name: t for t in hub.enable(1, server.id)}
+        with pytest.raises(ToolError):
+            hub.run(specs["crash"], {})
+        # the next call finds the server gone and starts it again
+        for _ in range(2):
+            try:
+                assert hub.run(specs["add"], {"a": 3, "b": 4}).text == "7"
+                break
+            except ToolError as exc:
+                assert "stopped" in str(exc) or "not running" in str(exc)
+        else:
+            pytest.fail("the server was not started again")
+    finally:
+        hub.close()
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    missing = McpConnection(ToolServer("x", "Missing", "stdio", command="/nonexistent/mcp-server"), ServerSecrets(),
+                            tmp_path / "a.log")
+    with pytest.raises(ToolError, match="could not be started.*No such file"):
+        missing.start()
+    garbage = McpConnection(ToolServer("g", "Garbage", "stdio", command=sys.executable,
+                                       args=(str(SERVER), "--garbage")), ServerSecrets(), tmp_path / "g.log")
+    with pytest.raises(ToolError, match="Garbage"):
+        garbage.start(timeout=8)
+    garbage.close()
+
+
+def test_hub_keeps_per_chat_choices_and_approvals(notes: Path, tmp_path: Path) -> None:
+    settings = Settings()
+    servers = ToolServers(settings.get, settings.set)
+    server = servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes)}))
+    assert servers.all()[0].env_names == ("NOTES_DIR",)
+    assert "NOTES_DIR" not in json.dumps(settings.data).replace('"env_names": ["NOTES_DIR"]', "")  # only its name
+    assert str(notes) not in json.dumps(settings.data)  # the value is a secret: not in the settings
+    hub = ToolHub(servers, settings.get, settings.set, tmp_path)
+    try:
+        assert hub.tools(1) == ([], [])  # off until the chat turns it on
+        hub.enable(1, server.id)
+        specs, problems = hub.tools(1)
+        assert problems == []
+        add = next(s for s in specs if s.name == "add")
+        assert hub.tools(2) == ([], [])  # another chat: still off
+        assert not hub.always_allowed(1, add)
+        hub.allow_always(1, add)
+        assert hub.always_allowed(1, add)
+        assert not hub.always_allowed(2, add)
+        hub.enable(1, server.id, on=False)
+        assert hub.tools(1) == ([], [])
+    finally:
+        hub.close()
+
+
+def test_claude_desktop_config_import() -> None:
+    text = json.dumps({"mcpServers": {
+        "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
+                  "env": {"API_KEY": "s3cret"}},
+        "remote": {"url": "https://tools.example/mcp", "headers": {"Authorization": "Bearer t"}},
+    }})
+    (files, files_secrets), (remote, remote_secrets) = import_claude_config(text)
+    assert files.kind == "stdio"
+    assert files.command == "npx"
+    assert files.args[-1] == "/tmp"
+    assert files_secrets.env == {"API_KEY": "s3cret"}
+    assert remote.kind == "http"
+    assert remote_secrets.headers == {"Authorization": "Bearer t"}
+    with pytest.raises(ToolConfigError, match="mcpServers"):
+        import_claude_config('{"servers": {}}')
+    with pytest.raises(ToolConfigError, match="neither"):
+        import_claude_config('{"mcpServers": {"x": {}}}')
