@@ -93,15 +93,15 @@ def test_a_crashing_server_is_a_message_and_starts_again(notes: Path, tmp_path: 
         specs = {t.name: t for t in hub.enable(1, server.id)}
         with pytest.raises(ToolError):
             hub.run(specs["crash"], {})
-        # the next call finds the server gone and starts it again
+        # the next call finds the server gone (a message) or already restarted; then it works again
+        outcomes = []
         for _ in range(2):
             try:
-                assert hub.run(specs["add"], {"a": 3, "b": 4}).text == "7"
-                break
+                outcomes.append(hub.run(specs["add"], {"a": 3, "b": 4}).text)
             except ToolError as exc:
-                assert "stopped" in str(exc) or "not running" in str(exc)
-        else:
-            pytest.fail("the server was not started again")
+                outcomes.append(str(exc))
+        assert outcomes[-1] == "7", outcomes
+        assert all(o == "7" or "stopped" in o or "not running" in o for o in outcomes)
     finally:
         hub.close()
 
