@@ -37,6 +37,8 @@ class SamplingParams:
     seed: int | None = None
     # The chat's Think switch, for templates with ``enable_thinking`` (None: the template's default).
     enable_thinking: bool | None = None
+    # With tools on: "auto" (the model decides) or "required" (its first step is a tool call).
+    tool_choice: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -71,7 +71,7 @@ class ToolServers:
         for s in self.all():
             if s.id == server_id:
                 return s
-        raise ToolConfigError("this tool server was removed: add it again in Settings → Tools")
+        raise ToolConfigError("this tool server was removed: add it again in File → Tools")
 
     def add(self, server: ToolServer, secrets: ServerSecrets | None = None) -> ToolServer:
         _check(server)

@@ -13,6 +13,7 @@ Signals:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -97,7 +98,7 @@ class ChatPage(QWidget):
         self.settings_panel = SettingsPanel(self.save_chat_settings)
         self.tools_panel: ChatToolsPanel | None = None
         if tools is not None:
-            self.tools_panel = ChatToolsPanel(tools, bridge.status)
+            self.tools_panel = ChatToolsPanel(tools, bridge.status, self._require_tools)
             self.settings_panel.outer.insertWidget(1, self.tools_panel)
         self.settings_panel.hide()
         self.settings_button.toggled.connect(self.settings_panel.setVisible)
@@ -184,7 +185,7 @@ class ChatPage(QWidget):
         self.notice_bar.hide()
         self.docs_panel.set_conversation(conv_id)
         if self.tools_panel is not None:
-            self.tools_panel.show_chat(conv_id)
+            self.tools_panel.show_chat(conv_id, conv.sampling.tool_choice == "required")
         self.conversationShown.emit(conv_id)
         self.composer.setFocus()
 
@@ -329,6 +330,12 @@ class ChatPage(QWidget):
     def _on_sources_ready(self, conv_id: int, message_id: int) -> None:
         if conv_id == self.current_conv and not self.closed:
             self.messages.refresh_message(message_id)
+
+    def _require_tools(self, on: bool) -> None:
+        if self.current_conv is not None:
+            conv = self.store.conversation(self.current_conv)
+            self.store.update_conversation(self.current_conv, sampling=dataclasses.replace(
+                conv.sampling, tool_choice="required" if on else "auto"))
 
     def _on_tool_approval(self, conv_id: int, _message_id: int, call: dict) -> None:
         if conv_id != self.current_conv:

@@ -100,6 +100,7 @@ class SettingsPanel(QFrame):
             max_tokens=self.max_tokens.value(),
             seed=None if self.seed.value() < 0 else self.seed.value(),
             enable_thinking=self._thinking(base),
+            tool_choice=base.tool_choice,
         )
 
     def _thinking(self, base: SamplingParams) -> bool | None:

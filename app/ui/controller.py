@@ -382,7 +382,8 @@ class ChatController(QObject):
                         raise _Cancelled
                 else:
                     gen = self.engine.stream(messages, conv.sampling, continue_final=active.continuing,
-                                             tools=[t.function() for t in specs])
+                                             tools=[t.function() for t in specs],
+                                             tool_choice=conv.sampling.tool_choice if rounds == 0 else "auto")
                 for kind, piece in gen.deltas():
                     if kind == "thinking":
                         active.thinking += piece

@@ -114,7 +114,8 @@ class _Starter(QObject):
 class ChatToolsPanel(QFrame):
     """The chat's tool servers, each a switch (a server starts when switched on)."""
 
-    def __init__(self, hub: ToolHub, report: Callable[[str], None], parent: QWidget | None = None) -> None:
+    def __init__(self, hub: ToolHub, report: Callable[[str], None], on_require: Callable[[bool], None],
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.hub = hub
         self.report = report
@@ -126,12 +127,21 @@ class ChatToolsPanel(QFrame):
         self.hint.setObjectName("hint")
         self.hint.setWordWrap(True)
         self.layout_.addWidget(self.hint)
+        # "required": the answer's first step must be a call (a grammar makes even a small model write
+        # a valid one); later steps are the model's choice.
+        self.require = QCheckBox("Start each answer with a tool call")
+        self.require.setToolTip("The model must call one of the chat's tools first (it still asks you).")
+        self.require.toggled.connect(on_require)
+        self.layout_.addWidget(self.require)
         self.boxes: dict[str, QCheckBox] = {}
         self._starter = _Starter()
         self._starter.done.connect(self._started)
 
-    def show_chat(self, conv_id: int | None) -> None:
+    def show_chat(self, conv_id: int | None, required: bool = False) -> None:
         self.conv_id = conv_id
+        self.require.blockSignals(True)
+        self.require.setChecked(required)
+        self.require.blockSignals(False)
         for box in self.boxes.values():
             self.layout_.removeWidget(box)
             box.deleteLater()
@@ -146,7 +156,10 @@ class ChatToolsPanel(QFrame):
             self.layout_.addWidget(box)
             self.boxes[server.id] = box
         self.hint.setText("Each call asks you first." if servers else
-                          "No tool servers yet: add one in Settings → Tools.")
+                          "No tool servers yet: add one in File → Tools.")
+        self.require.setVisible(bool(servers))
+        self.layout_.removeWidget(self.require)
+        self.layout_.addWidget(self.require)  # below the servers
 
     def _toggle(self, server_id: str, on: bool) -> None:
         if self.conv_id is None:
@@ -170,7 +183,7 @@ class ChatToolsPanel(QFrame):
 
 
 class ToolsDialog(QDialog):
-    """Settings → Tools: the MCP servers (a command, or a URL), added, imported, removed."""
+    """File → Tools: the MCP servers (a command, or a URL), added, imported, removed."""
 
     def __init__(self, parent: QWidget, hub: ToolHub) -> None:
         super().__init__(parent)
