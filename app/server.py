@@ -68,13 +68,56 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         role = m.get("role") if isinstance(m, dict) else None
         if role == "developer":
             role = "system"
-        if role not in ("system", "user", "assistant"):
+        if role not in ("system", "user", "assistant", "tool"):
             raise ValueError(f"unsupported message role {role!r}")
+        if role == "tool":
+            out.append(ChatMessage("tool", _content(m.get("content")), tool_call_id=str(m.get("tool_call_id") or ""),
+                                   name=str(m.get("name") or "")))
+            continue
         # A client may send an earlier answer's thinking back (llama-server / vLLM field);
         # the model's template decides whether it goes into the prompt.
         reasoning = m.get("reasoning_content") or m.get("reasoning") or ""
-        out.append(ChatMessage(role, _content(m.get("content")), reasoning if isinstance(reasoning, str) else ""))
+        calls = tuple(_incoming_call(c) for c in m.get("tool_calls") or [] if isinstance(c, dict))
+        out.append(ChatMessage(role, _content(m.get("content")), reasoning if isinstance(reasoning, str) else "",
+                               tool_calls=calls))
     return out
+
+
+def _incoming_call(call: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI tool call (arguments as a JSON string) as the engine keeps it (arguments as an object)."""
+    fn = call.get("function") or {}
+    args: Any = fn.get("arguments") or {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"tool call arguments are not JSON: {exc}") from exc
+    return {"id": str(call.get("id") or ""), "name": str(fn.get("name") or ""), "arguments": args}
+
+
+def _tools(body: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...], str]:
+    """The request's ``tools`` and ``tool_choice`` ("auto", "none", "required" or a tool's name)."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list) or any(not isinstance(t, dict) or t.get("type") != "function"
+                                          or not isinstance(t.get("function"), dict)
+                                          or not t["function"].get("name") for t in tools):
+        raise ValueError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ...}}")
+    choice = body.get("tool_choice", "auto")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+        if not choice:
+            raise ValueError("'tool_choice' names no function")
+        if choice not in {t["function"]["name"] for t in tools}:
+            raise ValueError(f"'tool_choice' names {choice!r}, which is not in 'tools'")
+    elif choice not in ("auto", "none", "required"):
+        raise ValueError("'tool_choice' must be auto, none, required or {\"type\": \"function\", ...}")
+    return tuple(tools), str(choice)
+
+
+def _outgoing_calls(result: GenerationResult | None) -> list[dict[str, Any]]:
+    return [{"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}), ensure_ascii=False)}}
+            for c in (result.tool_calls if result else ())]
 
 
 def _params(body: dict[str, Any]) -> SamplingParams:
@@ -95,7 +138,7 @@ def _params(body: dict[str, Any]) -> SamplingParams:
 
 def _finish(result: GenerationResult | None) -> str:
     reason = result.stats.finish_reason if result else "stop"
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def _usage(result: GenerationResult | None) -> dict[str, Any]:
@@ -112,11 +155,13 @@ class _Run:
     """One generation on its own thread; chunks reach the event loop through an asyncio queue."""
 
     def __init__(self, engine: Engine, messages: list[ChatMessage], params: SamplingParams,
-                 raw_prompt: str | None) -> None:
+                 raw_prompt: str | None, *, tools: tuple[dict[str, Any], ...] = (), tool_choice: str = "auto") -> None:
         self.engine = engine
         self.messages = messages
         self.params = params
         self.raw_prompt = raw_prompt
+        self.tools = tools
+        self.tool_choice = tool_choice
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.stop = threading.Event()
@@ -128,7 +173,8 @@ class _Run:
 
     def _work(self) -> None:
         try:
-            gen = self.engine.stream(self.messages, self.params, raw_prompt=self.raw_prompt)
+            gen = self.engine.stream(self.messages, self.params, raw_prompt=self.raw_prompt, tools=self.tools,
+                                     tool_choice=self.tool_choice)
             for delta in gen.deltas():
                 if self.stop.is_set():
                     self.engine.cancel()  # the client went away: stop within a token
@@ -259,8 +305,11 @@ class ApiServer:
             return denied
         try:
             body = await self._body(request)
+            tools: tuple[dict[str, Any], ...] = ()
+            tool_choice = "auto"
             if chat:
                 messages, raw = _messages(body), None
+                tools, tool_choice = _tools(body)
             else:
                 prompt = body.get("prompt")
                 prompt = prompt[0] if isinstance(prompt, list) and prompt else prompt
@@ -273,7 +322,7 @@ class ApiServer:
         if self._loaded() is None:
             return _error(503, "no model is loaded in Paddock: load one in the app or start `paddock serve --model`",
                           "server_error", "model_not_loaded")
-        run = _Run(self.engine, messages, params, raw)
+        run = _Run(self.engine, messages, params, raw, tools=tools, tool_choice=tool_choice)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         model = self._name()
@@ -292,9 +341,12 @@ class ApiServer:
             return _error(500, str(exc), "server_error")
         answer = "".join(text)
         if chat:
-            message: dict[str, Any] = {"role": "assistant", "content": answer}
+            calls = _outgoing_calls(run.result)
+            message: dict[str, Any] = {"role": "assistant", "content": answer if answer or not calls else None}
             if thinking:
                 message["reasoning_content"] = "".join(thinking)  # the field llama-server and vLLM use
+            if calls:
+                message["tool_calls"] = calls
             choice: dict[str, Any] = {"index": 0, "message": message,
                                       "finish_reason": _finish(run.result), "logprobs": None}
         else:
@@ -327,6 +379,9 @@ class ApiServer:
             payload = {"error": {"message": str(exc), "type": "server_error"}}
             yield f"data: {json.dumps(payload)}\n\n".encode()
             return
+        if chat:
+            for i, call in enumerate(_outgoing_calls(run.result)):  # a call is known whole at the end
+                yield event({"index": 0, "delta": {"tool_calls": [{"index": i, **call}]}, "finish_reason": None})
         end = {"index": 0, "delta": {}, "finish_reason": _finish(run.result)} if chat else \
             {"index": 0, "text": "", "finish_reason": _finish(run.result)}
         yield event(end)

@@ -192,3 +192,49 @@ def test_reasoning_content_streamed_and_whole(instruct_model: Path) -> None:
     finally:
         server.stop()
         engine.close()
+
+
+ADD_TOOL = {"type": "function", "function": {
+    "name": "add", "description": "Add two integers",
+    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                   "required": ["a", "b"]},
+}}
+
+
+def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServer, openai.OpenAI]) -> None:
+    import json
+
+    _server, client = served_instruct
+    question = [{"role": "user", "content": "What is 2+3? Use the add tool."}]
+    reply = client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+                                           tool_choice="required", max_tokens=60, temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "add"
+    args = json.loads(call.function.arguments)
+    assert set(args) == {"a", "b"}
+    # streamed: the same call, as OpenAI streams it
+    calls, finish = [], None
+    for chunk in client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+                                                tool_choice={"type": "function", "function": {"name": "add"}},
+                                                max_tokens=60, temperature=0, stream=True):
+        for c in chunk.choices:
+            calls += c.delta.tool_calls or []
+            finish = c.finish_reason or finish
+    assert finish == "tool_calls"
+    assert [c.function.name for c in calls] == ["add"]  # type: ignore[union-attr]
+    # the result goes back as a tool message; the model answers
+    follow = client.chat.completions.create(model="any", tools=[ADD_TOOL], max_tokens=30, temperature=0,  # type: ignore[list-item]
+                                            messages=[*question,  # type: ignore[list-item]
+                                                      {"role": "assistant", "content": None,
+                                                       "tool_calls": [call.model_dump()]},
+                                                      {"role": "tool", "tool_call_id": call.id,
+                                                       "content": str(args["a"] + args["b"])}])
+    assert follow.choices[0].finish_reason in {"stop", "length", "tool_calls"}
+    assert follow.usage is not None
+    assert follow.usage.prompt_tokens > reply.usage.prompt_tokens  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
