@@ -13,6 +13,7 @@ message the user can act on — the text received so far stays in
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import httpx2
 import openai
 
+from app.engine.chat_format.tool_calls import new_call_id
 from app.engine.types import ChatMessage, Delta, GenerationResult, GenerationStats, SamplingParams
 from app.errors import EngineError
 from app.models.auth import SaveResult, TokenStore
@@ -90,11 +92,13 @@ class RemoteGeneration:
     """An answer streaming from a server; same use as :class:`app.engine.client.Generation`."""
 
     def __init__(self, client: RemoteClient, model: str, messages: Sequence[ChatMessage],
-                 params: SamplingParams) -> None:
+                 params: SamplingParams, *, tools: Sequence[dict[str, Any]] = (), tool_choice: str = "auto") -> None:
         self.client = client
         self.model = model
         self.messages = messages
         self.params = params
+        self.tools = list(tools)
+        self.tool_choice = tool_choice
         self.text = ""
         self.thinking = ""
         self.result: GenerationResult | None = None
@@ -125,7 +129,7 @@ class RemoteGeneration:
         finish = ""
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "messages": [_openai_message(m) for m in self.messages],
             "temperature": self.params.temperature,
             "top_p": self.params.top_p,
             "max_tokens": self.params.max_tokens,
@@ -134,6 +138,13 @@ class RemoteGeneration:
         }
         if self.params.seed is not None:
             kwargs["seed"] = self.params.seed
+        if self.tools:
+            kwargs["tools"] = self.tools
+            if self.tool_choice in ("required", "none"):
+                kwargs["tool_choice"] = self.tool_choice
+            elif self.tool_choice != "auto":
+                kwargs["tool_choice"] = {"type": "function", "function": {"name": self.tool_choice}}
+        calls: dict[int, dict[str, Any]] = {}  # streamed tool calls, put together by index
         try:
             try:
                 self._stream = self.client.openai.chat.completions.create(**kwargs)
@@ -154,6 +165,12 @@ class RemoteGeneration:
                         pieces += 1
                         self.thinking += thought
                         yield ("thinking", thought)
+                    for tc in (getattr(delta, "tool_calls", None) or []) if delta else []:
+                        slot = calls.setdefault(int(tc.index or 0), {"id": "", "name": "", "arguments": ""})
+                        slot["id"] = tc.id or slot["id"]
+                        if tc.function is not None:
+                            slot["name"] += tc.function.name or ""
+                            slot["arguments"] += tc.function.arguments or ""
                     piece = delta.content if delta else None
                     if piece:
                         first = first or time.perf_counter()
@@ -186,7 +203,27 @@ class RemoteGeneration:
             tokens_per_s=completion / decode_s if decode_s > 0 and completion else 0.0,
             finish_reason="cancelled" if self._cancelled.is_set() else finish,
         )
-        self.result = GenerationResult(self.text, stats, reasoning=self.thinking)
+        self.result = GenerationResult(self.text, stats, reasoning=self.thinking,
+                                       tool_calls=tuple(_parsed_call(c) for _, c in sorted(calls.items())))
+
+
+def _openai_message(m: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c["id"], "type": "function",
+                              "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+                             for c in m.tool_calls]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _parsed_call(call: dict[str, Any]) -> dict[str, Any]:
+    try:
+        args = json.loads(call["arguments"]) if call["arguments"].strip() else {}
+    except ValueError:
+        args = {"_raw": call["arguments"]}  # shown as it came; the tool will refuse it
+    return {"id": call["id"] or new_call_id(), "name": call["name"], "arguments": args}
 
 
 def _reasoning_of(delta: Any) -> str:
@@ -212,8 +249,9 @@ class RemoteClient:
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise explain(exc, self.server, None, "") from exc
 
-    def stream(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams) -> RemoteGeneration:
-        return RemoteGeneration(self, model, messages, params)
+    def stream(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams, *,
+               tools: Sequence[dict[str, Any]] = (), tool_choice: str = "auto") -> RemoteGeneration:
+        return RemoteGeneration(self, model, messages, params, tools=tools, tool_choice=tool_choice)
 
 
 class RemoteServers:

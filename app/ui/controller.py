@@ -366,7 +366,7 @@ class ChatController(QObject):
                         self.store.update_message(active.message_id, sources=turn.sources)
                         self.sourcesReady.emit(conv.id, active.message_id)
             specs: list[ToolSpec] = []
-            if self.tools is not None and remote_ref is None and not active.continuing:
+            if self.tools is not None and not active.continuing:
                 specs, problems = self.tools.tools(conv.id)
                 for problem in problems:
                     self.notice.emit(problem)
@@ -376,7 +376,9 @@ class ChatController(QObject):
                     raise _Cancelled
                 gen: Generation | RemoteGeneration
                 if remote_ref is not None:
-                    gen = self.remotes.client(remote_ref[0]).stream(remote_ref[1], messages, conv.sampling)
+                    gen = self.remotes.client(remote_ref[0]).stream(
+                        remote_ref[1], messages, conv.sampling, tools=[t.function() for t in specs],
+                        tool_choice=conv.sampling.tool_choice if rounds == 0 else "auto")
                     active.remote = gen
                     if active.cancel_requested:
                         raise _Cancelled

@@ -238,3 +238,22 @@ def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServ
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
         client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
                                        tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+def test_a_remote_backend_gets_and_returns_tools(served_instruct: tuple[ApiServer, openai.OpenAI]) -> None:
+    """Paddock's remote client (the window's "Servers") against an OpenAI-compatible server with tools:
+    here Paddock's own API, which is such a server."""
+    from app.engine.remote import RemoteClient, RemoteServer
+    from app.engine.types import ChatMessage, SamplingParams
+
+    server, _client = served_instruct
+    remote = RemoteClient(RemoteServer("r", "Peer", server.url), None)
+    gen = remote.stream("any", [ChatMessage("user", "What is 2+3? Use the add tool.")],
+                        SamplingParams(temperature=0.0, max_tokens=60), tools=[ADD_TOOL], tool_choice="required")
+    for _ in gen:
+        pass
+    assert gen.result is not None
+    assert gen.result.stats.finish_reason == "tool_calls"
+    (call,) = gen.result.tool_calls
+    assert call["name"] == "add"
+    assert set(call["arguments"]) == {"a", "b"}
