@@ -265,6 +265,7 @@ class ChatController(QObject):
         ones, and return the records with their results.  Nothing runs without approval."""
         assert self.tools is not None
         records = [_call_record(c, find_tool(specs, str(c.get("name", "")))) for c in calls]
+        self._save_calls(conv_id, active, records)  # shown under the answer, waiting
         for record in records:
             spec = find_tool(specs, record["name"])
             if active.stop_tools.is_set():
