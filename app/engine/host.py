@@ -65,7 +65,7 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.speculative import PromptLookup
+from app.engine.speculative import DraftModel, PromptLookup
 from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
 from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
 
@@ -108,6 +108,8 @@ class EngineHost:
         self._told: set[str] = set()  # notices of this model's template, each told once
         self.loaded: LoadedModel | None = None
         self.session: Session | None = None
+        self.drafter: DraftModel | None = None  # the draft model, when the user chose one
+        self._draft_llm: Any = None
         self.states: StateStore | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
@@ -229,6 +231,11 @@ class EngineHost:
             self.embedder.close()
         self.embedder = None
         self.embedding_mode = False
+        if self.drafter is not None:
+            self.drafter.session.close()
+        if self._draft_llm is not None:
+            self._draft_llm.close()
+        self.drafter = self._draft_llm = None
         if self.session is not None:
             self.session.close()
         if self.llm is not None:
@@ -340,6 +347,10 @@ class EngineHost:
                 shown.append(ids[0])
         session.show_special(shown)
         has_switch, thinking_default = self.formatter.thinking_switch()
+        if settings.draft_model and not settings.embedding:
+            notice = self._load_draft(settings.draft_model, llm, kwargs, gpu_layers)
+            if notice:
+                notices.append(notice)
         backend = hw.backend if gpu_layers != 0 else "cpu"
         self.loaded = LoadedModel(
             path=str(info.path),
@@ -351,6 +362,7 @@ class EngineHost:
             n_gpu_layers=gpu_layers,
             backend=backend,
             prompt_lookup=settings.prompt_lookup,
+            draft_model=settings.draft_model or "" if self.drafter is not None else "",
             template_source=(
                 "fallback" if self.formatter.source == "fallback"
                 else "override" if settings.chat_template else "gguf"
@@ -365,6 +377,28 @@ class EngineHost:
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
         return self.loaded
 
+    def _load_draft(self, path: str, llm: Any, kwargs: dict[str, Any], gpu_layers: int) -> str | None:
+        """Load the draft model next to the target; a notice if it cannot serve as one."""
+        from llama_cpp import Llama
+
+        name = os.path.basename(path)
+        try:
+            read_gguf(path)
+            draft = Llama(**{**kwargs, "model_path": path, "n_gpu_layers": gpu_layers})
+        except (PaddockError, ValueError, RuntimeError, OSError) as exc:
+            return f"The draft model {name} could not be loaded ({exc}); answers are written without it."
+        same = draft.n_vocab() == llm.n_vocab() and all(
+            _token_text(draft, t) == _token_text(llm, t) for t in (*range(0, min(llm.n_vocab(), 400), 7),
+                                                                  llm.token_bos(), llm.token_eos()) if t >= 0
+        )
+        if not same:
+            draft.close()
+            return (f"The draft model {name} has another vocabulary than this model, so it cannot draft for it: "
+                    "choose a smaller model of the same family.")
+        self._draft_llm = draft
+        self.drafter = DraftModel(Session(draft), draft.n_vocab())
+        return None
+
     def _next_tokens(self, session: Session, sampler: Sampler, token: int, lookup: PromptLookup | None, *,
                      stats: GenerationStats, room: int) -> list[int]:
         """Evaluate the last token taken and draw what follows: one token, or with a
@@ -376,19 +410,35 @@ class EngineHost:
         if token < 0:  # the first answer token: the prompt's logits are there
             return [sampler.sample(session.ctx)]
         draft = lookup.draft(room - 1) if lookup is not None else []
+        source: Any = lookup
+        if not draft and self.drafter is not None and room > 1:
+            draft = self.drafter.draft([*session.cached(), token], room - 1)
+            source = self.drafter
         if not draft:
             session.decode((token,))
             return [sampler.sample(session.ctx)]
         base = session.n_past
         session.decode_all([token, *draft])
-        drawn = []
+        drawn: list[int] = []
         for i in range(len(draft) + 1):
-            drawn.append(sampler.sample(session.ctx, i))
-            if i == len(draft) or drawn[-1] != draft[i]:
+            choice, clear = sampler.sample_clear(session.ctx, i)
+            if not clear:
+                # A near tie between the two likeliest tokens: a batch's logits differ from one token's
+                # in the last bits, and greedy output must be what plain decoding gives. The tokens
+                # taken so far stand; the last of them is evaluated again on its own.
+                source.result(len(draft), i)
+                stats.draft_tokens += len(draft)
+                stats.draft_accepted += i
+                session.keep(base + i)
+                if i == 0:
+                    session.decode((token,))
+                    return [sampler.sample(session.ctx)]
+                return drawn
+            drawn.append(choice)
+            if i == len(draft) or choice != draft[i]:
                 break
         accepted = len(drawn) - 1
-        assert lookup is not None
-        lookup.result(len(draft), accepted)
+        source.result(len(draft), accepted)
         stats.draft_tokens += len(draft)
         stats.draft_accepted += accepted
         session.keep(base + 1 + accepted)  # the refused rest of the draft leaves the KV cache
@@ -573,6 +623,10 @@ class EngineHost:
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
         lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
                   and grammar is None else None)
+        if grammar is not None and self.drafter is not None:
+            self.drafter.draft_len = 0  # no drafts while a grammar constrains the answer
+        elif self.drafter is not None and self.drafter.draft_len == 0:
+            self.drafter.draft_len = 4
         try:
             while True:
                 if n_generated >= params.max_tokens:

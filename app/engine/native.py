@@ -186,6 +186,11 @@ class Session:
         return data
 
 
+# Logits of one position evaluated in a batch differ from those evaluated alone in the last bits
+# (another kernel, another summation order): a greedy choice closer than this is made alone.
+TIE_MARGIN = 0.05
+
+
 class Sampler:
     """A llama.cpp sampler chain for one answer (freed on close).
 
@@ -258,6 +263,18 @@ class Sampler:
             logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
             return int(logits.argmax())
         return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
+
+    def sample_clear(self, ctx: Any, index: int) -> tuple[int, bool]:
+        """:meth:`sample`, and whether the choice is clear of numerical noise: for greedy decoding,
+        False when the two likeliest tokens are within ``TIE_MARGIN`` of each other."""
+        if not self.argmax:
+            return self.sample(ctx, index), True
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        best = int(logits.argmax())
+        top2 = np.partition(logits, -2)[-2:]
+        return best, float(top2[1] - top2[0]) > TIE_MARGIN
 
     def close(self) -> None:
         if self.chain is not None:

@@ -12,6 +12,10 @@ which is llama.cpp's acceptance rule for a deterministic draft).  A batch of k
 tokens costs little more than one on memory-bound hardware, so accepted drafts
 are tokens for free.
 
+A draft model (a small model of the same family, the user's choice) drafts where
+the context offers nothing: it reads the same tokens and writes its greedy guess
+of the next few, verified the same way.
+
 Drafting adapts to how well it pays: the draft length doubles after a draft is
 taken whole and halves after one is refused, and after several refused drafts
 in a row it pauses, so an answer that quotes nothing pays almost nothing.
@@ -20,6 +24,7 @@ in a row it pauses, so an answer that quotes nothing pays almost nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 MAX_NGRAM = 4
 MIN_NGRAM = 3
@@ -86,6 +91,70 @@ class PromptLookup:
             self._misses += 1
             if self._misses >= PAUSE_AFTER_MISSES:
                 self._paused = PAUSE_TOKENS
+                self._misses = 0
+        else:
+            self.draft_len = max(MIN_DRAFT, accepted + 1)
+            self._misses = 0
+
+
+class DraftModel:
+    """A small model's greedy guesses of the next tokens, for the target model to verify.
+
+    Its KV cache follows the conversation: before each draft it keeps the longest prefix
+    it shares with the context and reads the rest, so a refused draft costs nothing later.
+
+    Args:
+        session: the draft model's :class:`app.engine.native.Session`.
+    """
+
+    def __init__(self, session: Any, n_vocab: int) -> None:
+        self.session = session
+        self.n_vocab = n_vocab
+        self.draft_len = 4
+        self._misses = 0
+        self._paused = 0
+
+    def draft(self, context: Sequence[int], room: int) -> list[int]:
+        import numpy as np
+
+        if self._paused:
+            self._paused -= 1
+            return []
+        n = min(self.draft_len, room)
+        if n < 1 or len(context) < 1:
+            return []
+        cached = self.session.cached()
+        keep = 0
+        for a, b in zip(cached, context, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(context) - 1)  # the last context token is read again for its logits
+        if not self.session.keep(keep):
+            self.session.clear()
+            keep = 0
+        self.session.decode(list(context[keep:]))
+        out: list[int] = []
+        lib = self.session.lib
+        for i in range(n):
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.session.ctx, -1), shape=(self.n_vocab,))
+            token = int(logits.argmax())
+            if self.session.is_eog(token):
+                break
+            out.append(token)
+            if i + 1 < n:
+                self.session.decode((token,))
+        return out
+
+    def result(self, drafted: int, accepted: int) -> None:
+        if accepted == drafted:
+            self.draft_len = min(MAX_DRAFT, self.draft_len + 2)
+            self._misses = 0
+        elif accepted == 0:
+            self.draft_len = max(MIN_DRAFT, self.draft_len // 2)
+            self._misses += 1
+            if self._misses >= PAUSE_AFTER_MISSES * 2:
+                self._paused = PAUSE_TOKENS // 4
                 self._misses = 0
         else:
             self.draft_len = max(MIN_DRAFT, accepted + 1)

@@ -73,6 +73,8 @@ class LoadSettings:
     kept_states_disk_mb: int = 4096
     # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py).
     prompt_lookup: bool = True
+    # A small model of the same family that drafts tokens for this one (same vocabulary).
+    draft_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class LoadedModel:
     load_s: float
     notices: tuple[str, ...] = ()
     prompt_lookup: bool = True
+    draft_model: str = ""  # the draft model in use ("" for none)
     # Thinking: the family's format ("think", "gpt-oss", ...), whether the template has a
     # Think switch (``enable_thinking``), and whether thinking is on when it is left unset.
     reasoning_format: str = ""

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -95,6 +96,16 @@ class SettingsDialog(QDialog):
         )
         self.prompt_lookup.setChecked(load.prompt_lookup)
         form.addRow("Speculative decoding", self.prompt_lookup)
+        draft_row = QHBoxLayout()
+        self.draft_model = QLineEdit(load.draft_model or "")
+        self.draft_model.setPlaceholderText("none: a small GGUF model of the same family (e.g. Llama 3.2 1B for 8B)")
+        self.draft_model.setToolTip("It guesses the next words and the model checks them several at a time. "
+                                    "It must share the model's vocabulary; answers stay the same.")
+        draft_row.addWidget(self.draft_model, 1)
+        choose = QPushButton("Choose…")
+        choose.clicked.connect(self._choose_draft)
+        draft_row.addWidget(choose)
+        form.addRow("Draft model", draft_row)
         note = QLabel("Model settings apply the next time a model is loaded.")
         note.setObjectName("hint")
         form.addRow(note)
@@ -103,6 +114,13 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         self.resize(520, 300)
+
+    def _choose_draft(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Draft model", "", "GGUF models (*.gguf)")
+        if path:
+            self.draft_model.setText(path)
 
     def _show_usage(self, note: str = "") -> None:
         size, files = folder_usage(states_folder())
@@ -121,6 +139,7 @@ class SettingsDialog(QDialog):
             kept_states_ram_mb=self.states_ram.value(),
             kept_states_disk_mb=self.states_disk.value(),
             prompt_lookup=self.prompt_lookup.isChecked(),
+            draft_model=self.draft_model.text().strip() or None,
         )
 
 

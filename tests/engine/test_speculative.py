@@ -96,3 +96,23 @@ def test_stop_during_a_draft_keeps_what_was_taken(engines: tuple[Engine, Engine]
     assert gen.result.text == gen.text
     after = fast.generate(QUOTE, SamplingParams(temperature=0.0, max_tokens=10, seed=1))
     assert after.text  # the engine goes on
+
+
+def test_a_draft_model_drafts_and_the_output_stays_the_model_s(instruct_model: Path, test_model: Path) -> None:
+    """SmolLM2 drafting for itself (the same vocabulary): nearly every draft is taken, the greedy
+    answer is the plain one. A model of another vocabulary (Gemma) is refused with a notice."""
+    params = SamplingParams(temperature=0.0, max_tokens=60, seed=1)
+    common = {"n_ctx": 2048, "prompt_lookup": False, "kept_states_ram_mb": 0, "kept_states_disk_mb": 0}
+    with Engine() as eng:
+        eng.load(str(instruct_model), LoadSettings(**common))  # type: ignore[arg-type]
+        plain = eng.generate(FREE, params)
+        loaded = eng.load(str(instruct_model), LoadSettings(draft_model=str(instruct_model), **common))  # type: ignore[arg-type]
+        assert loaded.draft_model == str(instruct_model)
+        drafted = eng.generate(FREE, params)
+        assert drafted.text == plain.text
+        assert drafted.stats.draft_tokens > 0
+        assert drafted.stats.draft_accepted >= drafted.stats.draft_tokens * 0.6  # near ties are decided alone
+        other = eng.load(str(instruct_model), LoadSettings(draft_model=str(test_model), **common))  # type: ignore[arg-type]
+        assert other.draft_model == ""
+        assert any("another vocabulary" in n for n in other.notices)
+        assert eng.generate(FREE, params).text == plain.text

@@ -2,7 +2,8 @@
 
 Tools: ``add``, ``read_note`` (confined to the folder in $NOTES_DIR), ``sleep`` (a hanging
 call), ``crash`` (the process exits mid-call), ``big`` (an oversized result), ``fail`` (an
-error result).  Run with ``--garbage`` it writes non-protocol text to stdout instead.
+error result).  Run with ``--garbage`` it writes non-protocol text to stdout instead;
+with ``--http PORT`` it serves streamable HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -65,4 +66,7 @@ def fail() -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if "--http" in sys.argv:  # streamable HTTP on 127.0.0.1:PORT/mcp
+        server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[sys.argv.index("--http") + 1]))
+    else:
+        server.run()

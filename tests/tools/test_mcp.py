@@ -160,3 +160,36 @@ def test_claude_desktop_config_import() -> None:
         import_claude_config('{"servers": {}}')
     with pytest.raises(ToolConfigError, match="neither"):
         import_claude_config('{"mcpServers": {"x": {}}}')
+
+
+def test_a_server_over_streamable_http(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--http", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        server = ToolServer("h", "Over HTTP", "http", url=f"http://127.0.0.1:{port}/mcp")
+        conn = McpConnection(server, ServerSecrets(headers={"Authorization": "Bearer test"}), tmp_path / "h.log")
+        try:
+            assert "add" in {t.name for t in conn.start()}
+            assert conn.call("add", {"a": 20, "b": 22}).text == "42"
+        finally:
+            conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    unreachable = McpConnection(ToolServer("u", "Nowhere", "http", url=f"http://127.0.0.1:{port}/mcp"),
+                                ServerSecrets(), tmp_path / "u.log")
+    with pytest.raises(ToolError, match="Nowhere"):
+        unreachable.start(timeout=15)
+    unreachable.close()

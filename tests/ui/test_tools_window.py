@@ -96,3 +96,35 @@ def test_denied_and_unknown_calls_keep_the_chat_going(qtbot: QtBot, instruct_mod
     finally:
         w.close()
         w.store.close()
+
+
+def test_a_call_to_a_tool_that_does_not_exist_is_an_error_result(qtbot: QtBot, instruct_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """A model (in "auto", without a grammar) may name a tool that is not there: nothing runs, the
+    model is told which tools exist, and nobody is asked to approve anything."""
+    from app.tools.config import ServerSecrets
+    from app.ui.controller import ActiveStream
+    from tests.tools.conftest import stdio_server
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    w = make_window(qtbot, instruct_model, LoadSettings(n_ctx=4096))
+    try:
+        server = w.tools.servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes)}))
+        conv = w.current_conv
+        assert conv is not None
+        specs = w.tools.enable(conv, server.id)
+        answer = w.store.add_message(conv, "assistant", "")
+        asked: list[dict] = []
+        w.controller.toolApprovalRequested.connect(lambda _c, _m, call: asked.append(call))
+        records = w.controller._run_tool_calls(conv, ActiveStream(conv, answer.id),
+                                               [{"id": "abc123def", "name": "rm_rf", "arguments": {}}], specs)
+        assert asked == []
+        (record,) = records
+        assert record["status"] == "error"
+        assert "no tool called 'rm_rf'" in record["result"]
+        assert "add" in record["result"]  # the model learns what it can call
+        assert w.store.message(answer.id).tool_calls == records
+    finally:
+        w.close()
+        w.store.close()
