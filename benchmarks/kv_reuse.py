@@ -56,8 +56,8 @@ CODE = "\n".join([
     "    return f'{width} by {height}: area {area(width, height)}, perimeter {perimeter(width, height)}'",
 ])
 SPEED_CASES = {
-    "quote a passage": f"Repeat this passage exactly, word for word:\n\n{PASSAGE}",
-    "fix a line of code": f"Fix the bug in perimeter and give the whole file back:\n\n```python\n{CODE}\n```",
+    "quotes a passage": f"Repeat this passage exactly, word for word:\n\n{PASSAGE}",
+    "fixes a line of code": f"Fix the bug in perimeter and give the whole file back:\n\n```python\n{CODE}\n```",
     "quotes nothing": "Write a short story about a cat who learns to fly.",
 }
 
@@ -216,9 +216,8 @@ def render(r: dict[str, Any]) -> str:
     for name, c in sp.items():
         goal = "≥ 0.97" if name == "quotes nothing" else "≥ 1.3"
         lines.append(
-            f"| Decode, answer that {'quotes nothing' if name == 'quotes nothing' else name.replace('quote', 'quotes')}"
-            f" ({c['tokens']} tokens), tokens/s vs llama-bench tg{c['tokens']} | {c['paddock_tokens_per_s']:.1f} | "
-            f"{c['llama_bench_tokens_per_s']:.1f} | {c['ratio']:.2f} | {goal} |"
+            f"| Decode, answer that {name} ({c['tokens']} tokens), tokens/s vs llama-bench tg{c['tokens']} | "
+            f"{c['paddock_tokens_per_s']:.1f} | {c['llama_bench_tokens_per_s']:.1f} | {c['ratio']:.2f} | {goal} |"
         )
     lines += [
         "",
