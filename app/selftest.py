@@ -110,10 +110,36 @@ def run(model: str | None) -> int:
             return {"exit_code": run.returncode, "answers": len(drive["answers"]),
                     "quit_via_action": drive["quit_via_action"], "stall_max_ms": drive["stall_max_ms"]}
 
+        def tools() -> dict[str, Any]:
+            """The MCP SDK as bundled: a server in this process, listed and called through the client."""
+            import asyncio
+
+            from mcp import Client
+            from mcp.server import MCPServer
+
+            server = MCPServer("Self-test")
+
+            @server.tool()
+            def add(a: int, b: int) -> int:
+                """Add two integers."""
+                return a + b
+
+            async def call() -> tuple[list[str], str]:
+                async with Client(server) as client:
+                    listed = await client.list_tools()
+                    result = await client.call_tool("add", {"a": 2, "b": 40})
+                    return [t.name for t in listed.tools], str(getattr(result.content[0], "text", ""))
+
+            names, text = asyncio.run(call())
+            if names != ["add"] or text != "42":
+                raise RuntimeError(f"the MCP client answered {names} {text!r}")
+            return {"tools": names, "result": text}
+
         _check(report, "qt", qt)
         _check(report, "engine", engine)
         _check(report, "window", window)
         _check(report, "documents", documents)
+        _check(report, "tools", tools)
         report["ok"] = all(c["ok"] for c in report["checks"].values())
         report["total_s"] = round(time.perf_counter() - started, 3)
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -88,6 +88,8 @@ def test_selftest_checks_qt_engine_documents_and_the_window(test_model: Path) ->
     assert window["exit_code"] == 0
     assert window["answers"] == 8
     assert window["quit_via_action"] is True
+    assert report["checks"]["tools"] == {"ok": True, "s": report["checks"]["tools"]["s"], "tools": ["add"],
+                                         "result": "42"}
 
 
 # One per kind of trouble the corpus had: tools undefined, {% break %}, tool_calls read
