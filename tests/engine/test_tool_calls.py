@@ -44,7 +44,7 @@ EXPECTED_FAMILIES = {
     "NVIDIA-Nemotron-Nano-v2": "nemotron", "unsloth-Apriel-1.5": "apriel", "LFM2.5-8B-A1B": "lfm",
     "GigaChat3.1-10B-A1.8B": "gigachat", "Apertus-8B-Instruct": "apertus",
     "fireworks-ai-llama-3-firefunction-v2": "firefunction", "meetkai-functionary-medium-v3.1": "functionary",
-    "openbmb-MiniCPM5-1B": "minicpm",
+    "openbmb-MiniCPM5-1B": "minicpm", "Kimi-K3": "kimi3", "GigaChat3-10B-A1.8B": "gigachat3",
 }
 
 

@@ -241,6 +241,20 @@ def parse_hunyuan(text: str) -> list[ParsedCall]:
                         .replace("<tool_sep>", "").replace("<tool_calls>", ""))
 
 
+def parse_kimi3(text: str) -> list[ParsedCall]:
+    """Kimi K3: ``<|open|>call tool="f" index="1"<|sep|><|open|>argument key="k" type="string"<|sep|>v
+    <|close|>argument<|sep|>...<|close|>call<|sep|>``."""
+    calls = []
+    for name, body in re.findall(r'<\|open\|>call tool="([^"]+)"[^<]*<\|sep\|>(.*?)(?:<\|close\|>call<\|sep\|>|$)',
+                                 text, re.S):
+        args: dict[str, Any] = {}
+        for key, kind, value in re.findall(r'<\|open\|>argument key="([^"]+)"(?: type="(\w+)")?<\|sep\|>(.*?)'
+                                           r"<\|close\|>argument<\|sep\|>", body, re.S):
+            args[key] = value if kind == "string" else _scalar(value)
+        calls.append(_call(name, args))
+    return calls
+
+
 def _scalar(text: str) -> Any:
     try:
         return json.loads(text)
@@ -286,6 +300,9 @@ FORMATS: tuple[ToolCallFormat, ...] = (
     ToolCallFormat("gigachat", ("<|function_call|>",), lambda t: _from_objects(_json_values(t)),
                    prefix="<|function_call|>", suffix="", signature="<|function_call|>"),
     ToolCallFormat("apertus", ("<|tools_prefix|>",), parse_name_map, signature="<|tools_prefix|>"),
+    ToolCallFormat("kimi3", ("<|open|>tools<|sep|>",), parse_kimi3, signature="open_tag('call'"),
+    ToolCallFormat("gigachat3", ("function call<|role_sep|>",), lambda t: _from_objects(_json_values(t)),
+                   prefix="function call<|role_sep|>\n", suffix="", signature="'role': 'function call'"),
     ToolCallFormat("firefunction", ("functools[",), lambda t: _from_objects(_json_values(t.replace("functools", ""))),
                    prefix="functools[", suffix="]", signature="functools["),
     ToolCallFormat("mistral", ("[TOOL_CALLS]",), parse_mistral, prefix="[TOOL_CALLS][", suffix="]",
