@@ -88,14 +88,10 @@ class MessageWidget(QFrame):
         self.thinking_toggle.toggled.connect(self._toggle_thinking)
         self.thinking_toggle.hide()
         layout.addWidget(self.thinking_toggle)
-        self.thinking_view = SafeTextBrowser()
-        self.thinking_view.setObjectName("thinkingBody")
-        self.thinking_view.setFrameShape(QFrame.Shape.NoFrame)
-        self.thinking_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.thinking_view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.thinking_view.document().documentLayout().documentSizeChanged.connect(self._fit_thinking)
-        self.thinking_view.hide()
-        layout.addWidget(self.thinking_view)
+        # made when a message first has thinking: most have none, and a rich-text view per
+        # message would double what switching to a long chat builds
+        self._thinking_view: SafeTextBrowser | None = None
+        self._layout = layout
         self.tools_box = QVBoxLayout()  # the tools this answer called, each collapsed
         self.tools_box.setSpacing(2)
         self._tool_widgets: list[ToolCallWidget] = []
@@ -192,6 +188,20 @@ class MessageWidget(QFrame):
         if not self.streaming:
             self._render()
 
+    @property
+    def thinking_view(self) -> SafeTextBrowser:
+        if self._thinking_view is None:
+            view = SafeTextBrowser()
+            view.setObjectName("thinkingBody")
+            view.setFrameShape(QFrame.Shape.NoFrame)
+            view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            view.document().documentLayout().documentSizeChanged.connect(self._fit_thinking)
+            view.hide()
+            self._layout.insertWidget(self._layout.indexOf(self.thinking_toggle) + 1, view)
+            self._thinking_view = view
+        return self._thinking_view
+
     def set_thinking(self, thinking: str) -> None:
         if thinking != self.thinking:
             if thinking.startswith(self.thinking) and self.thinking:
@@ -283,9 +293,12 @@ class MessageWidget(QFrame):
 
     def _fit_thinking(self) -> None:
         # as tall as its text, up to a third of a laptop screen; longer thinking scrolls
-        height = min(THINKING_MAX_HEIGHT, int(self.thinking_view.document().size().height()) + 6)
-        if self.thinking_view.height() != height:
-            self.thinking_view.setFixedHeight(height)
+        view = self._thinking_view
+        if view is None:
+            return
+        height = min(THINKING_MAX_HEIGHT, int(view.document().size().height()) + 6)
+        if view.height() != height:
+            view.setFixedHeight(height)
 
     def _fit_height(self) -> None:
         height = int(self.body.document().size().height()) + 4
