@@ -399,10 +399,10 @@ class EngineHost:
         self.drafter = DraftModel(Session(draft), draft.n_vocab())
         return None
 
-    def _next_tokens(self, session: Session, sampler: Sampler, token: int, lookup: PromptLookup | None, *,
-                     stats: GenerationStats, room: int) -> list[int]:
-        """Evaluate the last token taken and draw what follows: one token, or with a
-        prompt-lookup draft, every draft token the model itself draws and one more.
+    def _next_tokens(self, session: Session, sampler: Sampler, token: int, lookup: PromptLookup | None,
+                     drafter: DraftModel | None, *, stats: GenerationStats, room: int) -> list[int]:
+        """Evaluate the last token taken and draw what follows: one token, or with a draft
+        (prompt lookup, else the draft model), every draft token the model itself draws and one more.
 
         Raises:
             DecodeError: llama.cpp failed (or Stop aborted it).
@@ -410,38 +410,37 @@ class EngineHost:
         if token < 0:  # the first answer token: the prompt's logits are there
             return [sampler.sample(session.ctx)]
         draft = lookup.draft(room - 1) if lookup is not None else []
-        source: Any = lookup
-        if not draft and self.drafter is not None and room > 1:
-            draft = self.drafter.draft([*session.cached(), token], room - 1)
-            source = self.drafter
-        if not draft:
+        source: PromptLookup | DraftModel | None = lookup
+        if not draft and drafter is not None and room > 1:
+            draft = drafter.draft([*session.cached(), token], room - 1)
+            source = drafter
+        if not draft or source is None:
             session.decode((token,))
             return [sampler.sample(session.ctx)]
         base = session.n_past
         session.decode_all([token, *draft])
         drawn: list[int] = []
+        tie = False
         for i in range(len(draft) + 1):
             choice, clear = sampler.sample_clear(session.ctx, i)
             if not clear:
                 # A near tie between the two likeliest tokens: a batch's logits differ from one token's
                 # in the last bits, and greedy output must be what plain decoding gives. The tokens
                 # taken so far stand; the last of them is evaluated again on its own.
-                source.result(len(draft), i)
-                stats.draft_tokens += len(draft)
-                stats.draft_accepted += i
-                session.keep(base + i)
-                if i == 0:
-                    session.decode((token,))
-                    return [sampler.sample(session.ctx)]
-                return drawn
+                tie = True
+                break
             drawn.append(choice)
             if i == len(draft) or choice != draft[i]:
                 break
-        accepted = len(drawn) - 1
+        accepted = len(drawn) if tie else len(drawn) - 1
         source.result(len(draft), accepted)
         stats.draft_tokens += len(draft)
         stats.draft_accepted += accepted
-        session.keep(base + 1 + accepted)  # the refused rest of the draft leaves the KV cache
+        # the refused rest of the draft leaves the KV cache (at a tie, the last taken token too)
+        session.keep(base + accepted + (not tie))
+        if not drawn:  # a tie at once: the token itself is evaluated alone
+            session.decode((token,))
+            return [sampler.sample(session.ctx)]
         return drawn
 
     # -- kept conversation states ------------------------------------------------
@@ -623,10 +622,7 @@ class EngineHost:
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
         lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
                   and grammar is None else None)
-        if grammar is not None and self.drafter is not None:
-            self.drafter.draft_len = 0  # no drafts while a grammar constrains the answer
-        elif self.drafter is not None and self.drafter.draft_len == 0:
-            self.drafter.draft_len = 4
+        drafter = self.drafter if grammar is None else None  # no drafts while a grammar constrains the answer
         try:
             while True:
                 if n_generated >= params.max_tokens:
@@ -641,7 +637,7 @@ class EngineHost:
                         notices.append("The answer reached the end of the model's context and was cut there.")
                         break
                     try:
-                        ready = self._next_tokens(session, sampler, token, lookup, stats=stats,
+                        ready = self._next_tokens(session, sampler, token, lookup, drafter, stats=stats,
                                                   room=min(params.max_tokens - n_generated, n_ctx - 2 - session.n_past))
                     except DecodeError as exc:
                         if self.cancel.is_set():
