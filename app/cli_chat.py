@@ -114,7 +114,7 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     from app.engine.client import Engine
     from app.engine.types import ChatMessage
     from app.models.library import loadable_model
-    from app.store.chats import title_from
+    from app.store.chats import latest_sources, sent_history, title_from
 
     collection = docs.collection_for(args.collection) if args.collection is not None else None
     if args.chat is not None:
@@ -136,20 +136,17 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     if collection is not None:
         docs.index.attach(conv.id, collection.id)
     collections = docs.index.attached(conv.id)  # also those attached in the window
-    history = [m for m in store.messages(conv.id) if m.content and m.status != "error"]
+    history = store.messages(conv.id)
     question = store.add_message(conv.id, "user", args.prompt.strip())
     if conv.title == "New chat":
         store.update_conversation(conv.id, title=title_from(args.prompt))
     system = args.system or conv.system_prompt
-    messages = [ChatMessage("system", system)] if system.strip() else []
-    messages += [m.as_chat() for m in history]
-    messages.append(ChatMessage("user", question.content))
+    messages = [*sent_history(system, history), ChatMessage("user", question.content)]
     with Engine() as engine:
         loaded = engine.load(model, _settings(args))
         sources: list[dict[str, Any]] = []
         if collections:
-            earlier: list[dict[str, Any]] = next((m.sources for m in reversed(history) if m.sources), [])
-            turn = documents_turn(docs.retriever, collections, messages, loaded.n_ctx, earlier)
+            turn = documents_turn(docs.retriever, collections, messages, loaded.n_ctx, latest_sources(history))
             messages, sources = turn.messages, turn.sources
             if turn.sent is not None:
                 store.update_message(question.id, sent=turn.sent)

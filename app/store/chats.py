@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -129,6 +130,11 @@ class Message:
     reasoning: str = ""
     sent: str | None = None  # a user message as the model was given it (with passages)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sent_to_model(self) -> bool:
+        """Part of the history the model is given (a failed or empty answer is not)."""
+        return bool(self.content or self.tool_calls) and self.status != "error"
 
     def as_chat(self) -> ChatMessage:
         """The message as the model sees it in the history."""
@@ -312,32 +318,20 @@ class ChatStore:
     ) -> None:
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [time.time()]
-        if content is not None:
-            sets.append("content = ?")
-            params.append(content)
-        if status is not None:
-            sets.append("status = ?")
-            params.append(status)
-            if status == "complete":
-                sets.append("error = NULL")
-        if error is not None:
-            sets.append("error = ?")
-            params.append(error)
-        if stats is not None:
-            sets.append("stats = ?")
-            params.append(json.dumps(stats.to_dict() if isinstance(stats, GenerationStats) else stats))
-        if sources is not None:
-            sets.append("sources = ?")
-            params.append(json.dumps(sources, ensure_ascii=False))
-        if reasoning is not None:
-            sets.append("reasoning = ?")
-            params.append(reasoning)
-        if sent is not None:
-            sets.append("sent = ?")
-            params.append(sent)
-        if tool_calls is not None:
-            sets.append("tool_calls = ?")
-            params.append(json.dumps(tool_calls, ensure_ascii=False))
+        if status == "complete":
+            sets.append("error = NULL")
+        if isinstance(stats, GenerationStats):
+            stats = stats.to_dict()
+        text_columns = {"content": content, "status": status, "error": error, "reasoning": reasoning, "sent": sent}
+        json_columns = {"stats": stats, "sources": sources, "tool_calls": tool_calls}
+        for column, value in text_columns.items():
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        for column, data in json_columns.items():
+            if data is not None:
+                sets.append(f"{column} = ?")
+                params.append(json.dumps(data, ensure_ascii=False))
         params.append(message_id)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
@@ -463,6 +457,23 @@ class ChatStore:
                     ),
                 )
         return self.conversation(conv_id)
+
+
+def sent_history(system_prompt: str, history: Sequence[Message]) -> list[ChatMessage]:
+    """A stored conversation as the model is given it: the system prompt, then every turn as it
+    was sent (a question with its passages, an answer with its tool calls and their results), so
+    the prompt stays the same up to the newest question and the KV cache covers all of it.
+    Failed answers and empty ones are left out."""
+    messages = [ChatMessage("system", system_prompt)] if system_prompt.strip() else []
+    for m in history:
+        if m.sent_to_model:
+            messages += m.as_chat_messages()
+    return messages
+
+
+def latest_sources(history: Sequence[Message]) -> list[dict[str, Any]]:
+    """The passages the newest answer with documents was given (a follow-up may refer to them)."""
+    return next((m.sources for m in reversed(history) if m.sources and m.sent_to_model), [])
 
 
 def title_from(text: str) -> str:

@@ -26,7 +26,7 @@ from app.engine.client import Engine, Generation
 from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
 from app.errors import EngineCrashedError, PaddockError
-from app.store.chats import ChatStore, Conversation, MessageStatus, title_from
+from app.store.chats import ChatStore, Conversation, MessageStatus, latest_sources, sent_history, title_from
 from app.tools.hub import MAX_ROUNDS, ToolHub, find_tool
 from app.tools.mcp_client import ToolError, ToolSpec
 
@@ -344,20 +344,15 @@ class ChatController(QObject):
             if remote_ref is None:
                 n_ctx = self._ensure_model(conv.model).n_ctx
             history = [m for m in self.store.messages(conv.id) if m.id != active.message_id or active.continuing]
-            history = [m for m in history if (m.content or m.tool_calls) and m.status != "error"]
-            messages = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
-            # Earlier turns go as they were sent (with their passages and tool results): the prompt
-            # stays the same up to the newest question, so the KV cache covers all of it.
-            for m in history:
-                messages += m.as_chat_messages()
+            history = [m for m in history if m.sent_to_model]
+            messages = sent_history(conv.system_prompt, history)
             if active.continuing:
                 messages[-1] = ChatMessage("assistant", active.text, active.thinking)
             elif history and history[-1].role == "user":
                 question = history[-1]
                 messages[-1] = ChatMessage("user", question.content)  # the question as typed, passages anew
                 if self.with_documents is not None:
-                    earlier = next((m.sources for m in reversed(history[:-1]) if m.sources), [])
-                    turn = self.with_documents(conv.id, messages, n_ctx, earlier)
+                    turn = self.with_documents(conv.id, messages, n_ctx, latest_sources(history[:-1]))
                     messages = turn.messages
                     for n in turn.notices:
                         self.notice.emit(n)

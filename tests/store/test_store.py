@@ -176,3 +176,29 @@ def test_killed_during_writes_keeps_every_committed_message(tmp_path: Path) -> N
     streamed = next(m for m in store.messages(1) if m.role == "assistant")
     assert streamed.status == "interrupted"
     assert streamed.content.count("token") >= 200
+
+
+def test_history_as_sent_keeps_passages_and_tool_turns(tmp_path: Path) -> None:
+    """What the window and `paddock chat --continue` both send: each turn as it was sent."""
+    from app.store.chats import latest_sources, sent_history
+
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    conv = store.create_conversation("Tools")
+    question = store.add_message(conv.id, "user", "Add 2 and 3.")
+    store.update_message(question.id, sent="<sources>...</sources>\n\nQuestion: Add 2 and 3.")
+    called = store.add_message(conv.id, "assistant", "")  # an answer that only called a tool
+    store.update_message(called.id, sources=[{"chunk_id": 7}], tool_calls=[
+        {"id": "abc123def", "name": "add", "arguments": {"a": 2, "b": 3}, "status": "done", "result": "5"}])
+    failed = store.add_message(conv.id, "assistant", "half", status="error")
+    store.update_message(failed.id, sources=[{"chunk_id": 9}])
+    history = store.messages(conv.id)
+    sent = sent_history("Be brief.", history)
+    assert [(m.role, m.content) for m in sent] == [
+        ("system", "Be brief."),
+        ("user", "<sources>...</sources>\n\nQuestion: Add 2 and 3."),
+        ("assistant", ""),
+        ("tool", "5"),
+    ]
+    assert sent[2].tool_calls == ({"id": "abc123def", "name": "add", "arguments": {"a": 2, "b": 3}},)
+    assert sent[3].tool_call_id == "abc123def"
+    assert latest_sources(history) == [{"chunk_id": 7}]  # not the failed answer's
