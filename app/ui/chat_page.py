@@ -14,6 +14,7 @@ Signals:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -273,20 +274,18 @@ class ChatPage(QWidget):
         self.composer.clear()
 
     def regenerate(self) -> None:
-        if self.current_conv is None:
-            return
-        try:
-            self.save_chat_settings()
-            self.controller.regenerate(self.current_conv)
-        except PaddockError as exc:
-            self.bridge.error(str(exc))
+        self._answer_again(self.controller.regenerate)
 
     def continue_answer(self) -> None:
+        self._answer_again(self.controller.continue_answer)
+
+    def _answer_again(self, action: Callable[[int], None]) -> None:
+        """Regenerate or Continue in the current chat, with its settings as they are now."""
         if self.current_conv is None:
             return
         try:
             self.save_chat_settings()
-            self.controller.continue_answer(self.current_conv)
+            action(self.current_conv)
         except PaddockError as exc:
             self.bridge.error(str(exc))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
@@ -78,14 +79,7 @@ class MessageWidget(QFrame):
         layout.addWidget(self.header)
         # The model's thinking: a collapsed section above the answer, plain text, never
         # part of the answer (Copy, citations and history leave it out).
-        self.thinking_toggle = QToolButton()
-        self.thinking_toggle.setObjectName("thinkingToggle")
-        self.thinking_toggle.setCheckable(True)
-        self.thinking_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.thinking_toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.thinking_toggle.setAutoRaise(True)
-        self.thinking_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.thinking_toggle.toggled.connect(self._toggle_thinking)
+        self.thinking_toggle = _disclosure("thinkingToggle", lambda shown: self.thinking_view.setVisible(shown))
         self.thinking_toggle.hide()
         layout.addWidget(self.thinking_toggle)
         # made when a message first has thinking: most have none, and a rich-text view per
@@ -237,10 +231,6 @@ class MessageWidget(QFrame):
         else:
             self.body.setVisible(True)
 
-    def _toggle_thinking(self, shown: bool) -> None:
-        self.thinking_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-        self.thinking_view.setVisible(shown)
-
     def set_text(self, text: str) -> None:
         if text == self.text:
             return
@@ -346,29 +336,37 @@ class ToolCallWidget(QFrame):
         status = str(call.get("status", ""))
         args = json.dumps(call.get("arguments", {}), ensure_ascii=False)
         server = f"{call.get('server')} › " if call.get("server") else ""
-        self.toggle = QToolButton()
-        self.toggle.setObjectName("toolCallToggle")
-        self.toggle.setCheckable(True)
-        self.toggle.setAutoRaise(True)
-        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.result = QPlainTextEdit()
+        self.toggle = _disclosure("toolCallToggle", self.result.setVisible)
         state = TOOL_STATUS.get(status, status)
         self.toggle.setText(_elide(f"Tool: {server}{call.get('name')}({args}) — {state}", 140))
         self.toggle.setToolTip(f"{server}{call.get('name')}\n{json.dumps(call.get('arguments', {}), indent=2)}")
         layout.addWidget(self.toggle)
-        self.result = QPlainTextEdit()
         self.result.setObjectName("toolResult")
         self.result.setReadOnly(True)
         self.result.setPlainText(str(call.get("result") or ""))
         self.result.setMaximumHeight(180)
         self.result.hide()
         layout.addWidget(self.result)
-        self.toggle.toggled.connect(self._toggled)
         self.toggle.setEnabled(call.get("result") is not None)
 
-    def _toggled(self, shown: bool) -> None:
-        self.toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-        self.result.setVisible(shown)
+
+def _disclosure(name: str, show: Callable[[bool], None]) -> QToolButton:
+    """A flat "▸ label" button that opens (▾) and closes what ``show`` shows."""
+    button = QToolButton()
+    button.setObjectName(name)
+    button.setCheckable(True)
+    button.setAutoRaise(True)
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setArrowType(Qt.ArrowType.RightArrow)
+    button.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def toggled(shown: bool) -> None:
+        button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        show(shown)
+
+    button.toggled.connect(toggled)
+    return button
 
 
 def _elide(text: str, n: int) -> str:

@@ -60,22 +60,10 @@ class SettingsDialog(QDialog):
         self.gpu.setCurrentIndex(max(0, self.gpu.findData(load.n_gpu_layers)))
         form.addRow("GPU offload", self.gpu)
         # Kept conversation states: what makes returning to a chat (or reopening Paddock) instant.
-        self.states_ram = QSpinBox()
-        self.states_ram.setRange(0, 1 << 20)
-        self.states_ram.setSingleStep(256)
-        self.states_ram.setSuffix(" MB")
-        self.states_ram.setSpecialValueText("none")
-        self.states_ram.setValue(load.kept_states_ram_mb)
-        self.states_disk = QSpinBox()
-        self.states_disk.setRange(0, 1 << 22)
-        self.states_disk.setSingleStep(1024)
-        self.states_disk.setSuffix(" MB")
-        self.states_disk.setSpecialValueText("none")
-        self.states_disk.setValue(load.kept_states_disk_mb)
         tip = ("Paddock keeps what the model has already read of your chats, so that going back to a chat "
                "or reopening the app does not read the whole conversation again. Oldest first out.")
-        self.states_ram.setToolTip(tip)
-        self.states_disk.setToolTip(tip)
+        self.states_ram = _megabytes(load.kept_states_ram_mb, 1 << 20, 256, tip)
+        self.states_disk = _megabytes(load.kept_states_disk_mb, 1 << 22, 1024, tip)
         form.addRow("Kept chat states in memory", self.states_ram)
         states_row = QHBoxLayout()
         states_row.addWidget(self.states_disk, 1)
@@ -141,6 +129,18 @@ class SettingsDialog(QDialog):
             prompt_lookup=self.prompt_lookup.isChecked(),
             draft_model=self.draft_model.text().strip() or None,
         )
+
+
+def _megabytes(value: int, maximum: int, step: int, tip: str) -> QSpinBox:
+    """A budget in MB, 0 shown as "none"."""
+    box = QSpinBox()
+    box.setRange(0, maximum)
+    box.setSingleStep(step)
+    box.setSuffix(" MB")
+    box.setSpecialValueText("none")
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
 
 
 class AboutDialog(QDialog):

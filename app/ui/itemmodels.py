@@ -121,20 +121,20 @@ class MessageListModel(QAbstractListModel):
         return -1
 
     def append_text(self, message_id: int, text: str) -> None:
-        row = self.row_of(message_id)
-        if row < 0:
-            return
-        self._rows[row].content += text
-        idx = self.index(row)
-        self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
+        self._append(message_id, "content", text, Qt.ItemDataRole.DisplayRole)
 
     def append_thinking(self, message_id: int, text: str) -> None:
+        self._append(message_id, "reasoning", text, MsgRole.Reasoning)
+
+    def _append(self, message_id: int, field: str, text: str, role: int) -> None:
+        """Streamed text onto the answer's ``field``; only that row, only that role changes."""
         row = self.row_of(message_id)
         if row < 0:
             return
-        self._rows[row].reasoning += text
+        msg = self._rows[row]
+        setattr(msg, field, getattr(msg, field) + text)
         idx = self.index(row)
-        self.dataChanged.emit(idx, idx, [MsgRole.Reasoning])
+        self.dataChanged.emit(idx, idx, [role])
 
     def refresh_message(self, message_id: int) -> None:
         """Re-read one message (e.g. its document sources arrived while it streams)."""
