@@ -48,8 +48,10 @@ X86_SAFE_FLAGS = [
     "-DGGML_AMX_INT8=OFF",
     "-DGGML_AMX_BF16=OFF",
 ]
-# Paddock does not use the multimodal (mtmd/llava) library; skipping it saves build time.
-COMMON_FLAGS = ["-DLLAVA_BUILD=OFF"]
+# libmtmd (images) is built, without its video path (that would run ffmpeg on a user's file);
+# the RPC backend makes other machines' devices usable (``paddock worker``). RDMA stays off so the
+# build never depends on which InfiniBand libraries the build machine happens to have.
+COMMON_FLAGS = ["-DLLAVA_BUILD=ON", "-DMTMD_VIDEO=OFF", "-DGGML_RPC=ON", "-DGGML_RPC_RDMA=OFF"]
 
 
 def cmake_args() -> list[str]:

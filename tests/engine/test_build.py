@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from packaging.version import Version
 
-from app.engine.buildcheck import unsafe_features
+from app.engine.buildcheck import missing_parts, unsafe_features
 
 
 def test_installed_llama_cpp_has_no_amx_or_avx512() -> None:
@@ -16,6 +16,14 @@ def test_installed_llama_cpp_has_no_amx_or_avx512() -> None:
     info = llama_cpp.llama_print_system_info().decode()
     assert unsafe_features(info) == []
     assert "AVX2 = 1" in info or "NEON = 1" in info
+
+
+def test_build_has_images_and_rpc() -> None:
+    """libmtmd (images) and the RPC backend (workers) are in the build: one build serves both issues."""
+    from llama_cpp import mtmd_cpp
+
+    assert missing_parts() == []
+    assert mtmd_cpp.mtmd_default_marker().decode() == "<__media__>"
 
 
 def test_unsafe_features_parser() -> None:
