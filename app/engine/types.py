@@ -39,6 +39,18 @@ class SamplingParams:
     enable_thinking: bool | None = None
     # With tools on: "auto" (the model decides) or "required" (its first step is a tool call).
     tool_choice: str = "auto"
+    # OpenAI's penalties (llama.cpp's, over the last 64 tokens): a token's logit is lowered by
+    # ``frequency_penalty`` per time it occurred and once by ``presence_penalty`` if it did.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # Added to these tokens' logits before sampling: (token id, bias) pairs (-100 bans a token).
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # Strings that end the answer where they first appear (not part of it).
+    stop: tuple[str, ...] = ()
+    # Report each answer token's log-probability, and this many likeliest alternatives (None: off).
+    logprobs: int | None = None
+    # A GBNF grammar the answer must follow (structured output: JSON, a JSON schema).
+    grammar: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +60,12 @@ class SamplingParams:
         if not data:
             return cls()
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        # JSON keeps tuples as lists
+        for key in ("stop", "logit_bias"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in values[key])
+        return cls(**values)
 
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
@@ -136,3 +153,16 @@ class GenerationResult:
     reasoning_s: float = 0.0
     # The tools the model asked for ({"id", "name", "arguments": dict}); finish_reason "tool_calls".
     tool_calls: tuple[dict[str, Any], ...] = ()
+    # With ``SamplingParams.logprobs``: one entry per answer token (see :class:`TokenLogprob`).
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model (before sampling settings), with
+    the likeliest alternatives at that position (OpenAI's ``logprobs.content`` entry)."""
+
+    token: str
+    logprob: float
+    data: bytes
+    top: tuple[tuple[str, float, bytes], ...] = ()

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.api import ApiServer
 from app.engine.remote import RemoteServer, model_ref
 from app.errors import PaddockError
-from app.server import ApiServer
 
 if TYPE_CHECKING:
     from app.ui.controller import ChatController
