@@ -6,12 +6,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from app.api import ApiServer
 from app.api.models import ModelPool, entries_for
 from app.engine.types import LoadSettings
+
+# Raw HTTP for what the official clients would refuse to send; generous timeouts for a loaded machine.
+http = httpx.Client(timeout=300)
 
 # No kept states: these engines outlive one test's PADDOCK_HOME, and must write nothing outside it.
 SETTINGS = LoadSettings(n_ctx=512, kept_states_ram_mb=0, kept_states_disk_mb=0)

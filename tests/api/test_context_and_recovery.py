@@ -7,12 +7,11 @@ import os
 import signal
 import time
 
-import httpx
 import openai
 import pytest
 
-from app.errors import InvalidRequestError
-from tests.api.conftest import Served, serve
+from app.errors import ContextOverflowError, InvalidRequestError
+from tests.api.conftest import Served, http, serve
 
 
 def test_overflow_is_a_400_before_any_stream_starts(smol: Served) -> None:
@@ -22,7 +21,7 @@ def test_overflow_is_a_400_before_any_stream_starts(smol: Served) -> None:
             reply = smol.client.chat.completions.create(model=smol.model, messages=long, stream=stream)  # type: ignore[call-overload]
             list(reply) if stream else None
         assert caught.value.code == "context_length_exceeded"
-    raw = httpx.post(smol.base + "/v1/completions", json={"model": smol.model, "prompt": "word " * 700,
+    raw = http.post(smol.base + "/v1/completions", json={"model": smol.model, "prompt": "word " * 700,
                                                           "stream": True})
     assert raw.status_code == 400
     assert raw.headers["content-type"] == "application/json"
@@ -49,11 +48,11 @@ def test_an_answer_cut_by_the_context_ends_with_length(smol: Served) -> None:
     eos = _eos(smol)
     body = {"model": smol.model, "messages": [{"role": "user", "content": "Write a very long story. " * 70}],
             "temperature": 0, "logit_bias": {str(eos): -100}}
-    reply = httpx.post(smol.base + "/v1/chat/completions", json=body, timeout=300).json()
+    reply = http.post(smol.base + "/v1/chat/completions", json=body).json()
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["usage"]["total_tokens"] >= 510
     finishes = []
-    with httpx.stream("POST", smol.base + "/v1/chat/completions", json={**body, "stream": True}, timeout=300) as r:
+    with http.stream("POST", smol.base + "/v1/chat/completions", json={**body, "stream": True}) as r:
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     for line in lines[:-1]:
         finishes += [c["finish_reason"] for c in json.loads(line[6:])["choices"] if c["finish_reason"]]
@@ -71,21 +70,27 @@ def _eos(smol: Served) -> int:
         llm.close()
 
 
-def test_the_embedding_sequence_that_corrupted_memory_holds(smol: Served) -> None:
+def test_the_embedding_sequence_that_corrupted_memory_holds(instruct_model) -> None:  # type: ignore[no-untyped-def]
     """An empty input then an over-long one aborted the engine (heap corruption in llama-cpp-python's
-    batch) in 2 of 10 runs; repeated 10 times, the engine stays up and answers the same."""
-    engine = smol.engine()
-    pid = engine.pid
-    first = None
-    for _ in range(10):
-        with pytest.raises(InvalidRequestError):
-            engine.embed([""])
-        vectors, n = engine.embed(["word " * 2000], truncate=True)
-        assert n == 512
-        first = first or vectors[0]
-        assert vectors[0] == first
-    assert engine.pid == pid
-    assert engine.is_alive()
+    batch) in 2 of 10 runs; repeated 20 times, the engine stays up and answers the same."""
+    from app.engine.client import Engine
+    from app.engine.types import LoadSettings
+
+    with Engine() as engine:  # a small context: each over-long input is cut to 128 tokens
+        engine.load(str(instruct_model), LoadSettings(n_ctx=128, kept_states_ram_mb=0, kept_states_disk_mb=0))
+        pid = engine.pid
+        first = None
+        for _ in range(20):
+            with pytest.raises(InvalidRequestError):
+                engine.embed([""])
+            with pytest.raises(ContextOverflowError):
+                engine.embed(["word " * 500], truncate=False)
+            vectors, n = engine.embed(["word " * 500], truncate=True)
+            assert n == 128
+            first = first or vectors[0]
+            assert vectors[0] == first
+        assert engine.pid == pid
+        assert engine.is_alive()
 
 
 def test_a_killed_engine_is_restarted_and_its_model_reloaded(instruct_model) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +106,7 @@ def test_a_killed_engine_is_restarted_and_its_model_reloaded(instruct_model) -> 
         os.kill(old, signal.SIGKILL)
         statuses = set()
         while True:
-            r = httpx.post(served.base + "/v1/chat/completions", timeout=120,
+            r = http.post(served.base + "/v1/chat/completions",
                            json={"model": model, "messages": q, "max_tokens": 8, "temperature": 0})
             statuses.add(r.status_code)
             if r.status_code == 200:
@@ -115,7 +120,7 @@ def test_a_killed_engine_is_restarted_and_its_model_reloaded(instruct_model) -> 
         assert served.pool.recoveries == 1
         # killed mid-answer: the stream ends with an error event and [DONE]; the next request is served
         pid = served.engine().pid
-        with httpx.stream("POST", served.base + "/v1/chat/completions", timeout=120,
+        with http.stream("POST", served.base + "/v1/chat/completions",
                           json={"model": model, "messages": [{"role": "user", "content": "Count to 200."}],
                                 "stream": True, "temperature": 0}) as stream:
             lines = []
@@ -126,7 +131,7 @@ def test_a_killed_engine_is_restarted_and_its_model_reloaded(instruct_model) -> 
                     lines.append(line)
         assert lines[-1] == "data: [DONE]"
         assert "error" in json.loads(lines[-2][6:])
-        while (r := httpx.post(served.base + "/v1/chat/completions", timeout=120,
+        while (r := http.post(served.base + "/v1/chat/completions",
                                json={"model": model, "messages": q, "max_tokens": 8})).status_code == 503:
             time.sleep(0.2)
         assert r.status_code == 200

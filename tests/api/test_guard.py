@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.api.guard import Guard
-from tests.api.conftest import Served
+from tests.api.conftest import Served, http
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -41,9 +41,9 @@ def test_what_a_web_page_can_send_is_refused_before_any_work(smol: Served, heade
     payload = {"model": smol.model, **CHAT}
     for path in ("/v1/chat/completions", "/api/chat"):
         if body == "raw":
-            r = httpx.post(smol.base + path, content=json.dumps(payload), headers=headers)
+            r = http.post(smol.base + path, content=json.dumps(payload), headers=headers)
         else:
-            r = httpx.post(smol.base + path, json=payload, headers=headers)
+            r = http.post(smol.base + path, json=payload, headers=headers)
         assert r.status_code == status, (path, r.text)
         assert r.headers["content-type"] == "application/json"
         error = r.json()["error"]
@@ -53,14 +53,14 @@ def test_what_a_web_page_can_send_is_refused_before_any_work(smol: Served, heade
         else:
             assert isinstance(error, str)
         assert "access-control-allow-origin" not in r.headers
-    reads = httpx.get(smol.base + "/v1/models", headers={k: v for k, v in headers.items() if k != "Content-Type"})
+    reads = http.get(smol.base + "/v1/models", headers={k: v for k, v in headers.items() if k != "Content-Type"})
     if status == 403:
         assert reads.status_code == 403  # nor can such a page read the model list
     assert _requests(smol) == before
 
 
 def test_a_preflight_from_a_foreign_origin_is_refused(smol: Served) -> None:
-    r = httpx.options(smol.base + "/v1/chat/completions",
+    r = http.options(smol.base + "/v1/chat/completions",
                       headers={"Origin": "http://attacker.example.com", "Access-Control-Request-Method": "POST"})
     assert r.status_code == 403
     assert "access-control-allow-origin" not in r.headers
@@ -69,14 +69,13 @@ def test_a_preflight_from_a_foreign_origin_is_refused(smol: Served) -> None:
 def test_ordinary_clients_and_local_names_are_served(smol: Served) -> None:
     before = _requests(smol)
     for host in (f"localhost:{smol.server.port}", f"127.0.0.1:{smol.server.port}", "[::1]", "localhost"):
-        r = httpx.post(smol.base + "/v1/chat/completions", json={"model": smol.model, **CHAT}, headers={"Host": host},
-                       timeout=120)
+        r = http.post(smol.base + "/v1/chat/completions", json={"model": smol.model, **CHAT}, headers={"Host": host})
         assert r.status_code == 200, host
-    page_here = httpx.post(smol.base + "/v1/chat/completions", json={"model": smol.model, **CHAT},
+    page_here = http.post(smol.base + "/v1/chat/completions", json={"model": smol.model, **CHAT},
                            headers={"Origin": "http://localhost:3000"})
     assert page_here.status_code == 200
     assert "access-control-allow-origin" not in page_here.headers  # served, but no CORS unless --cors
-    charset = httpx.post(smol.base + "/v1/chat/completions", content=b'{"model": "%s", "messages": [{"role": '
+    charset = http.post(smol.base + "/v1/chat/completions", content=b'{"model": "%s", "messages": [{"role": '
                          b'"user", "content": "hi"}], "max_tokens": 2}' % smol.model.encode(),
                          headers={"Content-Type": "application/json; charset=utf-8"})
     assert charset.status_code == 200

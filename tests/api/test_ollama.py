@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import httpx
 import ollama
 import openai
 import pytest
 
 from app.api.models import library_entries
-from tests.api.conftest import SETTINGS, Served, serve
+from tests.api.conftest import SETTINGS, Served, http, serve
 
 
 def test_an_ollama_client_lists_shows_chats_generates_and_embeds(smol: Served) -> None:
@@ -66,7 +65,7 @@ def test_ollama_requests_are_honoured_or_refused(smol: Served) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model=smol.model, messages=[{"role": "user", "content": "hi"}], options={"num_ctx": 4096})
     assert "--ctx 4096" in caught.value.error
-    over = httpx.post(smol.base + "/api/chat", json={"model": smol.model, "stream": False,
+    over = http.post(smol.base + "/api/chat", json={"model": smol.model, "stream": False,
                                                      "messages": [{"role": "user", "content": "word " * 700}]})
     assert over.status_code == 400
     assert "maximum context length" in over.json()["error"]

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.conftest import Served
+from tests.api.conftest import Served, http
 
 COUNT = [{"role": "user", "content": "Count from 1 to 20, one number per line."}]
 
@@ -26,7 +26,7 @@ def ask(smol: Served, **kwargs: object) -> openai.types.chat.ChatCompletion:
 
 
 def post(smol: Served, path: str, body: dict[str, object]) -> httpx.Response:
-    return httpx.post(smol.base + path, json=body, timeout=120)
+    return http.post(smol.base + path, json=body)
 
 
 def test_stop_cuts_the_answer_where_the_string_appears(smol: Served) -> None:
@@ -168,10 +168,10 @@ def test_the_requested_model_is_honoured(smol: Served) -> None:
         ask(smol, model="gpt-4o")
     assert caught.value.code == "model_not_found"
     assert ask(smol, model=smol.model + ":latest", max_tokens=2).model == smol.model
-    missing = httpx.get(smol.base + "/v1/nothing-here")
+    missing = http.get(smol.base + "/v1/nothing-here")
     assert missing.status_code == 404
     assert "not part of Paddock's API" in missing.json()["error"]["message"]
-    health = httpx.get(smol.base + "/health")
+    health = http.get(smol.base + "/health")
     assert health.json() == {"status": "ok", "models_loaded": [smol.model]}
 
 
