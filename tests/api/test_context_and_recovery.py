@@ -76,17 +76,18 @@ def test_the_embedding_sequence_that_corrupted_memory_holds(instruct_model) -> N
     from app.engine.client import Engine
     from app.engine.types import LoadSettings
 
-    with Engine() as engine:  # a small context: each over-long input is cut to 128 tokens
-        engine.load(str(instruct_model), LoadSettings(n_ctx=128, kept_states_ram_mb=0, kept_states_disk_mb=0))
+    with Engine() as engine:  # a small context: each over-long input is cut to its size
+        loaded = engine.load(str(instruct_model), LoadSettings(n_ctx=256, kept_states_ram_mb=0,
+                                                               kept_states_disk_mb=0))
         pid = engine.pid
         first = None
         for _ in range(20):
             with pytest.raises(InvalidRequestError):
                 engine.embed([""])
             with pytest.raises(ContextOverflowError):
-                engine.embed(["word " * 500], truncate=False)
-            vectors, n = engine.embed(["word " * 500], truncate=True)
-            assert n == 128
+                engine.embed(["word " * 1000], truncate=False)
+            vectors, n = engine.embed(["word " * 1000], truncate=True)
+            assert n == loaded.n_ctx
             first = first or vectors[0]
             assert vectors[0] == first
         assert engine.pid == pid
