@@ -234,7 +234,7 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
 
     from app import paths
     from app.store.chats import ChatStore
-    from app.ui.controller import ChatController
+    from app.ui.chat.controller import ChatController
     from app.ui.window import MainWindow
 
     _app = QApplication.instance() or QApplication([])
