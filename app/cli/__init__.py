@@ -71,10 +71,10 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", nargs="?", default=None, help="the message")
 
-    from app import cli_docs, cli_models
+    from app.cli import docs, models
 
-    cli_models.add_parser(sub)
-    cli_docs.add_parser(sub)
+    models.add_parser(sub)
+    docs.add_parser(sub)
 
     serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API")
     serve.add_argument("--model", required=True, help="path to a .gguf file, or a model in the library")
@@ -138,9 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.selftest import run
 
         return run(args.selftest_model)
-    from app import cli_chat, cli_docs, cli_models
+    from app.cli import chat, docs, models
 
-    handlers = {"chat": cli_chat.run, "models": cli_models.run, "docs": cli_docs.run, "serve": _serve, None: _gui}
+    handlers = {"chat": chat.run, "models": models.run, "docs": docs.run, "serve": _serve, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:
@@ -150,6 +150,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("paddock: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
