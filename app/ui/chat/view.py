@@ -23,25 +23,18 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
-    QTextBrowser,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.docs.prompt import cited_numbers
-from app.ui.itemmodels import MessageListModel, MsgRole
-from app.ui.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
+from app.ui.chat.itemmodels import MessageListModel, MsgRole
+from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
+from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
 THINKING_MAX_HEIGHT = 240
-
-
-class SafeTextBrowser(QTextBrowser):
-    """A rich-text view that never loads anything: no remote or local resources."""
-
-    def loadResource(self, kind: int, name: QUrl | str) -> Any:
-        return None
 
 
 class MessageWidget(QFrame):

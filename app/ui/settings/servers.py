@@ -27,7 +27,7 @@ from app.engine.remote import RemoteServer, model_ref
 from app.errors import PaddockError
 
 if TYPE_CHECKING:
-    from app.ui.controller import ChatController
+    from app.ui.chat.controller import ChatController
 
 MODELS_KEY = "remote_models"  # server id -> model ids, as last listed (so menus never wait on the network)
 API_PORT = 8080

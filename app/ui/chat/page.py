@@ -37,17 +37,17 @@ from app.engine.types import LoadedModel
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.tools.hub import ToolHub
-from app.ui.chat_settings import SettingsPanel
-from app.ui.chatview import ChatView
-from app.ui.composer import Composer
-from app.ui.controller import ChatController
-from app.ui.dialogs import EditMessageDialog
-from app.ui.docs_panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
-from app.ui.itemmodels import MessageListModel
-from app.ui.messages import MessageBridge
-from app.ui.model_picker import ModelChoices, ModelPicker
-from app.ui.servers import ServerHub
-from app.ui.tools_ui import ApprovalBar, ChatToolsPanel
+from app.ui.chat.composer import Composer
+from app.ui.chat.controller import ChatController
+from app.ui.chat.edit_dialog import EditMessageDialog
+from app.ui.chat.itemmodels import MessageListModel
+from app.ui.chat.model_picker import ModelChoices, ModelPicker
+from app.ui.chat.settings_panel import SettingsPanel
+from app.ui.chat.view import ChatView
+from app.ui.common.messages import MessageBridge
+from app.ui.documents.panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
+from app.ui.settings.servers import ServerHub
+from app.ui.tools.widgets import ApprovalBar, ChatToolsPanel
 
 NO_CONVERSATION = -1
 
