@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+import app.api.params as P
 from app import __version__
-from app.api import params as P
 from app.api.errors import ApiError, bad_request
 from app.api.models import Lease, ModelEntry, ModelSource
 from app.api.openai_api import _api_error, _json, outgoing_calls

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from app.api import params as P
+import app.api.params as P
 from app.api.errors import ApiError, bad_request
 from app.api.models import Lease, ModelSource
 from app.api.run import Job, Piece, Run
