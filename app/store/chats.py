@@ -386,6 +386,15 @@ class ChatStore:
                              (msg.conversation_id, msg.parent_id))
         return [int(r["id"]) for r in rows]
 
+    def version_map(self, conv_id: int) -> dict[int, tuple[int, ...]]:
+        """For every message of a chat that has other versions: its versions' ids, oldest first (one query,
+        so showing a chat costs the same whatever its length of history)."""
+        rows = self.db.query("SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY id", (conv_id,))
+        groups: dict[int | None, list[int]] = {}
+        for r in rows:
+            groups.setdefault(r["parent_id"], []).append(int(r["id"]))
+        return {i: tuple(ids) for ids in groups.values() if len(ids) > 1 for i in ids}
+
     def show_version(self, message_id: int) -> None:
         """Show the branch through this message: below it, the most recent answer at each step."""
         msg = self.message(message_id)

@@ -83,6 +83,21 @@ def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
     assert len(third) == 2
     assert third[1].status == "complete"
     assert len(w.chat_page.chat_view.widgets) == 2
+    # every version is kept: "‹ 2 / 2 ›" on the question, and the conversation below follows it
+    question, answer = w.chat_page.chat_view.widgets
+    assert question.version_label.isVisible()
+    assert question.version_label.text() == "2 / 2"
+    assert not answer.version_label.isVisible()  # the Italy answer has no other version
+    question.prev_version.click()
+    shown = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+    assert [m.id for m in shown] == [second[0].id, second[1].id]  # France, its latest answer
+    question, answer = w.chat_page.chat_view.widgets
+    assert question.version_label.text() == "1 / 2"
+    assert "Paris" in answer.body.toPlainText()
+    assert answer.version_label.text() == "2 / 2"  # the regenerated answer, the first still there
+    answer.prev_version.click()
+    assert w.store.messages(w.current_conv)[1].id == first[1].id  # type: ignore[arg-type]
+    assert w.chat_page.chat_view.widgets[1].version_label.text() == "1 / 2"
 
 
 def test_switch_conversation_while_generating(qtbot: QtBot, window: MainWindow) -> None:

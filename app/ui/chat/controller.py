@@ -187,6 +187,15 @@ class ChatController(QObject):
         self.store.update_message(last.id, status="streaming")
         self._start_turn(conv, ActiveStream(conv.id, last.id, last.content, last.reasoning, continuing=True))
 
+    def show_version(self, message_id: int) -> None:
+        """Show the branch through this version of a message (not while the chat is answering)."""
+        if self.active is not None:
+            raise PaddockError("Paddock is still answering: stop that answer first")
+        msg = self.store.message(message_id)
+        self.store.show_version(message_id)
+        self.conversationsChanged.emit()
+        self.messagesChanged.emit(msg.conversation_id)
+
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
         """A new version of a user message, answered again; the earlier version and its answers stay."""
         msg = self.store.message(message_id)

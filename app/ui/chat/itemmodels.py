@@ -87,6 +87,7 @@ class MsgRole(IntEnum):
     Sources = Qt.ItemDataRole.UserRole + 6
     Reasoning = Qt.ItemDataRole.UserRole + 7  # the model's thinking, apart from the answer
     ToolCalls = Qt.ItemDataRole.UserRole + 8  # the tools an answer called, with their results
+    Versions = Qt.ItemDataRole.UserRole + 9  # the ids of this message's versions (edits, regenerations)
 
 
 class MessageListModel(QAbstractListModel):
@@ -97,12 +98,14 @@ class MessageListModel(QAbstractListModel):
         self.store = store
         self.conv_id: int | None = None
         self._rows: list[Message] = []
+        self._versions: dict[int, tuple[int, ...]] = {}
 
     def load(self, conv_id: int | None, live: dict[int, tuple[str, str]] | None = None) -> None:
         """Show ``conv_id``; ``live`` gives fresher (answer, thinking) of answers still streaming."""
         self.beginResetModel()
         self.conv_id = conv_id
         self._rows = self.store.messages(conv_id) if conv_id is not None else []
+        self._versions = self.store.version_map(conv_id) if conv_id is not None else {}
         for msg in self._rows:
             if live and msg.id in live:
                 msg.content, msg.reasoning = live[msg.id]
@@ -191,6 +194,8 @@ class MessageListModel(QAbstractListModel):
             return msg.reasoning
         if role == MsgRole.ToolCalls:
             return msg.tool_calls
+        if role == MsgRole.Versions:
+            return self._versions.get(msg.id, (msg.id,))
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -204,6 +209,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Sources: b"sources",
             MsgRole.Reasoning: b"reasoning",
             MsgRole.ToolCalls: b"toolCalls",
+            MsgRole.Versions: b"versions",
         }.items()}
 
 

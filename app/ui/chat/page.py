@@ -88,6 +88,7 @@ class ChatPage(QWidget):
         self.chat_view.regenerateRequested.connect(self.regenerate)
         self.chat_view.continueRequested.connect(self.continue_answer)
         self.chat_view.citationRequested.connect(self.open_citation)
+        self.chat_view.versionRequested.connect(self.show_version)
         main.addWidget(self.chat_view, 1)
         self.docs_panel = DocumentsPanel(docs)
         main.addWidget(self.docs_panel)
@@ -286,6 +287,13 @@ class ChatPage(QWidget):
         try:
             self.save_chat_settings()
             action(self.current_conv)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+
+    def show_version(self, message_id: int) -> None:
+        """Show that version of a message, and the conversation below it."""
+        try:
+            self.controller.show_version(message_id)
         except PaddockError as exc:
             self.bridge.error(str(exc))
 

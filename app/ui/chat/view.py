@@ -49,6 +49,7 @@ class MessageWidget(QFrame):
     regenerateRequested = Signal()
     continueRequested = Signal()
     citationRequested = Signal(int, int)
+    versionRequested = Signal(int)  # the id of the version of this message to show
 
     def __init__(self, renderer: MarkdownRenderer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -109,6 +110,18 @@ class MessageWidget(QFrame):
         layout.addWidget(self.limit_note)
         actions = QHBoxLayout()
         actions.setSpacing(6)
+        # "‹ 2 / 3 ›": this message's versions (an edited question, a regenerated answer); the conversation
+        # below follows the version shown
+        self.versions: tuple[int, ...] = ()
+        self.prev_version = _small_button("‹", "Show the previous version")
+        self.prev_version.clicked.connect(lambda: self._step_version(-1))
+        self.version_label = QLabel()
+        self.version_label.setObjectName("versionLabel")
+        self.next_version = _small_button("›", "Show the next version")
+        self.next_version.clicked.connect(lambda: self._step_version(1))
+        for w in (self.prev_version, self.version_label, self.next_version):
+            actions.addWidget(w)
+            w.hide()
         self.copy_button = _small_button("Copy", "Copy this message")
         self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
         self.edit_button = _small_button("Edit", "Edit this message and send it again")
@@ -161,6 +174,7 @@ class MessageWidget(QFrame):
         )
         self.limit_note.setVisible(cut)
         self.continue_button.setVisible(cut and is_last)
+        self.set_versions(tuple(index.data(MsgRole.Versions) or (self.message_id,)))
         self._thinking_s = float(stats.get("reasoning_s") or 0.0)
         self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
         self.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
@@ -174,6 +188,24 @@ class MessageWidget(QFrame):
         self.set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
         if not self.streaming:
             self._render()
+
+    def set_versions(self, versions: tuple[int, ...]) -> None:
+        self.versions = versions
+        many = len(versions) > 1 and self.message_id in versions
+        for w in (self.prev_version, self.version_label, self.next_version):
+            w.setVisible(many)
+        if many:
+            at = versions.index(self.message_id)
+            self.version_label.setText(f"{at + 1} / {len(versions)}")
+            self.prev_version.setEnabled(at > 0 and not self.streaming)
+            self.next_version.setEnabled(at < len(versions) - 1 and not self.streaming)
+
+    def _step_version(self, step: int) -> None:
+        if self.message_id not in self.versions:
+            return
+        at = self.versions.index(self.message_id) + step
+        if 0 <= at < len(self.versions):
+            self.versionRequested.emit(self.versions[at])
 
     @property
     def thinking_view(self) -> SafeTextBrowser:
@@ -387,12 +419,14 @@ class ChatView(QScrollArea):
         regenerateRequested(): the user wants the last answer again.
         continueRequested(): the user wants the last answer, cut at the token limit, to go on.
         citationRequested(int, int): (message id, source number) a citation was clicked.
+        versionRequested(int): the user wants that version of a message shown ("‹ 2 / 3 ›").
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
     continueRequested = Signal()
     citationRequested = Signal(int, int)
+    versionRequested = Signal(int)
 
     def __init__(self, model: MessageListModel, dark: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -437,6 +471,7 @@ class ChatView(QScrollArea):
             w.regenerateRequested.connect(self.regenerateRequested)
             w.continueRequested.connect(self.continueRequested)
             w.citationRequested.connect(self.citationRequested)
+            w.versionRequested.connect(self.versionRequested)
             self.column.insertWidget(self.column.count() - 3, w)
             w.set_message(self.model.index(row), row == rows - 1)
             self.widgets.append(w)
