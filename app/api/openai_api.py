@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from importlib.metadata import version
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 import app.api.params as P
+from app import __version__
 from app.api.errors import ApiError, bad_request
 from app.api.models import Lease, ModelSource
 from app.api.run import Job, Piece, Run
@@ -45,6 +47,8 @@ COMPLETION_FIELDS = {
     "top_k", "min_p", "repeat_penalty",
 }
 EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user", "truncate"}
+# OpenAI's "backend configuration" the answer came from: this Paddock and its llama.cpp build
+FINGERPRINT = f"paddock-{__version__}-llama-cpp-python-{version('llama-cpp-python')}"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
@@ -247,8 +251,8 @@ class OpenAIRoutes:
         finally:
             lease.release()
         return JSONResponse({"id": ident, "object": "chat.completion" if chat else "text_completion",
-                             "created": created, "model": model, "choices": choices,
-                             "usage": usage(results, prompt_tokens)})
+                             "created": created, "model": model, "system_fingerprint": FINGERPRINT,
+                             "choices": choices, "usage": usage(results, prompt_tokens)})
 
     def _choice(self, index: int, job: Job, pieces: list[Piece], result: GenerationResult, *, chat: bool,
                 parallel: bool) -> dict[str, Any]:
@@ -277,7 +281,7 @@ class OpenAIRoutes:
 
         def chunk(choice: dict[str, Any] | None, use: dict[str, Any] | None = None) -> bytes:
             payload: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model,
-                                       "choices": [choice] if choice else []}
+                                       "system_fingerprint": FINGERPRINT, "choices": [choice] if choice else []}
             if use is not None:
                 payload["usage"] = use
             return event(payload)

@@ -164,6 +164,7 @@ def test_nulls_are_defaults_and_bad_values_are_refused(smol: Served) -> None:
 def test_the_requested_model_is_honoured(smol: Served) -> None:
     assert [m.id for m in smol.client.models.list().data] == [smol.model]
     assert smol.model == "smollm2-135m-instruct.q4_1"  # a stable slug of the file name
+    assert ask(smol, max_tokens=1).system_fingerprint.startswith("paddock-")  # type: ignore[union-attr]
     with pytest.raises(openai.NotFoundError) as caught:
         ask(smol, model="gpt-4o")
     assert caught.value.code == "model_not_found"

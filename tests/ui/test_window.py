@@ -272,3 +272,37 @@ def test_enter_while_streaming_keeps_the_message_without_a_dialog(qtbot: QtBot, 
         assert "warning" not in levels
         w.controller.stop()
     assert [m.role for m in w.store.messages(w.current_conv)] == ["user", "assistant"]  # type: ignore[arg-type]
+
+
+def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: MainWindow) -> None:
+    """A 1,000-message chat builds the same few widgets as a short one; scrolling up builds the rest a
+    window at a time; switching chats reuses the widgets already made."""
+    from app.ui.chat.view import WINDOW
+
+    w = window
+    long_chat = w.store.create_conversation("Long", model=w.store.conversation(w.current_conv).model)  # type: ignore[arg-type]
+    for i in range(500):
+        w.store.add_message(long_chat.id, "user", f"question {i}")
+        w.store.add_message(long_chat.id, "assistant", f"answer **{i}**")
+    short = w.current_conv
+    view = w.chat_page.chat_view
+    w.select_conversation(long_chat.id)
+    assert len(view.widgets) == WINDOW
+    assert view.first == 1000 - WINDOW
+    assert view.widgets[-1].text == "answer **499**"
+    assert view.earlier.isVisible()
+    made = {id(x) for x in view.widgets}
+    w.select_conversation(short)  # type: ignore[arg-type]
+    w.select_conversation(long_chat.id)
+    assert {id(x) for x in view.widgets} <= made  # reused, not built again
+    # scrolled to the top: the previous window appears above, the newest stays last
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)
+    bar.setValue(bar.minimum())
+    assert len(view.widgets) == 2 * WINDOW
+    assert view.widgets[0].text == f"question {(1000 - 2 * WINDOW) // 2}"
+    assert view.widgets[-1].text == "answer **499**"
+    # a streamed change reaches the right widget, whatever the window
+    row = w.chat_page.messages.rowCount() - 1
+    assert view.widget_for_row(row) is view.widgets[-1]
+    assert view.widget_for_row(0) is None

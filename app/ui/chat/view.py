@@ -34,6 +34,7 @@ from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, l
 from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
+WINDOW = 40  # messages built when a chat opens (and per step when scrolling up): a chat of any length opens as fast
 THINKING_MAX_HEIGHT = 240
 
 
@@ -145,7 +146,10 @@ class MessageWidget(QFrame):
     # -- content ---------------------------------------------------------------
 
     def set_message(self, index: QModelIndex | QPersistentModelIndex, is_last: bool) -> None:
-        self.message_id = int(index.data(MsgRole.Id))
+        message_id = int(index.data(MsgRole.Id))
+        if message_id != self.message_id:  # a widget reused for another message
+            self.thinking_toggle.setChecked(False)
+        self.message_id = message_id
         self.role = str(index.data(MsgRole.Role))
         status = str(index.data(MsgRole.Status))
         error = index.data(MsgRole.Error)
@@ -440,6 +444,15 @@ class ChatView(QScrollArea):
         self.column = QVBoxLayout(self.container)
         self.column.setContentsMargins(16, 12, 16, 12)
         self.column.setSpacing(8)
+        # Only the latest WINDOW messages are built when a chat opens, whatever its length; earlier ones
+        # are built a window at a time when the user scrolls to the top (or clicks this).
+        self.earlier = QPushButton()
+        self.earlier.setObjectName("earlierMessages")
+        self.earlier.setFlat(True)
+        self.earlier.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.earlier.clicked.connect(self.show_earlier)
+        self.earlier.hide()
+        self.column.addWidget(self.earlier)
         self.column.addStretch(1)
         self.empty_hint = QLabel(
             "Ask anything. Your messages and the model's answers stay on this computer."
@@ -450,52 +463,113 @@ class ChatView(QScrollArea):
         self.column.addWidget(self.empty_hint)
         self.column.addStretch(1)
         self.setWidget(self.container)
-        self.widgets: list[MessageWidget] = []
+        self.widgets: list[MessageWidget] = []  # the messages shown, from model row ``first`` on
+        self._spare: list[MessageWidget] = []  # made before, hidden below the shown ones: reused first
+        self.first = 0
+        self._keep_from_bottom: int | None = None  # scroll distance from the end to restore after earlier rows
         self._stick_to_bottom = True
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
         model.modelReset.connect(self._rebuild)
-        model.rowsInserted.connect(lambda *_: self._rebuild())
-        model.rowsRemoved.connect(lambda *_: self._rebuild())
+        model.rowsInserted.connect(lambda *_: self._fill())
+        model.rowsRemoved.connect(lambda *_: self._fill())
         model.dataChanged.connect(self._on_data_changed)
 
     def _rebuild(self) -> None:
-        for w in self.widgets:
+        """Another chat (or branch): its latest messages, in the widgets already made."""
+        self.first = max(0, self.model.rowCount() - WINDOW)
+        self._stick_to_bottom = True
+        self._fill()
+
+    def _fill(self) -> None:
+        rows = self.model.rowCount()
+        self.first = min(self.first, max(0, rows - WINDOW)) if rows else 0
+        needed = rows - self.first
+        while len(self.widgets) > needed:  # kept, hidden, right after the shown ones, for the next chat
+            w = self.widgets.pop()
+            w.hide()
+            self._spare.insert(0, w)
+        while len(self._spare) > WINDOW:
+            w = self._spare.pop()
             self.column.removeWidget(w)
             w.deleteLater()
-        self.widgets = []
-        rows = self.model.rowCount()
-        for row in range(rows):
-            w = MessageWidget(self.renderer)
-            w.editRequested.connect(self.editRequested)
-            w.regenerateRequested.connect(self.regenerateRequested)
-            w.continueRequested.connect(self.continueRequested)
-            w.citationRequested.connect(self.citationRequested)
-            w.versionRequested.connect(self.versionRequested)
-            self.column.insertWidget(self.column.count() - 3, w)
-            w.set_message(self.model.index(row), row == rows - 1)
+        while len(self.widgets) < needed:
+            if self._spare:
+                w = self._spare.pop(0)
+                w.show()
+            else:
+                w = self._new_widget()
+                self.column.insertWidget(1 + len(self.widgets), w)
             self.widgets.append(w)
+        for i, w in enumerate(self.widgets):
+            row = self.first + i
+            w.set_message(self.model.index(row), row == rows - 1)
+        self._show_earlier_button()
         self.empty_hint.setVisible(rows == 0)
-        self._stick_to_bottom = True
+
+    def show_earlier(self) -> None:
+        """Build the previous window of messages, keeping what the user looks at in place."""
+        if self.first == 0:
+            return
+        bar = self.verticalScrollBar()
+        self._keep_from_bottom = bar.maximum() - bar.value()
+        self._stick_to_bottom = False
+        self.first = max(0, self.first - WINDOW)
+        needed = self.model.rowCount() - self.first
+        made: list[MessageWidget] = []
+        while len(self.widgets) + len(made) < needed:
+            made.append(self._new_widget())
+        for i, w in enumerate(made):
+            self.column.insertWidget(1 + i, w)
+        self.widgets = made + self.widgets
+        rows = self.model.rowCount()
+        for i, w in enumerate(made):
+            w.set_message(self.model.index(self.first + i), self.first + i == rows - 1)
+        self._show_earlier_button()
+
+    def _show_earlier_button(self) -> None:
+        self.earlier.setText(f"Show {min(WINDOW, self.first)} earlier messages ({self.first} in all)")
+        self.earlier.setVisible(self.first > 0)
+
+    def _new_widget(self) -> MessageWidget:
+        w = MessageWidget(self.renderer)
+        w.editRequested.connect(self.editRequested)
+        w.regenerateRequested.connect(self.regenerateRequested)
+        w.continueRequested.connect(self.continueRequested)
+        w.citationRequested.connect(self.citationRequested)
+        w.versionRequested.connect(self.versionRequested)
+        return w
+
+    def widget_for_row(self, row: int) -> MessageWidget | None:
+        i = row - self.first
+        return self.widgets[i] if 0 <= i < len(self.widgets) else None
 
     def _on_data_changed(self, top: QModelIndex, bottom: QModelIndex, roles: list[int] | None = None) -> None:
         rows = self.model.rowCount()
         for row in range(top.row(), bottom.row() + 1):
-            if 0 <= row < len(self.widgets):
-                index = self.model.index(row)
-                if roles == [Qt.ItemDataRole.DisplayRole]:
-                    self.widgets[row].set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
-                elif roles == [MsgRole.Reasoning]:
-                    self.widgets[row].set_thinking(str(index.data(MsgRole.Reasoning) or ""))
-                elif roles == [MsgRole.ToolCalls]:
-                    self.widgets[row].set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
-                else:
-                    self.widgets[row].set_message(index, row == rows - 1)
+            widget = self.widget_for_row(row)
+            if widget is None:
+                continue
+            index = self.model.index(row)
+            if roles == [Qt.ItemDataRole.DisplayRole]:
+                widget.set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
+            elif roles == [MsgRole.Reasoning]:
+                widget.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
+            elif roles == [MsgRole.ToolCalls]:
+                widget.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
+            else:
+                widget.set_message(index, row == rows - 1)
 
     def _on_scroll(self, value: int) -> None:
         bar = self.verticalScrollBar()
         self._stick_to_bottom = value >= bar.maximum() - 24
+        if value == bar.minimum() and self.first > 0 and bar.maximum() > 0 and self._keep_from_bottom is None:
+            self.show_earlier()  # scrolled to the top: the previous window, the view staying in place
 
     def _on_range(self, _min: int, maximum: int) -> None:
+        if self._keep_from_bottom is not None:
+            self.verticalScrollBar().setValue(maximum - self._keep_from_bottom)
+            self._keep_from_bottom = None
+            return
         if self._stick_to_bottom:
             self.verticalScrollBar().setValue(maximum)
