@@ -1,8 +1,8 @@
 """A real MCP server for the tests, written with the official SDK (stdio).
 
 Tools: ``add``, ``read_note`` (confined to the folder in $NOTES_DIR), ``sleep`` (a hanging
-call), ``hang`` (never answers; writes to a file when it starts and when it is cancelled),
-``crash`` (the process exits mid-call), ``big`` (an oversized result), ``fail`` (an error
+call), ``hang`` (with ``--hang`` only: never answers; writes to a file when it starts and
+when it is cancelled), ``crash`` (the process exits mid-call), ``big`` (an oversized result), ``fail`` (an error
 result).  With $CALL_LOG set, every call that runs appends the tool's name to that file
 first, so a test can tell which calls ran.  Run with ``--garbage`` it writes non-protocol
 text to stdout instead; with ``--http PORT`` it serves streamable HTTP on 127.0.0.1.
@@ -61,7 +61,6 @@ def sleep(seconds: float) -> str:
     return "awake"
 
 
-@server.tool()
 async def hang(marker: str) -> str:
     """Never answer; write "started <pid>" to the file ``marker``, and "cancelled" when cancelled."""
     ran("hang")
@@ -74,6 +73,10 @@ async def hang(marker: str) -> str:
             fh.write("cancelled\n")
         raise
     return "unreachable"
+
+
+if "--hang" in sys.argv:  # only where asked: every tool offered makes the prompt and a forced call's grammar longer
+    server.tool()(hang)
 
 
 @server.tool()

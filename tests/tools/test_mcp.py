@@ -86,10 +86,11 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
         pause.wait(0.05)
 
 
-def test_stop_cancels_a_running_call(conn: McpConnection, tmp_path: Path) -> None:
+def test_stop_cancels_a_running_call(notes: Path, tmp_path: Path) -> None:
     """Stop ends a call that would never answer: the caller gets a message, the server is told and
     interrupts the tool, and goes on serving; closing the connection ends the server process."""
-    conn.start()
+    conn = McpConnection(stdio_server(notes, "--hang", timeout_s=10), ServerSecrets(env={"NOTES_DIR": str(notes)}),
+                         tmp_path / "server.log")
     marker = tmp_path / "hang.txt"
     stop = threading.Event()
 
@@ -97,16 +98,19 @@ def test_stop_cancels_a_running_call(conn: McpConnection, tmp_path: Path) -> Non
         wait_until(marker.exists, "the tool started on the server")
         stop.set()
 
-    stopper = threading.Thread(target=stop_once_running)
-    stopper.start()
-    with pytest.raises(ToolError, match="the call to hang was stopped"):
-        conn.call("hang", {"marker": str(marker)}, cancel=stop)  # (it never answers by itself)
-    stopper.join()
-    wait_until(lambda: "cancelled" in marker.read_text(encoding="utf-8"), "the server interrupted the tool")
-    assert conn.call("add", {"a": 1, "b": 1}).text == "2"
-    server = psutil.Process(int(marker.read_text(encoding="utf-8").split()[1]))
-    assert server.is_running()
-    conn.close()
+    try:
+        conn.start()
+        stopper = threading.Thread(target=stop_once_running)
+        stopper.start()
+        with pytest.raises(ToolError, match="the call to hang was stopped"):
+            conn.call("hang", {"marker": str(marker)}, cancel=stop)  # (it never answers by itself)
+        stopper.join()
+        wait_until(lambda: "cancelled" in marker.read_text(encoding="utf-8"), "the server interrupted the tool")
+        assert conn.call("add", {"a": 1, "b": 1}).text == "2"
+        server = psutil.Process(int(marker.read_text(encoding="utf-8").split()[1]))
+        assert server.is_running()
+    finally:
+        conn.close()
     wait_until(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE,
                "the server process ended with the connection")
 
