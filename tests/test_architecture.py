@@ -126,3 +126,118 @@ def test_no_page_references_the_window() -> None:
 
 def test_window_only_assembles() -> None:
     assert len((APP / "ui" / "window.py").read_text(encoding="utf-8").splitlines()) < 400
+
+
+# -- tests that cannot fail ---------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+BROAD = {"Exception", "BaseException", "AssertionError"}
+CLOCKS = {"monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "time", "time_ns", "process_time", "now"}
+
+
+def _names(node: ast.expr | None) -> set[str]:
+    """The class names an ``except`` clause or ``suppress(...)`` names (``None``: a bare except)."""
+    if node is None:
+        return {"BaseException"}
+    if isinstance(node, ast.Tuple):
+        return set().union(*(_names(e) for e in node.elts))
+    if isinstance(node, ast.Attribute):
+        return {node.attr}
+    if isinstance(node, ast.Name):
+        return {node.id}
+    return set()
+
+
+def _reraises(handler: ast.ExceptHandler) -> bool:
+    return bool(handler.body) and isinstance(handler.body[-1], ast.Raise) and handler.body[-1].exc is None
+
+
+def _asserts(body: list[ast.stmt]) -> list[ast.Assert]:
+    return [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Assert)]
+
+
+def _is_clock(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    fn = node.func
+    name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+    return name in CLOCKS
+
+
+def swallowed_asserts(tree: ast.AST) -> list[int]:
+    """Lines of ``assert`` statements whose failure a handler would swallow: in the body of a ``try``
+    whose ``except`` is bare or catches Exception, BaseException or AssertionError (and does not
+    re-raise), or inside ``with suppress(...)`` of one of those."""
+    found: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try | ast.TryStar):
+            if any(_names(h.type) & BROAD and not _reraises(h) for h in node.handlers):
+                found += [a.lineno for a in _asserts(node.body)]
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            for item in node.items:
+                ctx = item.context_expr
+                if (isinstance(ctx, ast.Call) and "suppress" in _names(ctx.func)
+                        and set().union(*(_names(a) for a in ctx.args)) & BROAD):
+                    found += [a.lineno for a in _asserts(node.body)]
+    return sorted(found)
+
+
+def timed_asserts(tree: ast.AST) -> list[int]:
+    """Lines of ``assert`` statements that read the clock: a clock call in the assertion, or a name
+    bound (in the same function) to an expression that reads it, such as ``elapsed = time.monotonic() - t0``."""
+    found: list[int] = []
+    scopes = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module)]
+    for scope in scopes:
+        timed: set[str] = set()
+        statements = [n for n in ast.walk(scope) if isinstance(n, ast.Assign | ast.AnnAssign | ast.AugAssign)]
+        for _ in range(3):  # names bound from names bound from the clock
+            for stmt in statements:
+                value = stmt.value
+                if value is not None and any(_is_clock(n) or (isinstance(n, ast.Name) and n.id in timed)
+                                             for n in ast.walk(value)):
+                    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                    timed |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Assert) and any(
+                    _is_clock(n) or (isinstance(n, ast.Name) and n.id in timed) for n in ast.walk(node.test)):
+                found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_the_checker_finds_asserts_that_cannot_fail() -> None:
+    swallowed = ast.parse(
+        "try:\n    assert a\nexcept Exception:\n    pass\n"  # 2
+        "try:\n    f()\nexcept:\n    pass\nelse:\n    assert b\n"  # else: fine
+        "try:\n    assert c\nexcept (ValueError, AssertionError):\n    pass\n"  # 12
+        "try:\n    assert d\nexcept ValueError:\n    pass\n"  # a narrow handler: fine
+        "try:\n    assert e\nexcept BaseException:\n    cleanup()\n    raise\n"  # re-raised: fine
+        "with contextlib.suppress(Exception):\n    assert f\n"  # 25
+        "try:\n    assert g\nexcept:\n    pass\n"  # 27
+    )
+    assert swallowed_asserts(swallowed) == [2, 12, 25, 27]
+    timed = ast.parse(
+        "def t():\n"
+        "    started = time.monotonic()\n"
+        "    assert time.monotonic() - started < 5\n"  # 3
+        "    elapsed = time.perf_counter() - started\n"
+        "    assert elapsed < 1\n"  # 5
+        "    assert stats.total_s > 0\n"  # a figure the code measured: fine
+        "    deadline = started + 30\n"
+        "    while time.monotonic() < deadline:\n"  # a bounded wait, not an assertion: fine
+        "        pass\n"
+        "    assert monotonic() < deadline\n"  # 10
+    )
+    assert timed_asserts(timed) == [3, 5, 10]
+
+
+def test_no_test_swallows_its_own_assertions_or_times_itself() -> None:
+    """A failed ``assert`` inside ``try: … except Exception:`` is caught and the test passes; an
+    assertion on the wall clock fails on a loaded machine and proves nothing on a fast one (speed
+    goals are measured in ``benchmarks/``)."""
+    problems = []
+    for path in sorted(TESTS.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(TESTS.parent)
+        problems += [f"{rel}:{line}: assert inside a try that catches it" for line in swallowed_asserts(tree)]
+        problems += [f"{rel}:{line}: timed assertion" for line in timed_asserts(tree)]
+    assert problems == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -29,6 +30,7 @@ from app.engine.chat_format import (
     ChatFormatter,
     RenderedPrompt,
     call_grammar,
+    forced_call_format,
     output_parser,
     parse_tool_calls,
     special_markers,
@@ -665,6 +667,8 @@ class EngineHost:
                 grammar = call_grammar(prompt.tool_format, req.tools, only)
             except ValueError as exc:
                 raise EngineError(f"cannot require that tool: {exc}") from exc
+            # The call comes in the grammar's syntax, which may not be the family's own markers.
+            prompt = dataclasses.replace(prompt, tool_format=forced_call_format(prompt.tool_format))
         try:
             sampler = Sampler(params, llm.n_vocab(), seed, tokens, grammar=grammar, vocab=session.vocab)
         except ValueError as exc:

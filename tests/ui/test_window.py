@@ -156,8 +156,15 @@ def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, windo
 
 
 def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
+    """The chat comes back after a restart, and so does its evaluated state: the follow-up reads only
+    what is new. (Kept states need more than 64 tokens: the first question is long enough.)"""
     w = make_window(qtbot, test_model)
-    send_and_wait(qtbot, w, "What is the capital of France?")
+    question = "Here is a list of European countries: " + ", ".join(
+        ["France", "Spain", "Italy", "Germany", "Portugal", "Austria", "Belgium", "Greece"] * 3
+    ) + ". What is the capital of France?"
+    _c, _m, status, error, first = send_and_wait(qtbot, w, question)
+    assert status == "complete", error
+    assert first["prompt_tokens"] + first["completion_tokens"] > 64  # type: ignore[index]
     conv_id = w.current_conv
     w.close()  # saves state, shuts the engine down
     w.store.close()
@@ -167,9 +174,12 @@ def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
         msgs = w2.store.messages(conv_id)  # type: ignore[arg-type]
         assert [m.role for m in msgs] == ["user", "assistant"]
         assert w2.chat_page.messages.rowCount() == 2
-        _c, _m, status, _e, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
-        assert status == "complete"
-        assert stats["prompt_tokens"] > stats["prompt_evaluated"] or stats["prompt_reused"] == 0
+        _c, _m, status, error, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
+        assert status == "complete", error
+        assert stats["prompt_tokens"] == stats["prompt_reused"] + stats["prompt_evaluated"]  # type: ignore[index]
+        # the state kept when the first window closed was put back: the whole first prompt is reused
+        assert stats["prompt_restored"] > 0  # type: ignore[index]
+        assert stats["prompt_reused"] >= first["prompt_tokens"]  # type: ignore[index]
         assert len(w2.store.messages(conv_id)) == 4  # type: ignore[arg-type]
     finally:
         w2.controller.shutdown()

@@ -23,7 +23,7 @@ from app.engine.chat_format.prompt import (
     RenderedPrompt,
     message_dict,
 )
-from app.engine.chat_format.tool_calls import HERMES, ParsedCall, ToolCallFormat, call_grammar
+from app.engine.chat_format.tool_calls import HERMES, ParsedCall, ToolCallFormat, call_grammar, forced_call_format
 
 __all__ = [
     "FALLBACK_NOTICE",
@@ -37,6 +37,7 @@ __all__ = [
     "RenderedPrompt",
     "ToolCallFormat",
     "call_grammar",
+    "forced_call_format",
     "message_dict",
     "output_parser",
     "parse_tool_calls",
