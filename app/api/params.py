@@ -17,6 +17,10 @@ from app.api.errors import bad_request
 from app.engine.types import ChatMessage
 
 MAX_N = 16  # choices per request
+# What a message may carry: OpenAI's fields, the thinking fields of llama-server, vLLM and Ollama, Ollama's
+# images and tool_name ("refusal" and "annotations" come back from OpenAI's own answers and are harmless).
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning",
+                            "thinking", "refusal", "annotations", "images", "tool_name"})
 MAX_STOPS = 16
 
 
@@ -131,13 +135,22 @@ def response_format(value: Any) -> str | None:
     if value is None:
         return None
     fmt = Body(value, "'response_format'")
+    # "schema" beside json_object: llama-server's and vLLM's way to give the schema, honoured too
+    fmt.refuse_unknown({"type", "json_schema", "schema"})
     kind = fmt.string("type")
-    if kind == "text":
+    if kind == "text" and fmt.get("schema") is None:
         return None
     if kind == "json_object":
-        return json_grammar("json_object")
+        extra = fmt.get("schema")
+        if extra is None:
+            return json_grammar("json_object")
+        if not isinstance(extra, dict):
+            raise bad_request("'response_format.schema' must be a JSON schema object", param="response_format")
+        return json_grammar("json_schema", extra)
     if kind == "json_schema":
         spec = fmt.obj("json_schema")
+        if spec is not None:
+            spec.refuse_unknown({"name", "schema", "strict", "description"})
         schema = spec.get("schema") if spec is not None else None
         if not isinstance(schema, dict):
             raise bad_request("'response_format.json_schema.schema' must be a JSON schema object",
@@ -178,6 +191,10 @@ def chat_messages(raw: Any, *, ollama: bool = False) -> list[ChatMessage]:
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise bad_request(f"{where} must be an object", param="messages")
+        unknown = sorted(k for k, v in m.items() if k not in MESSAGE_FIELDS and v is not None)  # null: absent
+        if unknown:
+            raise bad_request(f"{where}: unrecognized field {unknown[0]!r} (Paddock does not ignore what a client "
+                              "sends)", param="messages")
         role = m.get("role")
         if role == "developer":
             role = "system"

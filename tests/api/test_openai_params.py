@@ -106,10 +106,15 @@ def test_response_format_is_enforced(smol: Served) -> None:
     person = json.loads(reply.choices[0].message.content or "")
     assert set(person) == {"name", "age"}
     assert isinstance(person["age"], int)
-    refused = post(smol, "/v1/chat/completions", {"model": smol.model, "messages": COUNT,
-                                                  "response_format": {"type": "sound"}})
-    assert refused.status_code == 400
-    assert refused.json()["error"]["param"] == "response_format"
+    for bad in ({"type": "sound"}, {"type": "json_object", "shema": {}},
+                {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strictly": True}}):
+        refused = post(smol, "/v1/chat/completions", {"model": smol.model, "messages": COUNT, "response_format": bad})
+        assert refused.status_code == 400, bad
+        assert refused.json()["error"]["param"] == "response_format"
+    # llama-server's and vLLM's form, a schema beside json_object, is honoured
+    beside = ask(smol, messages=[{"role": "user", "content": "Invent a person."}], max_tokens=80,
+                 response_format={"type": "json_object", "schema": schema})
+    assert set(json.loads(beside.choices[0].message.content or "")) == {"name", "age"}
 
 
 def test_logit_bias_moves_the_choice(smol: Served) -> None:
@@ -152,6 +157,7 @@ def test_nulls_are_defaults_and_bad_values_are_refused(smol: Served) -> None:
                         ({"messages": COUNT, "n": 0}, "n"),
                         ({"messages": COUNT, "stop": [""]}, "stop"),
                         ({"messages": COUNT, "frobnicate": 1}, "frobnicate"),
+                        ({"messages": [{"role": "user", "content": "hi", "colour": "red"}]}, "messages"),
                         ({"messages": COUNT, "stream_options": {"include_usage": True}}, "stream_options")):
         refused = post(smol, "/v1/chat/completions", {"model": smol.model, **body})
         assert refused.status_code == 400, body
