@@ -67,8 +67,13 @@ def test_greedy_output_is_identical_to_plain_decoding(engines: tuple[Engine, Eng
     assert b.text == a.text
     assert b.stats.completion_tokens == a.stats.completion_tokens
     assert a.stats.draft_tokens == 0
+    # the comparison means something only where drafts were verified: most of a quote comes drafted; an
+    # answer that quotes nothing has drafts refused and rolled back, and must still equal plain decoding
+    assert b.stats.draft_tokens > 0
     if messages is QUOTE:
         assert b.stats.draft_accepted > a.stats.completion_tokens // 2  # most of the quote came drafted
+    else:
+        assert b.stats.draft_accepted < b.stats.draft_tokens  # a refused draft left the KV cache
 
 
 def test_sampled_output_draws_what_plain_decoding_draws(engines: tuple[Engine, Engine]) -> None:
@@ -92,7 +97,7 @@ def test_stop_during_a_draft_keeps_what_was_taken(engines: tuple[Engine, Engine]
         if i == 3:
             fast.cancel()
     assert gen.result is not None
-    assert gen.result.stats.finish_reason in {"cancelled", "stop"}
+    assert gen.result.stats.finish_reason == "cancelled"
     assert gen.result.text == gen.text
     after = fast.generate(QUOTE, SamplingParams(temperature=0.0, max_tokens=10, seed=1))
     assert after.text  # the engine goes on
