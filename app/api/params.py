@@ -27,17 +27,20 @@ MAX_STOPS = 16
 class Body:
     """A JSON object from a request, read field by field (each read marks the field as known)."""
 
-    def __init__(self, data: Any, what: str = "the request body") -> None:
+    def __init__(self, data: Any, what: str = "the request body", path: str = "") -> None:
+        """``path``: where this object sits in the request ("response_format."), for the error's ``param``."""
         if not isinstance(data, dict):
-            raise bad_request(f"{what} must be a JSON object")
+            raise bad_request(f"{what} must be a JSON object", param=path.rstrip(".") or None)
         self.data: dict[str, Any] = data
         self.what = what
+        self.path = path
 
     def refuse_unknown(self, known: Iterable[str]) -> None:
         unknown = sorted(set(self.data) - set(known))
         if unknown:
-            raise bad_request(f"Unrecognized request argument supplied: {', '.join(unknown)} (Paddock does not "
-                              "support it, and does not ignore what a client asks for)", param=unknown[0])
+            names = ", ".join(self.path + u for u in unknown)
+            raise bad_request(f"Unrecognized request argument supplied: {names} (Paddock does not support it, "
+                              "and does not ignore what a client asks for)", param=self.path + unknown[0])
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
@@ -134,7 +137,7 @@ def response_format(value: Any) -> str | None:
     """OpenAI's ``response_format``: None (text) or a grammar."""
     if value is None:
         return None
-    fmt = Body(value, "'response_format'")
+    fmt = Body(value, "'response_format'", "response_format.")
     # "schema" beside json_object: llama-server's and vLLM's way to give the schema, honoured too
     fmt.refuse_unknown({"type", "json_schema", "schema"})
     kind = fmt.string("type")
@@ -148,7 +151,9 @@ def response_format(value: Any) -> str | None:
             raise bad_request("'response_format.schema' must be a JSON schema object", param="response_format")
         return json_grammar("json_schema", extra)
     if kind == "json_schema":
-        spec = fmt.obj("json_schema")
+        raw_spec = fmt.get("json_schema")
+        spec = Body(raw_spec, "'response_format.json_schema'", "response_format.json_schema.") \
+            if raw_spec is not None else None
         if spec is not None:
             spec.refuse_unknown({"name", "schema", "strict", "description"})
         schema = spec.get("schema") if spec is not None else None

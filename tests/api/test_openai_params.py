@@ -110,7 +110,7 @@ def test_response_format_is_enforced(smol: Served) -> None:
                 {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strictly": True}}):
         refused = post(smol, "/v1/chat/completions", {"model": smol.model, "messages": COUNT, "response_format": bad})
         assert refused.status_code == 400, bad
-        assert refused.json()["error"]["param"] == "response_format"
+        assert refused.json()["error"]["param"].startswith("response_format")
     # llama-server's and vLLM's form, a schema beside json_object, is honoured
     beside = ask(smol, messages=[{"role": "user", "content": "Invent a person."}], max_tokens=80,
                  response_format={"type": "json_object", "schema": schema})
