@@ -39,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drive-chats", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--drive-max-tokens", type=int, default=160, help=argparse.SUPPRESS)
     parser.add_argument("--drive-report", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--drive-checkpoint", type=int, default=0, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from app.cli import chat, docs, models, serve
@@ -69,7 +70,8 @@ def _gui(args: argparse.Namespace) -> int:
     if not args.selftest_model:
         raise PaddockError("--drive needs --model PATH")
     return run_app(drive=DrivePlan(model=args.selftest_model, answers=args.drive, chats=args.drive_chats,
-                                   max_tokens=args.drive_max_tokens, report=args.drive_report))
+                                   max_tokens=args.drive_max_tokens, report=args.drive_report,
+                                   checkpoint=args.drive_checkpoint))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,6 +184,14 @@ def _conversation(row: sqlite3.Row) -> Conversation:
     )
 
 
+# The branch a chat shows: from its current leaf up through the parents (depth 0 = the newest message).
+_BRANCH = """WITH RECURSIVE path(id, depth) AS (
+    SELECT current_leaf, 0 FROM conversations WHERE id = ? AND current_leaf IS NOT NULL
+    UNION ALL
+    SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id
+    WHERE m.parent_id IS NOT NULL)"""
+
+
 def _message(row: sqlite3.Row) -> Message:
     return Message(
         id=row["id"],
@@ -297,15 +305,33 @@ class ChatStore:
     def messages(self, conv_id: int) -> list[Message]:
         """The branch the chat shows, oldest first (what the window, exports and the CLI follow)."""
         rows = self.db.query(
-            """WITH RECURSIVE path(id, depth) AS (
-                   SELECT current_leaf, 0 FROM conversations WHERE id = ? AND current_leaf IS NOT NULL
-                   UNION ALL
-                   SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id
-                   WHERE m.parent_id IS NOT NULL)
-               SELECT messages.* FROM path JOIN messages ON messages.id = path.id ORDER BY path.depth DESC""",
+            f"{_BRANCH} SELECT messages.* FROM path JOIN messages ON messages.id = path.id ORDER BY path.depth DESC",
             (conv_id,),
         )
         return [_message(r) for r in rows]
+
+    def branch_ids(self, conv_id: int) -> list[int]:
+        """The ids of the branch the chat shows, oldest first: what a long chat's view needs up front."""
+        rows = self.db.query(f"{_BRANCH} SELECT id FROM path ORDER BY depth DESC", (conv_id,))
+        return [int(r["id"]) for r in rows]
+
+    def messages_by_id(self, ids: list[int]) -> dict[int, Message]:
+        """Whole messages for some ids (one query), e.g. the part of a long chat the user looks at."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.query(f"SELECT * FROM messages WHERE id IN ({marks})", tuple(ids))
+        return {int(r["id"]): _message(r) for r in rows}
+
+    def latest_answer_stats(self, conv_id: int) -> dict[str, Any]:
+        """The figures of the newest answer with figures on the branch shown ({} if none)."""
+        rows = self.db.query(
+            f"{_BRANCH} SELECT messages.stats FROM path JOIN messages ON messages.id = path.id "
+            "WHERE messages.role = 'assistant' AND messages.stats IS NOT NULL AND messages.stats != '{}' "
+            "ORDER BY path.depth LIMIT 1",
+            (conv_id,),
+        )
+        return dict(json.loads(rows[0]["stats"])) if rows else {}
 
     def message(self, message_id: int) -> Message:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -386,10 +412,19 @@ class ChatStore:
                              (msg.conversation_id, msg.parent_id))
         return [int(r["id"]) for r in rows]
 
-    def version_map(self, conv_id: int) -> dict[int, tuple[int, ...]]:
-        """For every message of a chat that has other versions: its versions' ids, oldest first (one query,
-        so showing a chat costs the same whatever its length of history)."""
-        rows = self.db.query("SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY id", (conv_id,))
+    def versions_of(self, messages: list[Message]) -> dict[int, tuple[int, ...]]:
+        """For those of ``messages`` that have other versions: their versions' ids, oldest first (one query
+        for the part of a chat on screen, whatever the chat's length)."""
+        if not messages:
+            return {}
+        parents = sorted({m.parent_id for m in messages if m.parent_id is not None})
+        marks = ",".join("?" * len(parents))
+        roots = any(m.parent_id is None for m in messages)
+        rows = self.db.query(
+            f"SELECT id, parent_id FROM messages WHERE conversation_id = ? AND "
+            f"(parent_id IN ({marks}){' OR parent_id IS NULL' if roots else ''}) ORDER BY id",
+            (messages[0].conversation_id, *parents),
+        )
         groups: dict[int | None, list[int]] = {}
         for r in rows:
             groups.setdefault(r["parent_id"], []).append(int(r["id"]))

@@ -34,7 +34,10 @@ from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, l
 from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
-WINDOW = 40  # messages built when a chat opens (and per step when scrolling up): a chat of any length opens as fast
+FIRST_SCREEN = 8  # messages built at once when a chat opens: a chat of any length opens as fast
+WINDOW = 40  # messages built above those, a few per event-loop turn, when a chat opens or the user scrolls up
+STEP = 1  # messages built per event-loop turn while growing: no turn long enough for a user to notice
+MAX_LIVE = 2 * WINDOW  # messages kept built while scrolling through a long chat; those far away are let go
 THINKING_MAX_HEIGHT = 240
 
 
@@ -453,6 +456,13 @@ class ChatView(QScrollArea):
         self.earlier.clicked.connect(self.show_earlier)
         self.earlier.hide()
         self.column.addWidget(self.earlier)
+        self.later = QPushButton()  # after scrolling up a long way: the newest messages were let go
+        self.later.setObjectName("laterMessages")
+        self.later.setFlat(True)
+        self.later.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.later.clicked.connect(self.show_later)
+        self.later.hide()
+        self.column.addWidget(self.later)
         self.column.addStretch(1)
         self.empty_hint = QLabel(
             "Ask anything. Your messages and the model's answers stay on this computer."
@@ -466,7 +476,15 @@ class ChatView(QScrollArea):
         self.widgets: list[MessageWidget] = []  # the messages shown, from model row ``first`` on
         self._spare: list[MessageWidget] = []  # made before, hidden below the shown ones: reused first
         self.first = 0
-        self._keep_from_bottom: int | None = None  # scroll distance from the end to restore after earlier rows
+        self._target_first = 0  # the first row to build while growing upwards
+        self._target_last = 0  # one past the last row to build while growing downwards
+        self._grow = QTimer(self)
+        self._grow.setSingleShot(True)
+        self._grow.setInterval(0)
+        self._grow.timeout.connect(self._grow_step)
+        # while messages are built or let go above the one the user looks at: that message and its offset
+        # from the top of the view, restored once the layout has moved it
+        self._anchor: tuple[MessageWidget, int] | None = None
         self._stick_to_bottom = True
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
@@ -477,13 +495,18 @@ class ChatView(QScrollArea):
 
     def _rebuild(self) -> None:
         """Another chat (or branch): its latest messages, in the widgets already made."""
-        self.first = max(0, self.model.rowCount() - WINDOW)
+        rows = self.model.rowCount()
+        self.first = max(0, rows - FIRST_SCREEN)
+        self._target_first = max(0, rows - WINDOW)
+        self._target_last = rows
         self._stick_to_bottom = True
         self._fill()
+        self._grow.start()
 
     def _fill(self) -> None:
         rows = self.model.rowCount()
-        self.first = min(self.first, max(0, rows - WINDOW)) if rows else 0
+        self.first = min(self.first, max(0, rows - FIRST_SCREEN)) if rows else 0
+        self._target_first = min(self._target_first, self.first)
         needed = rows - self.first
         while len(self.widgets) > needed:  # kept, hidden, right after the shown ones, for the next chat
             w = self.widgets.pop()
@@ -508,28 +531,94 @@ class ChatView(QScrollArea):
         self.empty_hint.setVisible(rows == 0)
 
     def show_earlier(self) -> None:
-        """Build the previous window of messages, keeping what the user looks at in place."""
+        """Build the previous window of messages above, a few per event-loop turn, the view staying in place."""
         if self.first == 0:
             return
-        bar = self.verticalScrollBar()
-        self._keep_from_bottom = bar.maximum() - bar.value()
-        self._stick_to_bottom = False
-        self.first = max(0, self.first - WINDOW)
-        needed = self.model.rowCount() - self.first
-        made: list[MessageWidget] = []
-        while len(self.widgets) + len(made) < needed:
-            made.append(self._new_widget())
-        for i, w in enumerate(made):
-            self.column.insertWidget(1 + i, w)
-        self.widgets = made + self.widgets
+        self._target_first = max(0, min(self._target_first, self.first - WINDOW))
+        self._grow_step()
+
+    def show_later(self) -> None:
+        """Build the next window of messages below (after scrolling up far enough to let them go)."""
         rows = self.model.rowCount()
-        for i, w in enumerate(made):
-            w.set_message(self.model.index(self.first + i), self.first + i == rows - 1)
+        if self._last >= rows:
+            return
+        self._target_last = min(rows, max(self._target_last, self._last + WINDOW))
+        self._grow_step()
+
+    @property
+    def _last(self) -> int:
+        """One past the last row built."""
+        return self.first + len(self.widgets)
+
+    def _grow_step(self) -> None:
+        """Build up to STEP messages above (or else below) those shown, keeping what the user looks at in
+        place, and let go of those farthest away beyond MAX_LIVE."""
+        rows = self.model.rowCount()
+        up = min(STEP, self.first - self._target_first)
+        down = min(STEP, self._target_last - self._last) if up <= 0 else 0
+        if up > 0:
+            if not self._stick_to_bottom:
+                self._hold_view()  # content above changes
+            self.first -= up
+            made = [self._take_widget() for _ in range(up)]
+            for i, w in enumerate(made):
+                self.column.insertWidget(1 + i, w)
+                w.show()
+                w.set_message(self.model.index(self.first + i), self.first + i == rows - 1)
+            self.widgets = made + self.widgets
+            while len(self.widgets) > MAX_LIVE:  # let go of the bottom ones
+                w = self.widgets.pop()
+                w.hide()
+                self._spare.insert(0, w)
+            self._target_last = min(self._target_last, self._last)
+        elif down > 0:
+            for _ in range(down):
+                w = self._spare.pop(0) if self._spare else self._new_widget()
+                if w.parent() is None:
+                    self.column.insertWidget(1 + len(self.widgets), w)
+                w.show()
+                self.widgets.append(w)
+                w.set_message(self.model.index(self._last - 1), self._last == rows)
+            if len(self.widgets) > MAX_LIVE:  # let go of the top ones
+                self._hold_view()
+                while len(self.widgets) > MAX_LIVE:
+                    w = self.widgets.pop(0)
+                    w.hide()
+                    self.column.removeWidget(w)
+                    self.column.insertWidget(1 + len(self.widgets), w)
+                    self._spare.insert(0, w)
+                    self.first += 1
+                self._target_first = max(self._target_first, self.first)
+            self._stick_to_bottom = False
+        while len(self._spare) > WINDOW:
+            w = self._spare.pop()
+            self.column.removeWidget(w)
+            w.deleteLater()
         self._show_earlier_button()
+        if self.first > self._target_first or self._last < self._target_last:
+            self._grow.start()
+
+    def _hold_view(self) -> None:
+        """Keep the first message in view where it is while messages above it come or go."""
+        if self._anchor is not None or not self.widgets:
+            return
+        top = self.verticalScrollBar().value()
+        widget = next((w for w in self.widgets if w.y() + w.height() > top), self.widgets[-1])
+        self._anchor = (widget, widget.y() - top)
+
+    def _take_widget(self) -> MessageWidget:
+        if self._spare:
+            w = self._spare.pop(0)
+            self.column.removeWidget(w)
+            return w
+        return self._new_widget()
 
     def _show_earlier_button(self) -> None:
         self.earlier.setText(f"Show {min(WINDOW, self.first)} earlier messages ({self.first} in all)")
         self.earlier.setVisible(self.first > 0)
+        later = self.model.rowCount() - self._last
+        self.later.setText(f"Show {min(WINDOW, later)} later messages ({later} in all)")
+        self.later.setVisible(later > 0)
 
     def _new_widget(self) -> MessageWidget:
         w = MessageWidget(self.renderer)
@@ -562,14 +651,19 @@ class ChatView(QScrollArea):
 
     def _on_scroll(self, value: int) -> None:
         bar = self.verticalScrollBar()
-        self._stick_to_bottom = value >= bar.maximum() - 24
-        if value == bar.minimum() and self.first > 0 and bar.maximum() > 0 and self._keep_from_bottom is None:
+        self._stick_to_bottom = value >= bar.maximum() - 24 and self._last >= self.model.rowCount()
+        if self._anchor is not None or bar.maximum() == 0:
+            return
+        if value == bar.minimum() and self.first > 0:
             self.show_earlier()  # scrolled to the top: the previous window, the view staying in place
+        elif value == bar.maximum() and self._last < self.model.rowCount():
+            self.show_later()  # scrolled back down to messages let go of: built again
 
     def _on_range(self, _min: int, maximum: int) -> None:
-        if self._keep_from_bottom is not None:
-            self.verticalScrollBar().setValue(maximum - self._keep_from_bottom)
-            self._keep_from_bottom = None
+        if self._anchor is not None:
+            widget, offset = self._anchor
+            self._anchor = None
+            self.verticalScrollBar().setValue(widget.y() - offset)
             return
         if self._stick_to_bottom:
             self.verticalScrollBar().setValue(maximum)
