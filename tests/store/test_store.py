@@ -223,6 +223,8 @@ def test_branches_keep_every_version_and_survive_a_restart(tmp_path: Path) -> No
     store.add_message(conv.id, "assistant", "a2 for the edit")
     assert [m.content for m in store.messages(conv.id)] == ["q1", "a1", "q2 edited", "a2 for the edit"]
     assert store.versions(q2b.id) == [q2.id, q2b.id]
+    shown = store.versions_of(store.messages(conv.id))  # what the window reads for the messages on screen
+    assert shown == {q2.id: (q2.id, q2b.id), q2b.id: (q2.id, q2b.id)}
     # back to the first version of the question: the conversation below follows (its latest answer)
     store.show_version(q2.id)
     assert [m.content for m in store.messages(conv.id)] == ["q1", "a1", "q2", "a2 again"]
