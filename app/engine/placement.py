@@ -21,6 +21,7 @@ context: the largest context (up to 32k) that keeps as many layers on the GPU as
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -122,6 +123,19 @@ class ModelTable:
             layer.attention + layer.ffn + layer.shared + layer.experts * self.used_fraction for layer in self.layers
         )
         return int(layers + self.embedding_row + self.head_bytes)
+
+    def scaled(self, factor: float) -> ModelTable:
+        """The same model at another quantization, approximately: every weight's bytes times ``factor``
+        (Discover reads one variant's header and sizes the others by their file sizes)."""
+
+        def s(n: int) -> int:
+            return int(n * factor)
+
+        return dataclasses.replace(
+            self,
+            layers=tuple(LayerBytes(s(x.attention), s(x.ffn), s(x.experts), s(x.shared)) for x in self.layers),
+            embeddings=s(self.embeddings), embedding_row=s(self.embedding_row), output=s(self.output),
+        )
 
     def kv_bytes(self, n_ctx: int, kv_type: str = "f16", layers: range | None = None) -> int:
         chosen = self.kv_elements if layers is None else [self.kv_elements[i] for i in layers]
