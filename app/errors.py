@@ -42,6 +42,10 @@ class ModelLoadError(EngineError):
     """llama.cpp could not load the model."""
 
 
+class ModelTooLargeError(ModelLoadError):
+    """The placement plan found no device with room for the model (refused before llama.cpp loads it)."""
+
+
 class ContextOverflowError(PaddockError):
     """The request cannot fit the model's context even after dropping history."""
 

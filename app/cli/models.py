@@ -6,13 +6,11 @@ import argparse
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from app.cli.experts import add_expert_args, expert_mode
 from app.errors import LicenseNotAcceptedError, PaddockError
 from app.models.download import Progress, human_size
-
-if TYPE_CHECKING:
-    from app.engine.placement import ExpertMode
 
 
 def add_parser(sub: Any) -> None:
@@ -76,26 +74,6 @@ def add_parser(sub: Any) -> None:
     token = msub.add_parser("token", help="set (from stdin), check or clear your Hugging Face token")
     token.add_argument("action", choices=["set", "status", "clear"])
     hub_args(token)
-
-
-def add_expert_args(p: argparse.ArgumentParser) -> None:
-    """``--cpu-moe`` / ``--n-cpu-moe N`` as llama.cpp's tools take them (shared by fit, chat and serve)."""
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--cpu-moe", action="store_true", help="keep the MoE experts of every layer in RAM")
-    group.add_argument("--n-cpu-moe", type=int, default=None, metavar="N",
-                       help="keep the MoE experts of the first N layers in RAM")
-
-
-def expert_mode(args: argparse.Namespace) -> tuple[ExpertMode, int]:
-    """("auto" | "all" | "first", N) from ``--cpu-moe`` / ``--n-cpu-moe``."""
-    if getattr(args, "cpu_moe", False):
-        return "all", 0
-    n = getattr(args, "n_cpu_moe", None)
-    if n is not None:
-        if n < 0:
-            raise PaddockError("--n-cpu-moe takes a number of layers (0 or more)")
-        return "first", n
-    return "auto", 0
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -91,3 +91,19 @@ class ExpertOverrides:
             yield
         finally:
             llama_cpp.llama_model_default_params = original
+
+
+def load_attempts(n_gpu_layers: int, n_cpu_moe: int, n_layers: int, moe: bool) -> list[tuple[int, int, str]]:
+    """The plans to try in order when the GPU runs out of memory at load: the plan itself, then every
+    expert in RAM (MoE), then half the layers on the GPU, then the CPU. Each with how to tell the user."""
+    attempts = [(n_gpu_layers, n_cpu_moe, "")]
+    if n_gpu_layers == 0:
+        return attempts
+    if moe and n_cpu_moe < n_layers:
+        n_cpu_moe = n_layers
+        attempts.append((n_gpu_layers, n_cpu_moe, "with the experts of every layer in RAM"))
+    on_gpu = n_layers if n_gpu_layers < 0 else min(n_gpu_layers, n_layers)
+    if on_gpu // 2 > 0:
+        attempts.append((on_gpu // 2, n_cpu_moe, f"with {on_gpu // 2} of {n_layers} layers on the GPU"))
+    attempts.append((0, 0, "on the CPU"))
+    return attempts

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -82,6 +85,21 @@ def gpu_speed(device_name: str | None) -> DeviceSpeed:
             best = (entry, bw, tflops)
     label, bw, tflops = best if best else DEFAULT_GPU
     return DeviceSpeed(label, bw * GB, tflops * 1e12 * GPU_PROMPT_EFFICIENCY)
+
+
+def gpu_name(backend: str) -> str | None:
+    """The GPU's name as the bandwidth table knows it (NVIDIA: nvidia-smi; Apple: the chip)."""
+    try:
+        if backend == "cuda" and (exe := shutil.which("nvidia-smi")):
+            out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=5, check=True).stdout
+            return out.splitlines()[0].strip() if out.strip() else None
+        if backend == "metal" and sys.platform == "darwin":
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+    return None
 
 
 def measure_cpu(threads: int, seconds: float = 0.4) -> DeviceSpeed:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from app import paths
 from app.engine.gguf_file import SPLIT_RE, NeedMoreBytes, TensorEntry, parse_header
 from app.engine.hardware import GiB, Hardware
 from app.engine.placement import ExpertMode, ModelTable, Placement, plan
-from app.engine.speed import DeviceSpeed, Prediction, cpu_speed, gpu_speed, predict
+from app.engine.speed import DeviceSpeed, Prediction, cpu_speed, gpu_name, gpu_speed, predict
 from app.errors import InvalidModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -64,21 +61,6 @@ def local_table(path: Path) -> ModelTable:
                 tensors += local_header(part)[1]
     name = str(metadata.get("general.name") or path.stem)
     return ModelTable.from_header(metadata, tensors, name)
-
-
-def gpu_name(backend: str) -> str | None:
-    """The GPU's name as the bandwidth table knows it (NVIDIA: nvidia-smi; Apple: the chip)."""
-    try:
-        if backend == "cuda" and (exe := shutil.which("nvidia-smi")):
-            out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=5, check=True).stdout
-            return out.splitlines()[0].strip() if out.strip() else None
-        if backend == "metal" and sys.platform == "darwin":
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
-    return None
 
 
 def what_if(hw: Hardware, gpu_mem_gb: float) -> Hardware:
