@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,76 @@ def test_chat_takes_n_cpu_moe(moe_model: Path, capsys: pytest.CaptureFixture[str
     assert data["n_cpu_moe"] == 1
     assert data["predicted_tokens_per_s"] > 0
     assert data["plan"].startswith("all 2 layers on the CPU")
+
+
+def _load_over_rpc(model: str, worker: str, n_cpu_moe: int, out: Any) -> None:
+    """In a child process: the worker registered as a ggml device, the model loaded with every layer offloaded
+    and the experts of ``n_cpu_moe`` layers overridden to the CPU; llama.cpp's log lines sent back."""
+    import ctypes
+
+    import llama_cpp
+
+    from app.engine import rpc
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(_level: int, text: bytes, _data: ctypes.c_void_p) -> None:
+        lines.append(text.decode(errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    usable, left_out = rpc.register_workers([worker])
+    if not usable:
+        out.put(["not registered: " + "; ".join(s.error for s in left_out)])
+        return
+    overrides = ExpertOverrides(n_cpu_moe, 2)
+    with overrides.applied():
+        llm = llama_cpp.Llama(model_path=model, n_gpu_layers=-1, n_ctx=256, verbose=False)
+    llm.close()  # before the worker goes: a client whose worker vanished aborts
+    out.put("".join(lines).splitlines())
+
+
+def _buffer_mib(lines: list[str], device: str) -> float:
+    """``load_tensors:   RPC0[127.0.0.1:N] model buffer size =     0.19 MiB`` -> 0.19 (0 when absent)."""
+    import re
+
+    for line in lines:
+        m = re.search(r"(\S+) model buffer size =\s+([\d.]+) MiB", line)
+        if m and m.group(1).startswith(device):
+            return float(m.group(2))
+    return 0.0
+
+
+def test_an_rpc_device_stands_in_for_a_gpu_and_the_experts_stay_in_ram(moe_model: Path) -> None:
+    """llama.cpp's RPC server on 127.0.0.1 is a real ggml device: with every layer offloaded to it, the load
+    log's buffer sizes show where the plan put things (experts in CPU memory, the rest on the device)."""
+    import multiprocessing as mp
+
+    from app.engine import rpc
+    from app.engine.placement import ModelTable
+
+    table = ModelTable.from_info(read_gguf(moe_model))
+    experts = sum(layer.experts for layer in table.layers) / 2**20
+    ctx = mp.get_context("spawn")
+    with rpc.WorkerProcess("127.0.0.1", threads=1) as worker:
+        logs = {}
+        for n_cpu_moe in (0, 2):
+            out = ctx.Queue()
+            child = ctx.Process(target=_load_over_rpc, args=(str(moe_model), worker.endpoint, n_cpu_moe, out))
+            child.start()
+            logs[n_cpu_moe] = out.get(timeout=120)
+            child.join(30)
+            assert child.exitcode == 0, logs[n_cpu_moe][-5:]
+    for n_cpu_moe, lines in logs.items():
+        moved = [line for line in lines if OVERRIDDEN in line]
+        assert len(moved) == 3 * n_cpu_moe, moved
+    rpc_all, cpu_all = _buffer_mib(logs[0], "RPC"), _buffer_mib(logs[0], "CPU")
+    rpc_moe, cpu_moe = _buffer_mib(logs[2], "RPC"), _buffer_mib(logs[2], "CPU")
+    assert rpc_all > 0, logs[0]
+    # the experts of both layers left the device for CPU memory, nothing else moved (CPU memory is a map
+    # of the file: it covers whole spans between the tensors it holds, so it grows by a little more)
+    assert rpc_all - rpc_moe == pytest.approx(experts, abs=0.02)
+    assert experts - 0.02 <= cpu_moe - cpu_all <= experts + 0.15
+    # what stays on the device is what the planner counts for it: layers without experts and the (tied) head
+    on_device = (sum(layer.total - layer.experts for layer in table.layers) + table.head_bytes) / 2**20
+    assert rpc_moe == pytest.approx(on_device, rel=0.05)
