@@ -40,6 +40,8 @@ def add_parser(sub: Any) -> None:
     fitp.add_argument("--ctx", type=int, default=None, help="context length (default: the largest useful one)")
     fitp.add_argument("--gpu-mem", type=float, default=None, metavar="GB",
                       help="plan for a GPU with this much memory instead of this machine's (0: none)")
+    fitp.add_argument("--gpu-name", default=None, metavar="NAME",
+                      help="with --gpu-mem: the GPU, for its memory bandwidth (e.g. 'RTX 4090', 'H100')")
     fitp.add_argument("--kv-cache-type", choices=["f16", "q8_0", "q4_0"], default="f16")
     add_expert_args(fitp)
     fitp.add_argument("--json", action="store_true")
@@ -176,7 +178,7 @@ def _fit(args: argparse.Namespace) -> int:
     gpu = None
     if args.gpu_mem is not None:
         hw = what_if(hw, args.gpu_mem)
-        gpu = gpu_speed(None)
+        gpu = gpu_speed(args.gpu_name)
     report = fit(table, hw, n_ctx=args.ctx, kv_type=args.kv_cache_type, mode=mode, first_n=first_n, gpu=gpu)
     if args.json:
         _print_json(report.to_dict())

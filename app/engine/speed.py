@@ -42,8 +42,11 @@ GPU_LAYER_OVERHEAD_S = 0.00001
 # on the CPU, and GPUs about this share of their dense FP16 peak on prompt batches.
 CPU_PROMPT_EFFICIENCY = 0.5
 GPU_PROMPT_EFFICIENCY = 0.35
+# Decode on a GPU reaches about this share of the memory's peak bandwidth (llama.cpp's CUDA and Metal decode
+# are commonly reported at 60-80 % of the data sheet; not measured by this project, which has no GPU).
+GPU_BANDWIDTH_EFFICIENCY = 0.7
 # A GPU not in the table (or a "what if" plan with --gpu-mem): a typical 16 GB card's figures.
-DEFAULT_GPU = ("unknown GPU (assumed: 450 GB/s, 40 TFLOPS)", 450.0, 40.0)
+DEFAULT_GPU = ("a typical 16 GB GPU (assumed)", 450.0, 40.0)
 
 # Memory bandwidth (GB/s) and dense FP16 tensor throughput (TFLOPS) by device name.
 GPU_TABLE: tuple[tuple[str, float, float], ...] = (
@@ -84,8 +87,8 @@ def gpu_speed(device_name: str | None) -> DeviceSpeed:
     for entry, bw, tflops in GPU_TABLE:
         if entry.upper() in name and (best is None or len(entry) > len(best[0])):
             best = (entry, bw, tflops)
-    label, bw, tflops = best if best else DEFAULT_GPU
-    return DeviceSpeed(label, bw * GB, tflops * 1e12 * GPU_PROMPT_EFFICIENCY)
+    label, bw, tflops = best if best else DEFAULT_GPU  # bandwidth in the data sheet's GB/s
+    return DeviceSpeed(label, bw * GB * GPU_BANDWIDTH_EFFICIENCY, tflops * 1e12 * GPU_PROMPT_EFFICIENCY)
 
 
 def gpu_name(backend: str) -> str | None:
@@ -198,7 +201,7 @@ def predict(table: ModelTable, placement: Placement, cpu: DeviceSpeed, gpu: Devi
         prompt_t += 2 * gpu_params / per_weight / gpu.flops
     basis = f"{cpu.name}: {cpu.bandwidth / GB:.0f} GB/s"
     if gpu is not None and gpu_layers:
-        basis += f"; {gpu.name}: {gpu.bandwidth / GB:.0f} GB/s"
+        basis += f"; {gpu.name}: {gpu.bandwidth / GB:.0f} GB/s in practice"
     return Prediction(
         decode_tokens_per_s=round(1 / t, 1),
         prompt_tokens_per_s=round(1 / prompt_t, 1) if prompt_t > 0 else 0.0,
