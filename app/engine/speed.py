@@ -106,7 +106,7 @@ def gpu_name(backend: str) -> str | None:
     return None
 
 
-def measure_cpu(threads: int, seconds: float = 0.4) -> DeviceSpeed:
+def measure_cpu(threads: int, seconds: float = 0.15) -> DeviceSpeed:
     """This machine's memory read bandwidth (threads each reading their own 64 MB with a BLAS dot
     product, the fastest read numpy has) and float32 matmul rate."""
     import numpy as np
