@@ -1,9 +1,10 @@
 """The placement of a model about to be loaded: GPU layers and MoE experts in RAM, refused when it fits nowhere.
 
 The context length comes from :func:`app.engine.hardware.plan_load` as before; the placement
-planner (:mod:`app.engine.placement`) then decides, for a mixture-of-experts model on a GPU, how
-many layers' experts stay in RAM so that every layer can go to the GPU, and the user's
-``n_cpu_moe`` / ``n_gpu_layers`` settings override it.
+planner (:mod:`app.engine.placement`) then decides, on a GPU, how many layers go there (from the
+exact bytes of each layer, not an average) and, for a mixture-of-experts model, how many layers'
+experts stay in RAM so that every layer can go to the GPU; the user's ``n_cpu_moe`` /
+``n_gpu_layers`` settings override it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def place_for_load(info: GGUFInfo, hw: Hardware, load_plan: Plan, settings: Load
         ModelTooLargeError: the model does not fit this machine's memory at this context, with the numbers.
     """
     table = ModelTable.from_info(info) if info.tensors and info.block_count else None
-    ngl, ncm = load_plan.n_gpu_layers, 0
+    ngl = load_plan.n_gpu_layers if settings.n_gpu_layers is None else settings.n_gpu_layers
+    ncm = 0
     if table is None:
         return LoadPlan(None, ngl, 0, load_plan.n_ctx, settings.kv_cache_type, hw, n_threads)
     mode: ExpertMode = "auto"
@@ -82,6 +84,6 @@ def place_for_load(info: GGUFInfo, hw: Hardware, load_plan: Plan, settings: Load
             f"{info.name} {placed.explain()}. Choose a smaller quantization "
             "or a shorter context, or close other programs."
         )
-    if settings.n_gpu_layers is None and hw.backend != "cpu" and hw.gpu_budget > 0 and table.moe:
+    if settings.n_gpu_layers is None and hw.backend != "cpu" and hw.gpu_budget > 0:
         ngl, ncm = placed.llama_gpu_layers, placed.n_cpu_moe
     return LoadPlan(table, ngl, ncm, load_plan.n_ctx, settings.kv_cache_type, hw, n_threads)

@@ -204,3 +204,26 @@ def test_header_prefix_too_short_asks_for_more(tmp_path: Path) -> None:
     metadata, tensors = parse_header(data)
     assert metadata["general.architecture"] == "gpt-oss"
     assert len(tensors) == 3 + 24 * 19
+
+
+def test_the_load_takes_the_plan_on_a_gpu(tmp_path: Path) -> None:
+    """What the engine passes to llama.cpp on a 16 GB GPU (this machine has none: the Hardware is described)."""
+    from app.engine.gguf_file import GGUFInfo
+    from app.engine.hardware import plan_load
+    from app.engine.loadplan import place_for_load
+    from app.engine.types import LoadSettings
+
+    path = mh.write_header(mh.qwen3_30b_a3b(), tmp_path / "qwen.gguf")
+    metadata, tensors = parse_header(path.read_bytes())
+    info = GGUFInfo(path, path.stat().st_size, 3, len(tensors), metadata, 0, 0, tensors)
+    hw = gpu(16)
+
+    def placed(settings: LoadSettings) -> tuple[int, int]:
+        load = place_for_load(info, hw, plan_load(info.shape, hw, n_ctx=settings.n_ctx), settings, 8)
+        return load.n_gpu_layers, load.n_cpu_moe
+
+    assert placed(LoadSettings(n_ctx=32768)) == (-1, qwen_expert_layers_in_ram(16))
+    assert placed(LoadSettings(n_ctx=32768, n_cpu_moe=-1)) == (-1, 48)
+    assert placed(LoadSettings(n_ctx=32768, n_cpu_moe=0))[1] == 0  # experts stay: whole layers leave instead
+    assert placed(LoadSettings(n_ctx=32768, n_cpu_moe=0))[0] < 48
+    assert placed(LoadSettings(n_ctx=32768, n_gpu_layers=10, n_cpu_moe=4)) == (10, 4)  # the user's, as given
