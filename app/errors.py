@@ -42,6 +42,10 @@ class ModelLoadError(EngineError):
     """llama.cpp could not load the model."""
 
 
+class ModelTooLargeError(ModelLoadError):
+    """The placement plan found no device with room for the model (refused before llama.cpp loads it)."""
+
+
 class ContextOverflowError(PaddockError):
     """The request cannot fit the model's context even after dropping history."""
 
@@ -105,3 +109,7 @@ class UnsafePathError(PaddockError):
 
 class DocumentError(PaddockError):
     """A document could not be indexed: unreadable, unsupported, protected, or a 'bomb'."""
+
+
+class WorkerError(PaddockError):
+    """An RPC worker (another machine lending its device) cannot be started, reached or used."""

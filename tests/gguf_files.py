@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def gguf_with_template(src: Path, dest: Path, template: str) -> Path:
@@ -34,4 +35,56 @@ def gguf_string(s: bytes) -> bytes:
 def copy_truncated(src: Path, dest: Path, size: int) -> Path:
     with src.open("rb") as fin, dest.open("wb") as fout:
         fout.write(fin.read(size))
+    return dest
+
+
+def tiny_moe(tokenizer_src: Path, dest: Path, seed: int = 7) -> Path:
+    """A tiny mixture-of-experts GGUF (architecture ``llama``, 2 layers, 4 experts of which 2 work per
+    token, random weights) with the tokenizer of ``tokenizer_src`` copied in: a few MB, loads and decodes."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(tokenizer_src)
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    n_embd, n_ff, n_head, n_head_kv, n_layer, n_expert = 64, 128, 4, 2, 2, 4
+    writer = gguf.GGUFWriter(dest, "llama")
+    writer.add_name("tiny-moe")
+    writer.add_block_count(n_layer)
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_expert_count(n_expert)
+    writer.add_expert_used_count(2)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for field in reader.fields.values():
+        if field.name.startswith("tokenizer."):
+            sub = field.types[1] if len(field.types) > 1 else None
+            writer.add_key_value(field.name, field.contents(), field.types[0], sub)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, dtype: type = np.float32) -> Any:
+        return (rng.standard_normal(shape) * 0.08).astype(dtype)
+
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd, dtype=np.float16))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    head_dim = n_embd // n_head
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weights(n_head_kv * head_dim, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weights(n_head_kv * head_dim, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate_inp.weight", weights(n_expert, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_gate_exps.weight", weights(n_expert, n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up_exps.weight", weights(n_expert, n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down_exps.weight", weights(n_expert, n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return dest

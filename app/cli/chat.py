@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import EngineCrashedError, PaddockError
 
 
@@ -48,6 +49,7 @@ def add_parser(sub: Any) -> None:
     chat.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
     chat.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     chat.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (-1 all, 0 none)")
+    add_expert_args(chat)
     chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
     think = chat.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_const", const=True, default=None,
@@ -115,7 +117,8 @@ def _settings(args: argparse.Namespace) -> Any:
             template = Path(args.chat_template).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
-    return LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, chat_template=template)
+    return LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, chat_template=template,
+                        n_cpu_moe=n_cpu_moe(args))
 
 
 def _one_off(args: argparse.Namespace) -> int:
@@ -267,6 +270,9 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "model": loaded.name,
         "n_ctx": loaded.n_ctx,
         "template": loaded.template_source,
+        "plan": loaded.plan,
+        "n_cpu_moe": loaded.n_cpu_moe,
+        "predicted_tokens_per_s": loaded.predicted_tokens_per_s,
         "notices": list(loaded.notices + result.notices),
         **extra,
     }

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from app.cli.experts import add_expert_args, expert_mode
 from app.errors import LicenseNotAcceptedError, PaddockError
 from app.models.download import Progress, human_size
 
@@ -31,6 +32,20 @@ def add_parser(sub: Any) -> None:
     files.add_argument("--ctx", type=int, default=None, help="context length for the fit estimate")
     files.add_argument("--json", action="store_true")
     hub_args(files)
+
+    fitp = msub.add_parser("fit", help="the plan (layers and MoE experts per device, context) and predicted speed")
+    fitp.add_argument("model", help="a path, a library model, or a Hugging Face repo (read from its header: "
+                                    "nothing is downloaded)")
+    fitp.add_argument("file", nargs="?", default=None, help="with a repo: the file or quant (default: the recommended)")
+    fitp.add_argument("--ctx", type=int, default=None, help="context length (default: the largest useful one)")
+    fitp.add_argument("--gpu-mem", type=float, default=None, metavar="GB",
+                      help="plan for a GPU with this much memory instead of this machine's (0: none)")
+    fitp.add_argument("--gpu-name", default=None, metavar="NAME",
+                      help="with --gpu-mem: the GPU, for its memory bandwidth (e.g. 'RTX 4090', 'H100')")
+    fitp.add_argument("--kv-cache-type", choices=["f16", "q8_0", "q4_0"], default="f16")
+    add_expert_args(fitp)
+    fitp.add_argument("--json", action="store_true")
+    hub_args(fitp)
 
     lic = msub.add_parser("license", help="show a repo's license; --accept records your acceptance")
     lic.add_argument("repo_id")
@@ -97,14 +112,16 @@ def _files(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{"name": v.name, "quant": v.quant, "size": v.size, "files": [f.name for f in v.files],
                       "fit": v.fit, "fit_label": v.fit_label, "n_ctx": v.n_ctx, "estimated_bytes": v.total_bytes,
-                      "recommended": v.recommended} for v in listing.variants])
+                      "recommended": v.recommended, "plan": v.plan,
+                      "predicted_tokens_per_s": v.predicted_tokens_per_s} for v in listing.variants])
         return 0
     if not listing.variants:
         print(f"{args.repo_id} has no GGUF files")
     for v in listing.variants:
         mark = "★" if v.recommended else " "
         parts = f" ({len(v.files)} parts)" if v.split else ""
-        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {v.name}{parts}")
+        speed = f"~{v.predicted_tokens_per_s:g} tok/s" if v.predicted_tokens_per_s else ""
+        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {speed:>13}  {v.name}{parts}")
     for name in listing.rejected:
         print(f"note: ignored unsafe file name {name!r}", file=sys.stderr)
     if listing.variants and listing.shape is not None and listing.recommended is None:
@@ -113,6 +130,66 @@ def _files(args: argparse.Namespace) -> int:
         print("note: fit unknown (the file header could not be read; a gated repo needs your token)",
               file=sys.stderr)
     return 0
+
+
+def _fit_table(args: argparse.Namespace) -> Any:
+    """The model's tensor table: a local file's header, else a repo file's through Range requests."""
+    from pathlib import Path
+
+    from app.engine.placement import ModelTable
+    from app.models.fit import local_table
+    from app.models.library import Library
+
+    try:
+        return local_table(Library().resolve(args.model))
+    except PaddockError:
+        if "/" not in args.model or Path(args.model).expanduser().exists():
+            raise
+    from app.models.variants import group_files
+
+    client = _client(args)
+    details = client.details(args.model)
+    variants, _, _ = group_files(details)
+    if not variants:
+        raise PaddockError(f"{args.model} has no GGUF files")
+    if args.file:
+        wanted = args.file.lower()
+        variant = next((v for v in variants if wanted in (v.name.lower(), v.quant.lower())), None)
+        if variant is None:
+            raise PaddockError(f"{args.model} has no file or quant {args.file!r}: see `paddock models files`")
+    else:
+        from app.models.variants import PREFERRED_QUANT
+
+        variant = next((v for v in variants if v.quant == PREFERRED_QUANT), variants[len(variants) // 2])
+    metadata, tensors = client.read_gguf_header(details.repo_id, variant.files[0].name, details.commit)
+    for part in variant.files[1:]:
+        tensors += client.read_gguf_header(details.repo_id, part.name, details.commit)[1]
+    return ModelTable.from_header(metadata, tensors, f"{details.repo_id} {variant.quant}")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from app.engine import hardware
+    from app.engine.speed import gpu_speed
+    from app.models.fit import fit, what_if
+
+    mode, first_n = expert_mode(args)
+    table = _fit_table(args)
+    hw = hardware.detect()
+    gpu = None
+    if args.gpu_mem is not None:
+        hw = what_if(hw, args.gpu_mem)
+        gpu = gpu_speed(args.gpu_name)
+    report = fit(table, hw, n_ctx=args.ctx, kv_type=args.kv_cache_type, mode=mode, first_n=first_n, gpu=gpu)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(f"{table.name}: {human_size(table.total_bytes)}, {human_size(table.active_bytes)} read per token")
+        print(report.line)
+        if report.placement.fit != "too_large":
+            print(f"predicted: {report.prediction.decode_tokens_per_s:g} tokens/s writing, "
+                  f"{report.prediction.prompt_tokens_per_s:g} tokens/s reading the prompt "
+                  f"({report.prediction.basis})")
+    return 0 if report.placement.fit != "too_large" else 1
 
 
 def _show_license(lic: Any) -> None:
@@ -319,7 +396,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {
-    "search": _search, "files": _files, "license": _license, "pull": _pull, "list": _list, "rm": _rm,
+    "search": _search, "files": _files, "fit": _fit, "license": _license, "pull": _pull, "list": _list, "rm": _rm,
     "import": _import, "quantize": _quantize, "token": _token,
 }
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import PaddockError
 
 
@@ -27,6 +28,7 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--gpu-layers", type=int, default=None)
+    add_expert_args(serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from app.models.library import loadable_model
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
-    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
+                            n_cpu_moe=n_cpu_moe(args))
     if args.model:
         entries = entries_for([(loadable_model(args.model), None, None)])
         preload = entries[0]

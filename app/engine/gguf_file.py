@@ -59,6 +59,16 @@ _ARRAY = 9
 
 
 @dataclass(frozen=True)
+class TensorEntry:
+    """One row of a GGUF tensor table: what the placement planner needs (no data)."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order: ne[0] is the row length
+    ggml_type: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class GGUFInfo:
     """What Paddock knows about a GGUF file from its header alone."""
 
@@ -69,6 +79,8 @@ class GGUFInfo:
     metadata: dict[str, Any] = field(repr=False)
     n_params: int
     tensor_bytes: int
+    # The tensor table (names, shapes, types, sizes): the placement planner's input.
+    tensors: tuple[TensorEntry, ...] = field(default=(), repr=False)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -307,23 +319,11 @@ def _parse(p: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
         raise InvalidModelError("not a valid GGUF model: bad general.alignment")
 
     tensors: list[tuple[int, int]] = []
+    entries = _read_tensor_table(cur, n_tensors)
     n_params = 0
-    for _ in range(n_tensors):
-        name = cur.string("a tensor name") or "?"
-        n_dims = cur.u32(f"tensor {name!r}")
-        if n_dims == 0 or n_dims > MAX_DIMS:
-            raise InvalidModelError(f"not a valid GGUF model: tensor {name!r} has {n_dims} dimensions")
-        elements = 1
-        for _ in range(n_dims):
-            dim = cur.u64(f"tensor {name!r}")
-            if dim == 0 or dim > (1 << 40):
-                raise InvalidModelError(f"not a valid GGUF model: tensor {name!r} has dimension {dim}")
-            elements *= dim
-        ttype = cur.u32(f"tensor {name!r}")
-        offset = cur.u64(f"tensor {name!r}")
-        nbytes = _tensor_bytes(ttype, elements, name)
-        tensors.append((offset, nbytes))
-        n_params += elements
+    for entry, offset in entries:
+        tensors.append((offset, entry.nbytes))
+        n_params += _elements(entry.shape)
 
     data_start = (cur.pos + alignment - 1) // alignment * alignment
     data_size = size - data_start
@@ -343,7 +343,36 @@ def _parse(p: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
         metadata=metadata,
         n_params=n_params,
         tensor_bytes=tensor_bytes,
+        tensors=tuple(entry for entry, _ in entries),
     )
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def _read_tensor_table(cur: _Cursor, n_tensors: int) -> list[tuple[TensorEntry, int]]:
+    """The tensor infos after the metadata, each with its data offset (checked by the caller)."""
+    entries: list[tuple[TensorEntry, int]] = []
+    for _ in range(n_tensors):
+        name = cur.string("a tensor name") or "?"
+        n_dims = cur.u32(f"tensor {name!r}")
+        if n_dims == 0 or n_dims > MAX_DIMS:
+            raise InvalidModelError(f"not a valid GGUF model: tensor {name!r} has {n_dims} dimensions")
+        dims = []
+        for _ in range(n_dims):
+            dim = cur.u64(f"tensor {name!r}")
+            if dim == 0 or dim > (1 << 40):
+                raise InvalidModelError(f"not a valid GGUF model: tensor {name!r} has dimension {dim}")
+            dims.append(dim)
+        ttype = cur.u32(f"tensor {name!r}")
+        offset = cur.u64(f"tensor {name!r}")
+        shape = tuple(dims)
+        entries.append((TensorEntry(name, shape, ttype, _tensor_bytes(ttype, _elements(shape), name)), offset))
+    return entries
 
 
 def _read_metadata(cur: _Cursor, n_kv: int) -> dict[str, Any]:
@@ -374,6 +403,21 @@ def parse_metadata(prefix: bytes, name: str = "the file") -> dict[str, Any]:
         NeedMoreBytes: the prefix ends before the metadata does.
         InvalidModelError: not a GGUF file, or an impossible header.
     """
+    return _parse_prefix(prefix, name)[0]
+
+
+def parse_header(prefix: bytes, name: str = "the file") -> tuple[dict[str, Any], tuple[TensorEntry, ...]]:
+    """Metadata and tensor table of a GGUF file from its first bytes (no tensor data needed).
+
+    Raises:
+        NeedMoreBytes: the prefix ends before the tensor table does.
+        InvalidModelError: not a GGUF file, or an impossible header.
+    """
+    metadata, cur, n_tensors = _parse_prefix(prefix, name)
+    return metadata, tuple(entry for entry, _ in _read_tensor_table(cur, n_tensors))
+
+
+def _parse_prefix(prefix: bytes, name: str) -> tuple[dict[str, Any], _Cursor, int]:
     if len(prefix) >= 4 and prefix[:4] != GGUF_MAGIC:
         raise InvalidModelError(f"not a valid GGUF model: {name} does not start with the GGUF signature")
     cur = _PrefixCursor(prefix, len(prefix))
@@ -386,7 +430,7 @@ def parse_metadata(prefix: bytes, name: str = "the file") -> dict[str, Any]:
     n_kv = cur.u64("the header")
     if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
         raise InvalidModelError(f"not a valid GGUF model: the header claims {n_tensors} tensors and {n_kv} keys")
-    return _read_metadata(cur, n_kv)
+    return _read_metadata(cur, n_kv), cur, n_tensors
 
 
 def shape_from_metadata(metadata: dict[str, Any], weights_bytes: int) -> ModelShape:

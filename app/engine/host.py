@@ -45,7 +45,9 @@ from app.engine.kvstates import (
     state_key,
     states_folder,
 )
+from app.engine.loadplan import place_for_load
 from app.engine.native import DecodeError, Sampler, Session
+from app.engine.overrides import ExpertOverrides, load_attempts
 from app.engine.protocol import (
     Cancel,
     Chunk,
@@ -122,6 +124,7 @@ class EngineHost:
         self.states: StateStore | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
+        self._overrides: ExpertOverrides | None = None  # the loaded model's tensor overrides (MoE experts in RAM)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -292,6 +295,7 @@ class EngineHost:
         if self.llm is not None:
             self.llm.close()
         self.llm = None
+        self._overrides = None
         self.session = None
         self.info = None
         self.formatter = None
@@ -336,23 +340,29 @@ class EngineHost:
             kwargs.update(n_ctx=size, n_batch=size, n_ubatch=size, embedding=True, swa_full=False)
             if info.get(f"{info.architecture}.pooling_type") is None:
                 kwargs["pooling_type"] = LLAMA_POOLING_TYPE_MEAN
+        placed = place_for_load(info, hw, plan, settings, n_threads)  # refuses a model that fits nowhere
+        gpu_layers, n_cpu_moe = placed.n_gpu_layers, placed.n_cpu_moe
         started = time.perf_counter()
-        try:
-            llm = Llama(n_gpu_layers=plan.n_gpu_layers, **kwargs)
-            gpu_layers = plan.n_gpu_layers
-        except (ValueError, RuntimeError) as exc:
-            if plan.n_gpu_layers == 0:
-                raise ModelLoadError(
-                    f"llama.cpp could not load {info.path.name}: {exc}. The file may be damaged "
-                    "or use an architecture this version of llama.cpp does not support."
-                ) from exc
-            log.warning("GPU load failed (%s); retrying on the CPU", exc)
-            notices.append(f"Loading on the GPU failed ({exc}); the model runs on the CPU instead.")
+        llm = None
+        attempts = load_attempts(gpu_layers, n_cpu_moe, info.block_count, placed.moe)
+        for i, (gpu_layers, n_cpu_moe, _how) in enumerate(attempts):
+            overrides = ExpertOverrides(n_cpu_moe, info.block_count)
             try:
-                llm = Llama(n_gpu_layers=0, **kwargs)
-            except (ValueError, RuntimeError) as exc2:
-                raise ModelLoadError(f"llama.cpp could not load {info.path.name}: {exc2}") from exc2
-            gpu_layers = 0
+                with overrides.applied():
+                    llm = Llama(n_gpu_layers=gpu_layers, **kwargs)
+            except (ValueError, RuntimeError) as exc:
+                if i + 1 == len(attempts):
+                    raise ModelLoadError(
+                        f"llama.cpp could not load {info.path.name}: {exc}. The file may be damaged "
+                        "or use an architecture this version of llama.cpp does not support."
+                    ) from exc
+                log.warning("loading with %d GPU layers failed (%s); retrying %s", gpu_layers, exc, attempts[i + 1][2])
+                notices.append(f"Loading as planned failed on the GPU ({exc}); the model was loaded "
+                               f"{attempts[i + 1][2]} instead, which is slower.")
+                continue
+            self._overrides = overrides  # llama.cpp keeps pointers into it for the model's lifetime
+            break
+        assert llm is not None
         self._set_abort_callback(llm)
         session = Session(llm, self._abort)
         if not settings.embedding:
@@ -423,6 +433,9 @@ class EngineHost:
             reasoning_format=fmt.name if self.formatter.source != "fallback" else "",
             thinking_switch=has_switch,
             thinking_default=thinking_default,
+            n_cpu_moe=n_cpu_moe if placed.moe else 0,
+            plan=placed.line(gpu_layers, n_cpu_moe),
+            predicted_tokens_per_s=placed.predicted(gpu_layers, n_cpu_moe),
         )
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)

@@ -94,6 +94,9 @@ class LoadSettings:
     prompt_lookup: bool = False
     # A small model of the same family that drafts tokens for this one (same vocabulary).
     draft_model: str | None = None
+    # MoE experts kept in RAM (llama.cpp's --n-cpu-moe): None lets the placement planner choose,
+    # 0 keeps them with their layers, N the first N layers', -1 every layer's (--cpu-moe).
+    n_cpu_moe: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ class LoadedModel:
     reasoning_format: str = ""
     thinking_switch: bool = False
     thinking_default: bool = False
+    # The placement: layers whose MoE experts are in RAM, the plan's line and its predicted decode speed.
+    n_cpu_moe: int = 0
+    plan: str = ""
+    predicted_tokens_per_s: float | None = None
 
 
 @dataclass

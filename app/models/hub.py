@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
 from huggingface_hub import HfApi, ModelInfo, get_hf_file_metadata, hf_hub_url
@@ -32,6 +32,11 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from app.errors import HubError, UnsafePathError
+
+if TYPE_CHECKING:
+    from app.engine.gguf_file import TensorEntry
+
+_Parsed = TypeVar("_Parsed")
 
 log = logging.getLogger(__name__)
 
@@ -290,13 +295,27 @@ class HubClient:
 
     def read_gguf_metadata(self, repo_id: str, filename: str, revision: str | None = None) -> dict[str, Any]:
         """The metadata of a remote GGUF file from its first megabytes (no weights downloaded)."""
-        from app.engine.gguf_file import NeedMoreBytes, parse_metadata
+        from app.engine.gguf_file import parse_metadata
+
+        return self._read_prefix(repo_id, filename, revision, parse_metadata)
+
+    def read_gguf_header(self, repo_id: str, filename: str,
+                         revision: str | None = None) -> tuple[dict[str, Any], tuple[TensorEntry, ...]]:
+        """Metadata and tensor table of a remote GGUF file (what the placement planner needs)."""
+        from app.engine.gguf_file import parse_header
+
+        return self._read_prefix(repo_id, filename, revision, parse_header)
+
+    def _read_prefix(self, repo_id: str, filename: str, revision: str | None,
+                     parse: Callable[[bytes, str], _Parsed]) -> _Parsed:
+        """Ranged GETs of a growing prefix until ``parse`` has what it needs."""
+        from app.engine.gguf_file import NeedMoreBytes
 
         size = HEADER_FIRST_BYTES
         while True:
             data = self.fetch_range(repo_id, filename, 0, size, revision)
             try:
-                return parse_metadata(data, filename)
+                return parse(data, filename)
             except NeedMoreBytes:
                 if len(data) < size or size >= HEADER_MAX_BYTES:
                     raise HubError(f"the header of {filename} is larger than {HEADER_MAX_BYTES >> 20} MB or cut short",

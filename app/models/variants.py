@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from app.engine import hardware
 from app.engine.gguf_file import FULL_PRECISION, SPLIT_RE, quant_from_filename, shape_from_metadata
 from app.engine.hardware import FIT_LABELS, Fit, Hardware, ModelShape
+from app.engine.placement import ModelTable
 from app.errors import HubError, InvalidModelError, UnsafePathError
 from app.models.hub import HubClient, RepoDetails, RepoFile, safe_relative_path
 
@@ -34,6 +35,9 @@ class Variant:
     n_ctx: int | None = None
     total_bytes: int | None = None
     recommended: bool = False
+    # The placement planner's line and decode speed for this variant (app/models/fit.py).
+    plan: str | None = None
+    predicted_tokens_per_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -139,13 +143,28 @@ def list_variants(client: HubClient, details: RepoDetails, hw: Hardware | None =
     for name in rejected:
         log.info("%s lists an unsafe file name, ignored: %r", details.repo_id, name)
     shape = None
+    table = None
+    hw = hw or hardware.detect()
     if variants:
         probe = variants[0].files[0]
         try:
-            metadata = client.read_gguf_metadata(details.repo_id, probe.name, details.commit)
+            metadata, tensors = client.read_gguf_header(details.repo_id, probe.name, details.commit)
             shape = shape_from_metadata(metadata, variants[0].size)
+            if not variants[0].split:  # a split file's first part holds only some of the tensors
+                table = ModelTable.from_header(metadata, tensors)
         except (HubError, InvalidModelError) as exc:
             # Gated repos hide file contents until access is granted: list without fit labels.
             log.info("no GGUF header for %s: %s", details.repo_id, exc)
-    labelled = label(variants, shape, hw or hardware.detect(), n_ctx)
+    labelled = label(variants, shape, hw, n_ctx)
+    if table is not None and table.total_bytes > 0:
+        labelled = [_predicted(v, table, hw, n_ctx) for v in labelled]
     return VariantList(details.repo_id, labelled, shape, rejected, incomplete)
+
+
+def _predicted(variant: Variant, table: ModelTable, hw: Hardware, n_ctx: int | None) -> Variant:
+    """The plan and decode speed of a variant, its table sized from the probe's by file size."""
+    from app.models.fit import fit
+
+    report = fit(table.scaled(variant.size / table.total_bytes), hw, n_ctx=n_ctx or variant.n_ctx)
+    speed = report.prediction.decode_tokens_per_s if report.placement.fit != "too_large" else None
+    return dataclasses.replace(variant, plan=report.line, predicted_tokens_per_s=speed)

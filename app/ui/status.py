@@ -19,6 +19,7 @@ class StatusPanel:
         self.store = store
         self.model_name = model_name
         self.model = QLabel("No model loaded")
+        self._predicted: float | None = None  # the placement planner's decode speed for the loaded model
         self.speed = QLabel("")
         self.api = QLabel("")
         self.ctx_meter = QProgressBar()
@@ -40,14 +41,17 @@ class StatusPanel:
         self.ctx_meter.setRange(0, 100)
         where = "CPU" if loaded.n_gpu_layers == 0 else f"{loaded.backend.upper()} ({loaded.n_gpu_layers} layers)"
         self.model.setText(f"{loaded.name} · {where} · {loaded.n_ctx} tokens context · loaded in {loaded.load_s:.1f}s")
+        self.model.setToolTip(loaded.plan)
+        self._predicted = loaded.predicted_tokens_per_s
 
     def on_model_failed(self, _message: str) -> None:
         self.ctx_meter.setRange(0, 100)
 
     def on_stream_finished(self, _conv: int, _message: int, status: str, error: str, stats: dict) -> None:
         if stats.get("completion_tokens"):
+            predicted = f" (predicted {self._predicted:g})" if self._predicted else ""
             self.speed.setText(
-                f"{stats.get('tokens_per_s', 0):.1f} tok/s · first token {stats.get('ttft_s', 0):.2f}s · "
+                f"{stats.get('tokens_per_s', 0):.1f} tok/s{predicted} · first token {stats.get('ttft_s', 0):.2f}s · "
                 f"{stats.get('prompt_reused', 0)} of {stats.get('prompt_tokens', 0)} prompt tokens from cache"
             )
         if stats.get("n_ctx"):

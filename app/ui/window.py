@@ -50,7 +50,7 @@ from app.ui.tools.widgets import ToolsDialog, tool_hub
 log = logging.getLogger(__name__)
 # The load settings the Settings dialog changes, kept across sessions.
 SAVED_LOAD_KEYS = ("n_ctx", "n_threads", "n_gpu_layers", "kept_states_ram_mb", "kept_states_disk_mb",
-                   "prompt_lookup", "draft_model")
+                   "prompt_lookup", "draft_model", "n_cpu_moe")
 
 
 class MainWindow(QMainWindow):

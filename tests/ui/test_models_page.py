@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def test_pick_a_variant_accept_the_license_and_download(qtbot: QtBot, window: Ma
     open_repo(qtbot, window, GEMMA)
     assert tab.variants.rowCount() == 1
     assert tab.variants.item(0, 0).text() == "★ Q4_K_M"
-    assert tab.variants.item(0, 2).text() == "fits in RAM"
+    # the fit, the speed the placement planner predicts from the file's header, and the plan as tooltip
+    assert re.fullmatch(r"fits in RAM · about [\d.]+ tokens/s", tab.variants.item(0, 2).text())
+    assert tab.variants.item(0, 2).toolTip().startswith("all 18 layers on the CPU, context 8k")
     assert "Gemma Terms of Use" in tab.license_title.text()
     assert "Prohibited Use" in tab.conditions.text()
     assert not tab.download_button.isEnabled()  # the license comes first

@@ -7,7 +7,9 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox
 
+from app.engine import hardware, placement
 from app.engine.gguf_file import GGUFInfo, read_gguf
+from app.engine.hardware import Hardware
 from app.errors import PaddockError
 from app.models.library import Library
 from app.store.chats import ChatStore
@@ -26,6 +28,7 @@ class ModelChoices:
         self.library = library
         self.servers = servers
         self._info: dict[str, GGUFInfo | None] = {}
+        self._hardware: Hardware | None = None
 
     def info(self, path: str) -> GGUFInfo | None:
         if path not in self._info:
@@ -34,6 +37,15 @@ class ModelChoices:
             except PaddockError:
                 self._info[path] = None
         return self._info[path]
+
+    def plan(self, path: str) -> str:
+        """The placement planner's line for a model before it is loaded ("" when unknown)."""
+        info = self.info(path)
+        if info is None or not info.tensors or not info.block_count:
+            return ""
+        if self._hardware is None:
+            self._hardware = hardware.detect()
+        return placement.plan(placement.ModelTable.from_info(info), self._hardware).explain()
 
     def known(self) -> list[tuple[str, GGUFInfo | None]]:
         recent = [p for p in self.store.get_setting("recent_models", []) if Path(p).exists()]
@@ -75,7 +87,8 @@ class ModelPicker(QComboBox):
             self.addItem("Choose a model…", None)
         for path, info in self.choices.known():
             self.addItem(f"{info.name} · {info.quantization}" if info else Path(path).name, path)
-            self.setItemData(self.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+            plan = self.choices.plan(path)
+            self.setItemData(self.count() - 1, f"{path}\n{plan}" if plan else path, Qt.ItemDataRole.ToolTipRole)
         if selected is not None and self.findData(selected) < 0:
             self.addItem(Path(selected).name + " (missing)", selected)
         for label, ref in self.choices.servers.cached_models():

@@ -234,7 +234,8 @@ class DiscoverTab(QWidget):
         select = 0
         for row, v in enumerate(variants):
             star = "★ " if v.recommended else ""
-            cells = [f"{star}{v.quant}", human_size(v.size), v.fit_label,
+            speed = f" · about {v.predicted_tokens_per_s:g} tokens/s" if v.predicted_tokens_per_s else ""
+            cells = [f"{star}{v.quant}", human_size(v.size), v.fit_label + speed,
                      v.name + (f"  ({len(v.files)} parts)" if v.split else "")]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -242,7 +243,9 @@ class DiscoverTab(QWidget):
                 if col == 2 and v.fit:
                     item.setForeground(Qt.GlobalColor.darkGreen if v.fit in ("gpu", "ram") else
                                        Qt.GlobalColor.darkYellow if v.fit == "partial" else Qt.GlobalColor.red)
-                if v.recommended:
+                if col == 2 and v.plan:
+                    item.setToolTip(v.plan)  # the placement: layers and experts per device, context, memory
+                elif v.recommended:
                     item.setToolTip("Recommended for this machine")
                 self.variants.setItem(row, col, item)
             if v.recommended:

@@ -27,6 +27,9 @@ from app.engine.gguf_file import GGUFInfo
 from app.engine.kvstates import folder_usage, states_folder
 from app.engine.types import LoadSettings
 
+# MoE experts kept in RAM (LoadSettings.n_cpu_moe): the planner's choice, every layer's, the first N layers', none.
+EXPERT_CHOICES = (("Automatic (the plan: as many on the GPU as fit)", None), ("All experts in RAM", -1),
+                  ("Experts of the first N layers in RAM", 1), ("None: experts stay with their layers", 0))
 GPU_CHOICES = (("Automatic (from the model and this machine)", None), ("CPU only", 0), ("All layers on the GPU", -1))
 
 
@@ -59,6 +62,23 @@ class SettingsDialog(QDialog):
             self.gpu.addItem(label, value)
         self.gpu.setCurrentIndex(max(0, self.gpu.findData(load.n_gpu_layers)))
         form.addRow("GPU offload", self.gpu)
+        experts_row = QHBoxLayout()
+        self.experts = QComboBox()
+        for label, value in EXPERT_CHOICES:
+            self.experts.addItem(label, value)
+        self.experts.setToolTip("Mixture-of-experts models (Qwen3-30B-A3B, gpt-oss, Llama 4): experts kept in RAM "
+                                "let every layer run on the GPU; only a few experts work on each token.")
+        self.expert_layers = QSpinBox()
+        self.expert_layers.setRange(1, 1024)
+        self.expert_layers.setPrefix("N = ")
+        first_n = load.n_cpu_moe is not None and load.n_cpu_moe > 0
+        self.experts.setCurrentIndex(2 if first_n else max(0, self.experts.findData(load.n_cpu_moe)))
+        self.expert_layers.setValue(load.n_cpu_moe if first_n and load.n_cpu_moe else 1)
+        self.expert_layers.setEnabled(first_n)
+        self.experts.currentIndexChanged.connect(lambda i: self.expert_layers.setEnabled(i == 2))
+        experts_row.addWidget(self.experts, 1)
+        experts_row.addWidget(self.expert_layers)
+        form.addRow("MoE experts", experts_row)
         # Kept conversation states: what makes returning to a chat (or reopening Paddock) instant.
         tip = ("Paddock keeps what the model has already read of your chats, so that going back to a chat "
                "or reopening the app does not read the whole conversation again. Oldest first out.")
@@ -124,6 +144,7 @@ class SettingsDialog(QDialog):
             n_ctx=self.n_ctx.value() or None,
             n_threads=self.threads.value() or None,
             n_gpu_layers=self.gpu.currentData(),
+            n_cpu_moe=self.expert_layers.value() if self.experts.currentIndex() == 2 else self.experts.currentData(),
             kept_states_ram_mb=self.states_ram.value(),
             kept_states_disk_mb=self.states_disk.value(),
             prompt_lookup=self.prompt_lookup.isChecked(),
