@@ -288,7 +288,7 @@ def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: M
     """A 1,000-message chat opens with one screen of widgets, like a short one, and reads only those
     messages; the rest of the window is built a few per event-loop turn; scrolling up builds the
     previous window the same way; switching chats reuses the widgets already made."""
-    from app.ui.chat.view import FIRST_SCREEN, WINDOW
+    from app.ui.chat.view import FIRST_SCREEN, OPENED, WINDOW
 
     w = window
     long_chat = w.store.create_conversation("Long", model=w.store.conversation(w.current_conv).model)  # type: ignore[arg-type]
@@ -303,20 +303,20 @@ def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: M
     assert view.widgets[-1].text == "answer **499**"
     assert view.earlier.isVisible()
     assert len(w.chat_page.messages._rows._loaded) < 2 * WINDOW  # not the 1,000 messages
-    qtbot.waitUntil(lambda: len(view.widgets) == WINDOW, timeout=10_000)
-    assert view.first == 1000 - WINDOW
-    assert view.widgets[0].text == f"question {(1000 - WINDOW) // 2}"
+    qtbot.waitUntil(lambda: len(view.widgets) == OPENED, timeout=10_000)
+    assert view.first == 1000 - OPENED
+    assert view.widgets[0].text == f"question {(1000 - OPENED) // 2}"
     made = {id(x) for x in view.widgets}
     w.select_conversation(short)  # type: ignore[arg-type]
     w.select_conversation(long_chat.id)
-    qtbot.waitUntil(lambda: len(view.widgets) == WINDOW, timeout=10_000)
+    qtbot.waitUntil(lambda: len(view.widgets) == OPENED, timeout=10_000)
     assert {id(x) for x in view.widgets} <= made  # reused, not built again
     # scrolled to the top: the previous window appears above, the newest stays last
     bar = view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)
     bar.setValue(bar.minimum())
-    qtbot.waitUntil(lambda: len(view.widgets) == 2 * WINDOW, timeout=10_000)
-    assert view.widgets[0].text == f"question {(1000 - 2 * WINDOW) // 2}"
+    qtbot.waitUntil(lambda: len(view.widgets) == OPENED + WINDOW, timeout=10_000)
+    assert view.widgets[0].text == f"question {(1000 - OPENED - WINDOW) // 2}"
     assert view.widgets[-1].text == "answer **499**"
     # a streamed change reaches the right widget, whatever the window
     row = w.chat_page.messages.rowCount() - 1
@@ -326,14 +326,17 @@ def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: M
     from app.ui.chat.view import MAX_LIVE
 
     view.show_earlier()
-    qtbot.waitUntil(lambda: view.first <= 1000 - 3 * WINDOW and not view._grow.isActive(), timeout=30_000)
-    assert len(view.widgets) == MAX_LIVE < 3 * WINDOW
+    view.show_earlier()
+    qtbot.waitUntil(lambda: view.first <= 1000 - OPENED - 3 * WINDOW and not view._grow.isActive(), timeout=30_000)
+    assert len(view.widgets) == MAX_LIVE < OPENED + 3 * WINDOW
     assert view.widget_for_row(row) is None
     assert view.later.isVisible()
     assert view.widgets[0].text == f"question {view.first // 2}"
     # ... and built again on the way back down
-    view.show_later()
-    qtbot.waitUntil(lambda: view.widget_for_row(row) is not None, timeout=20_000)
+    for _ in range(4):  # as the user scrolls to the bottom again and again
+        view.show_later()
+        qtbot.waitUntil(lambda: not view._grow.isActive(), timeout=20_000)
+    assert view.widget_for_row(row) is not None
     assert view.widgets[-1].text == "answer **499**"
     assert not view.later.isVisible()
     assert len(view.widgets) == MAX_LIVE

@@ -35,7 +35,9 @@ from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
 FIRST_SCREEN = 8  # messages built at once when a chat opens: a chat of any length opens as fast
-WINDOW = 40  # messages built above those, a few per event-loop turn, when a chat opens or the user scrolls up
+OPENED = 2 * FIRST_SCREEN  # messages built when a chat opens: the first screen at once, the rest a turn at a time
+WINDOW = 40  # messages built above those, a turn at a time, each time the user scrolls to the top
+SPARE = OPENED  # hidden message widgets kept for the next chat (each holds a rendered document)
 STEP = 1  # messages built per event-loop turn while growing: no turn long enough for a user to notice
 MAX_LIVE = 2 * WINDOW  # messages kept built while scrolling through a long chat; those far away are let go
 THINKING_MAX_HEIGHT = 240
@@ -447,7 +449,7 @@ class ChatView(QScrollArea):
         self.column = QVBoxLayout(self.container)
         self.column.setContentsMargins(16, 12, 16, 12)
         self.column.setSpacing(8)
-        # Only the latest WINDOW messages are built when a chat opens, whatever its length; earlier ones
+        # Only the latest OPENED messages are built when a chat opens, whatever its length; earlier ones
         # are built a window at a time when the user scrolls to the top (or clicks this).
         self.earlier = QPushButton()
         self.earlier.setObjectName("earlierMessages")
@@ -497,7 +499,7 @@ class ChatView(QScrollArea):
         """Another chat (or branch): its latest messages, in the widgets already made."""
         rows = self.model.rowCount()
         self.first = max(0, rows - FIRST_SCREEN)
-        self._target_first = max(0, rows - WINDOW)
+        self._target_first = max(0, rows - OPENED)
         self._target_last = rows
         self._stick_to_bottom = True
         self._fill()
@@ -512,7 +514,7 @@ class ChatView(QScrollArea):
             w = self.widgets.pop()
             w.hide()
             self._spare.insert(0, w)
-        while len(self._spare) > WINDOW:
+        while len(self._spare) > SPARE:
             w = self._spare.pop()
             self.column.removeWidget(w)
             w.deleteLater()
@@ -534,7 +536,7 @@ class ChatView(QScrollArea):
         """Build the previous window of messages above, a few per event-loop turn, the view staying in place."""
         if self.first == 0:
             return
-        self._target_first = max(0, min(self._target_first, self.first - WINDOW))
+        self._target_first = max(0, min(self._target_first, self.first) - WINDOW)  # each call: one more window
         self._grow_step()
 
     def show_later(self) -> None:
@@ -542,7 +544,7 @@ class ChatView(QScrollArea):
         rows = self.model.rowCount()
         if self._last >= rows:
             return
-        self._target_last = min(rows, max(self._target_last, self._last + WINDOW))
+        self._target_last = min(rows, max(self._target_last, self._last) + WINDOW)
         self._grow_step()
 
     @property
@@ -590,7 +592,7 @@ class ChatView(QScrollArea):
                     self.first += 1
                 self._target_first = max(self._target_first, self.first)
             self._stick_to_bottom = False
-        while len(self._spare) > WINDOW:
+        while len(self._spare) > SPARE:
             w = self._spare.pop()
             self.column.removeWidget(w)
             w.deleteLater()
