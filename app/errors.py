@@ -105,3 +105,7 @@ class UnsafePathError(PaddockError):
 
 class DocumentError(PaddockError):
     """A document could not be indexed: unreadable, unsupported, protected, or a 'bomb'."""
+
+
+class WorkerError(PaddockError):
+    """An RPC worker (another machine lending its device) cannot be started, reached or used."""
