@@ -79,6 +79,19 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _lost_workers(workers: Sequence[str]) -> list[str]:
+    """The workers among ``workers`` that no longer answer (asked at once, each within a second)."""
+    if not workers:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.engine import rpc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(workers))) as pool:
+        statuses = list(pool.map(lambda w: rpc.probe(w, 1.0), workers))
+    return [s.endpoint for s in statuses if not s.reachable]
+
+
 class Generation:
     """An answer being streamed: iterate for the answer's text chunks, or
     :meth:`deltas` for thinking and answer apart; ``result`` when done.
@@ -142,6 +155,8 @@ class Engine:
         # Generations and embeddings sent to the child: what the API's request checks are tested
         # against (a refused request never reaches the engine).
         self.requests = 0
+        # The RPC workers of the last load: a crash names those that no longer answer.
+        self.workers: tuple[str, ...] = ()
 
     # -- process lifecycle -----------------------------------------------------
 
@@ -219,7 +234,9 @@ class Engine:
         with self._lock:
             self.start()
             self.loaded = None
-            self._send(Load(str(path), settings or LoadSettings()))
+            settings = settings or LoadSettings()
+            self.workers = settings.workers
+            self._send(Load(str(path), settings))
             self.loaded = self._expect(Loaded, "loading the model").model
             return self.loaded
 
@@ -384,9 +401,16 @@ class Engine:
         self._proc = self._conn = None
         model = self.loaded.name if self.loaded else "the model"
         self.loaded = None
+        what = f"The model engine {_describe_exit(exitcode)}"
+        lost = _lost_workers(self.workers)
+        if lost:
+            names = ", ".join(lost)
+            what = (f"The worker{'s' if len(lost) > 1 else ''} at {names} stopped answering, so the model engine "
+                    "stopped (llama.cpp cannot go on without a worker's layers)")
         error = errors.EngineCrashedError(
-            f"The model engine {_describe_exit(exitcode)} while {doing} with {model}. "
-            "Your chats are safe and the text generated so far was kept; load the model again to continue.",
+            f"{what} while {doing} with {model}. "
+            "Your chats are safe and the text generated so far was kept; load the model again to continue"
+            + (" (a worker that does not answer is left out)." if lost else "."),
             partial_text=partial,
             exitcode=exitcode,
         )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from app.engine import hardware
+from app.engine import hardware, rpc
 from app.engine.chat_format import (
     FALLBACK_NOTICE,
     ChatFormatter,
@@ -122,6 +122,7 @@ class EngineHost:
         self.states: StateStore | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
+        self._load_log: list[str] | None = None  # llama.cpp's log lines while a model loads (placement)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -152,6 +153,8 @@ class EngineHost:
             if self.cancel.is_set():
                 pylevel = logging.DEBUG  # an aborted decode is how Stop works, not an error
             message = text.decode("utf-8", errors="replace").rstrip()
+            if self._load_log is not None and message:
+                self._load_log.append(message)
             if message and llama_log.isEnabledFor(pylevel):
                 llama_log.log(pylevel, "%s", message)
 
@@ -188,7 +191,10 @@ class EngineHost:
 
     def _dispatch(self, request: Request) -> None:
         if isinstance(request, Load):
-            self.send(Loaded(self._load(request.path, request.settings)))
+            try:
+                self.send(Loaded(self._load(request.path, request.settings)))
+            finally:
+                self._load_log = None
         elif isinstance(request, Unload):
             self._unload()
             self.send(Ok())
@@ -306,6 +312,8 @@ class EngineHost:
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
         notices = list(plan.notices)
+        if settings.workers or rpc.registered():
+            plan = self._use_workers(settings, plan, notices)
         n_threads = settings.n_threads or hw.physical_cores
         # On unless turned off: llama.cpp's own tools default to "auto", which turns it on
         # for CPU, Metal and CUDA (llama-cpp-python's constructor takes only a bool). On
@@ -337,6 +345,7 @@ class EngineHost:
             if info.get(f"{info.architecture}.pooling_type") is None:
                 kwargs["pooling_type"] = LLAMA_POOLING_TYPE_MEAN
         started = time.perf_counter()
+        self._load_log = []
         try:
             llm = Llama(n_gpu_layers=plan.n_gpu_layers, **kwargs)
             gpu_layers = plan.n_gpu_layers
@@ -348,6 +357,7 @@ class EngineHost:
                 ) from exc
             log.warning("GPU load failed (%s); retrying on the CPU", exc)
             notices.append(f"Loading on the GPU failed ({exc}); the model runs on the CPU instead.")
+            self._load_log = []
             try:
                 llm = Llama(n_gpu_layers=0, **kwargs)
             except (ValueError, RuntimeError) as exc2:
@@ -367,6 +377,8 @@ class EngineHost:
                 raise ModelLoadError(f"llama.cpp could not run {info.path.name} ({exc})") from exc
             session.clear()
         load_s = time.perf_counter() - started
+        devices = rpc.placement_from_log(self._load_log or (), info.shape.n_layers)
+        self._load_log = None
         self.llm = llm
         self.session = session
         if not settings.embedding:
@@ -423,10 +435,23 @@ class EngineHost:
             reasoning_format=fmt.name if self.formatter.source != "fallback" else "",
             thinking_switch=has_switch,
             thinking_default=thinking_default,
+            devices=devices,
         )
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
         return self.loaded
+
+    def _use_workers(self, settings: LoadSettings, plan: hardware.Plan, notices: list[str]) -> hardware.Plan:
+        """Register the workers that answer (and only they serve this load); the user is told about
+        those left out. With workers and no layer count chosen, every layer is offloaded: llama.cpp
+        spreads them over the workers and this machine's GPUs by their free memory."""
+        usable, left_out = rpc.register_workers(settings.workers)
+        for status in left_out:
+            notices.append(f"The worker at {status.endpoint} was left out ({status.error}); the model loads "
+                           "without it.")
+        if usable and settings.n_gpu_layers is None:
+            plan = dataclasses.replace(plan, n_gpu_layers=-1)
+        return plan
 
     def _load_draft(self, path: str, llm: Any, kwargs: dict[str, Any], gpu_layers: int) -> str | None:
         """Load the draft model next to the target; a notice if it cannot serve as one."""

@@ -34,6 +34,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import socket
 import struct
 import threading
@@ -44,6 +45,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from app.engine.types import PlacedDevice
 from app.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -530,6 +532,9 @@ def register_workers(addrs: Sequence[str], timeout: float = PROBE_TIMEOUT_S,
     Raises:
         WorkerError: this llama.cpp build has no RPC backend.
     """
+    # A worker lost later makes llama.cpp abort this process: an expected failure (the parent names the
+    # worker), so no gdb backtrace of it on stderr.
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     usable: list[RegisteredWorker] = []
     left_out: list[WorkerStatus] = []
     for addr in dict.fromkeys(addrs):  # each once, in order
@@ -635,3 +640,59 @@ def workers(count: int, **kwargs: Any) -> Iterator[list[WorkerProcess]]:
     finally:
         for w in started:
             w.stop()
+
+
+# -- where a load put things: llama.cpp's load log ---------------------------------------------
+
+_LAYER = re.compile(r"layer\s+(\d+) assigned to device ([^\s,]+)")
+_BUFFER = re.compile(r"(\S+)\s+(model|KV|compute) buffer size =\s*([\d.]+) MiB")
+_KIND = {"model": "model_bytes", "KV": "kv_bytes", "compute": "compute_bytes"}
+
+
+def placement_from_log(lines: Sequence[str], n_layers: int,
+                       endpoints: dict[str, str] | None = None) -> tuple[PlacedDevice, ...]:
+    """Per device: the layers llama.cpp assigned to it and the buffers it allocated there, read
+    from the load's log lines (``load_tensors: layer 3 assigned to device RPC0``,
+    ``RPC0[host:port] model buffer size = 33.82 MiB``, ``CPU_Mapped ...``).
+
+    Args:
+        n_layers: the model's repeating layers (the layer after them is the output layer).
+        endpoints: ggml device name -> worker endpoint (:func:`device_endpoints`).
+    """
+    endpoints = device_endpoints() if endpoints is None else endpoints
+    by_endpoint: dict[str, list[str]] = {}
+    for name, ep in endpoints.items():
+        by_endpoint.setdefault(ep, []).append(name)
+    order: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+
+    def entry(device: str) -> dict[str, Any]:
+        if device not in values:
+            order.append(device)
+            values[device] = {"device": device, "worker": endpoints.get(device, ""), "layers": 0, "output": False,
+                              "model_bytes": 0, "kv_bytes": 0, "compute_bytes": 0}
+        return values[device]
+
+    for line in lines:
+        layer = _LAYER.search(line)
+        if layer is not None:
+            index, device = int(layer.group(1)), layer.group(2)
+            if index < n_layers:
+                entry(device)["layers"] += 1
+            else:
+                entry(device)["output"] = True
+            continue
+        buffer = _BUFFER.search(line)
+        if buffer is None:
+            continue
+        name, kind, mib = buffer.group(1), buffer.group(2), float(buffer.group(3))
+        worker = re.fullmatch(r"RPC(\d+)\[(.+)\]", name)
+        if worker is not None:  # "RPC<index on that worker>[endpoint]"
+            names = by_endpoint.get(worker.group(2), [])
+            index = int(worker.group(1))
+            device = names[index] if index < len(names) else name
+        else:
+            base = name.split("_")[0]
+            device = "CPU" if name.endswith("_Host") or base == "CPU" else base
+        entry(device)[_KIND[kind]] += int(mib * 1024 * 1024)
+    return tuple(PlacedDevice(**values[d]) for d in order)
