@@ -234,7 +234,10 @@ def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> WorkerStatus:
         return WorkerStatus(addr, False, error=f"no answer from {addr} within {timeout:g} s")
     except ConnectionRefusedError:
         return WorkerStatus(addr, False, error=f"nothing listens at {addr} (is `paddock worker` running there?)")
-    except (OSError, ConnectionError, struct.error) as exc:
+    except ConnectionError as exc:
+        return WorkerStatus(addr, False, error=f"{addr} closed the connection without answering ({exc}): a worker "
+                            "refuses computers that are not in its --allow list")
+    except (OSError, struct.error) as exc:
         return WorkerStatus(addr, False, error=f"cannot reach {addr}: {exc}")
 
 

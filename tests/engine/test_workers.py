@@ -1,0 +1,144 @@
+"""One model across RPC workers on 127.0.0.1: real worker child processes (llama.cpp's RPC server
+serving this machine's CPU), the real engine child registering them, the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.engine import rpc
+from app.engine.client import Engine
+from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+from app.engine.worker_gate import WorkerGate
+from app.errors import EngineCrashedError
+
+QUESTION = [ChatMessage("user", "Name three colours of the rainbow.")]
+GREEDY = SamplingParams(temperature=0.0, seed=7, max_tokens=24)
+N_CTX = 1024
+
+
+@contextlib.contextmanager
+def _engine(home: Path) -> Iterator[Engine]:
+    # module-scoped: started before a test's own PADDOCK_HOME, so it gets a home of its own
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PADDOCK_HOME", str(home))
+        eng = Engine()
+        eng.start()
+    try:
+        yield eng
+    finally:
+        eng.close()  # frees the model (and its buffers on the workers) before the workers stop
+
+
+@pytest.fixture(scope="module")
+def two_workers() -> Iterator[list[rpc.WorkerProcess]]:
+    with rpc.workers(2, threads=1) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def split_engine(two_workers: list[rpc.WorkerProcess], instruct_model: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    with _engine(tmp_path_factory.mktemp("split-home")) as eng:
+        eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=tuple(w.endpoint for w in two_workers)))
+        yield eng
+
+
+def test_split_over_two_workers_answers_as_one_machine(split_engine: Engine, instruct_model: Path,
+                                                      two_workers: list[rpc.WorkerProcess],
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    loaded = split_engine.loaded
+    assert loaded is not None
+    # llama.cpp's load log: the layers went to both workers, named by their addresses
+    by_worker = {d.worker: d for d in loaded.devices if d.worker}
+    assert set(by_worker) == {w.endpoint for w in two_workers}
+    assert all(d.layers > 0 and d.model_bytes > 0 and d.kv_bytes > 0 for d in by_worker.values())
+    assert sum(d.layers for d in loaded.devices) == 30  # SmolLM2-135M's blocks, each placed once
+    split = split_engine.generate(QUESTION, GREEDY)
+    with _engine(tmp_path_factory.mktemp("local-home")) as local:
+        local_loaded = local.load(str(instruct_model), LoadSettings(n_ctx=N_CTX))
+        assert not any(d.worker for d in local_loaded.devices)
+        alone = local.generate(QUESTION, GREEDY)
+    assert split.stats.completion_tokens > 3
+    assert split.text == alone.text
+
+
+@pytest.mark.timeout(180)
+def test_worker_lost_mid_answer_keeps_the_partial_answer_and_names_it(
+        two_workers: list[rpc.WorkerProcess], split_engine: Engine, instruct_model: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    split_engine.close()  # one client per worker: this test's engine takes the module's first worker
+    doomed = rpc.WorkerProcess("127.0.0.1", threads=1)
+    doomed.start()
+    addrs = (two_workers[0].endpoint, doomed.endpoint)
+    try:
+        with _engine(tmp_path_factory.mktemp("lost-home")) as eng:
+            eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=addrs))
+            gen = eng.stream([ChatMessage("user", "Write a long story about a cat.")],
+                             SamplingParams(temperature=0.0, max_tokens=400))
+            pieces: list[str] = []
+            with pytest.raises(EngineCrashedError) as caught:
+                for piece in gen:
+                    pieces.append(piece)
+                    if len(pieces) == 3:
+                        doomed.kill()
+            assert doomed.endpoint in str(caught.value)
+            assert caught.value.partial_text == "".join(pieces)
+            assert len(pieces) >= 3
+            # the next message loads again, in a fresh engine, without the lost worker, and says so
+            again = eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=addrs))
+            assert any(doomed.endpoint in n and "left out" in n for n in again.notices)
+            assert {d.worker for d in again.devices if d.worker} == {two_workers[0].endpoint}
+            assert eng.generate(QUESTION, GREEDY).stats.completion_tokens > 0
+    finally:
+        doomed.stop()
+
+
+def _connect_from(source: str, port: int) -> bytes:
+    """What the gate answers a status request from ``source`` (b"": it closed the connection)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+        try:
+            s.sendall(rpc.STATUS_REQUEST)
+            while chunk := s.recv(4096):
+                data += chunk
+        except ConnectionResetError:  # closed with our request unread
+            pass
+    return data
+
+
+def test_gate_refuses_a_client_that_is_not_allowed(two_workers: list[rpc.WorkerProcess]) -> None:
+    # 127.0.0.2 is loopback too (127.0.0.0/8): a second client address on this one machine
+    gate = WorkerGate(two_workers[1], "127.0.0.1", 0, allow=["127.0.0.2"])
+    gate.bind()
+    thread = threading.Thread(target=gate.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert _connect_from("127.0.0.1", gate.port) == b""  # closed unread
+        assert gate.refused == 1
+        answer = _connect_from("127.0.0.2", gate.port)
+        assert b'"paddock_worker": 1' in answer
+        assert b'"busy": false' in answer
+        status = rpc.probe(gate.endpoint)  # from 127.0.0.1: refused, and the probe says why
+        assert not status.reachable
+        assert "allow" in status.error
+        assert gate.refused == 3  # the status request and the RPC hello, both closed unread
+    finally:
+        gate.stop()
+        thread.join(5)
+
+
+def test_worker_on_an_open_address_without_allow_refuses_to_start(capsys: pytest.CaptureFixture[str]) -> None:
+    port = rpc.free_port()
+    assert main(["worker", "--host", "0.0.0.0", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert "--allow" in err
+    assert "SSH" in err
+    with pytest.raises(ConnectionRefusedError):  # nothing started listening
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
