@@ -50,7 +50,7 @@ from app.ui.tools.widgets import ToolsDialog, tool_hub
 log = logging.getLogger(__name__)
 # The load settings the Settings dialog changes, kept across sessions.
 SAVED_LOAD_KEYS = ("n_ctx", "n_threads", "n_gpu_layers", "kept_states_ram_mb", "kept_states_disk_mb",
-                   "prompt_lookup", "draft_model")
+                   "prompt_lookup", "draft_model", "workers")
 
 
 class MainWindow(QMainWindow):
@@ -96,9 +96,10 @@ class MainWindow(QMainWindow):
         self._connect_pages()
         saved_load = self.store.get_setting("load_settings")
         if isinstance(saved_load, dict):
-            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **{
-                k: v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS
-            })
+            restored: dict[str, Any] = {k: v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS}
+            if "workers" in restored:  # JSON keeps the tuple as a list
+                restored["workers"] = tuple(restored["workers"])
+            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **restored)
         self._build_menu()
         self._connections = self._controller_slots()
         for signal, slot in self._connections:
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
+        self._action(file_menu, "Devices…", None, self.show_devices)
         self._action(file_menu, "Servers…", None, self.show_servers)
         self._action(file_menu, "Tools (MCP servers)…", None, self.show_tools)
         self.serve_action = self._action(file_menu, f"Serve the loaded model (OpenAI API on port {API_PORT})", None,
@@ -332,6 +334,15 @@ class MainWindow(QMainWindow):
                                 self.controller.load_settings, self.clear_kept_states)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.apply_settings(dialog.system.toPlainText(), dialog.load_settings(self.controller.load_settings))
+
+    def show_devices(self) -> None:
+        """Settings → Devices: the workers a model's layers are spread over."""
+        from app.ui.settings.devices import DevicesDialog
+
+        dialog = DevicesDialog(self, self.controller.load_settings.workers)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.apply_settings(self.store.get_setting("default_system_prompt", ""),
+                                dataclasses.replace(self.controller.load_settings, workers=dialog.workers()))
 
     def apply_settings(self, system_prompt: str, load: LoadSettings) -> None:
         self.store.set_setting("default_system_prompt", system_prompt)
