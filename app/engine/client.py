@@ -54,6 +54,10 @@ from app.engine.types import (
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
+# With RPC workers: after this long without a word from the engine, check that each worker still
+# answers. A worker's machine that vanishes (no connection reset) would leave llama.cpp waiting on
+# its socket for ever; one that no longer answers ends the engine, and the message names it.
+WORKER_WATCH_S = 10.0
 E = TypeVar("E", bound=Event)
 
 _ERROR_TYPES: dict[str, type[errors.PaddockError]] = {
@@ -155,8 +159,10 @@ class Engine:
         # Generations and embeddings sent to the child: what the API's request checks are tested
         # against (a refused request never reaches the engine).
         self.requests = 0
-        # The RPC workers of the last load: a crash names those that no longer answer.
+        # The RPC workers the loaded model uses (a crash names those that no longer answer, and a
+        # silent engine is checked against them), and those the load asked for.
         self.workers: tuple[str, ...] = ()
+        self._asked_workers: tuple[str, ...] = ()
 
     # -- process lifecycle -----------------------------------------------------
 
@@ -235,9 +241,10 @@ class Engine:
             self.start()
             self.loaded = None
             settings = settings or LoadSettings()
-            self.workers = settings.workers
+            self.workers, self._asked_workers = (), settings.workers
             self._send(Load(str(path), settings))
             self.loaded = self._expect(Loaded, "loading the model").model
+            self.workers = tuple(dict.fromkeys(d.worker for d in self.loaded.devices if d.worker))
             return self.loaded
 
     def unload(self) -> None:
@@ -373,6 +380,10 @@ class Engine:
             if not proc.is_alive():
                 raise self._crashed(doing, partial)
             waited += 0.25
+            if self.workers and waited % WORKER_WATCH_S < 0.25 and _lost_workers(self.workers):
+                log.warning("a worker stopped answering while %s: stopping the engine", doing)
+                self.kill()
+                raise self._crashed(doing, partial)
             if timeout is not None and waited >= timeout:
                 self.kill()
                 raise self._crashed(doing, partial)
@@ -402,7 +413,7 @@ class Engine:
         model = self.loaded.name if self.loaded else "the model"
         self.loaded = None
         what = f"The model engine {_describe_exit(exitcode)}"
-        lost = _lost_workers(self.workers)
+        lost = _lost_workers(self.workers or self._asked_workers)
         if lost:
             names = ", ".join(lost)
             what = (f"The worker{'s' if len(lost) > 1 else ''} at {names} stopped answering, so the model engine "

@@ -185,6 +185,11 @@ def _paddock_status(addr: str, host: str, port: int, timeout: float) -> WorkerSt
                 data += part
         except ConnectionResetError:
             return None  # a plain rpc-server closes with our line unread, which resets the connection
+        except TimeoutError:
+            # Connected, but no answer: a plain rpc-server serving another client reads nothing until
+            # that client is done (a Paddock worker answers at once, even while busy).
+            return WorkerStatus(addr, True, busy=True,
+                                error="it accepts connections but does not answer: it is serving another client")
     if not data:
         return None
     try:

@@ -142,3 +142,38 @@ def test_worker_on_an_open_address_without_allow_refuses_to_start(capsys: pytest
     assert "SSH" in err
     with pytest.raises(ConnectionRefusedError):  # nothing started listening
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.timeout(180)
+def test_worker_gone_silent_ends_the_answer_instead_of_hanging(instruct_model: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A machine that vanishes resets no connection: llama.cpp would wait on its socket for ever. Here
+    # the worker is frozen (SIGSTOP) and its gate stops listening, so the engine's connection stays
+    # open and silent while nothing answers at the worker's address any more.
+    import os
+    import signal
+
+    with rpc.WorkerProcess("127.0.0.1", threads=1) as worker:
+        gate = WorkerGate(worker, "127.0.0.1", 0)
+        gate.bind()
+        thread = threading.Thread(target=gate.serve_forever, daemon=True)
+        thread.start()
+        assert worker.pid is not None
+        try:
+            with _engine(tmp_path_factory.mktemp("silent-home")) as eng:
+                eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=(gate.endpoint,)))
+                gen = eng.stream([ChatMessage("user", "Write a long story about a cat.")],
+                                 SamplingParams(temperature=0.0, max_tokens=400))
+                pieces: list[str] = []
+                with pytest.raises(EngineCrashedError) as caught:
+                    for piece in gen:
+                        pieces.append(piece)
+                        if len(pieces) == 3:
+                            os.kill(worker.pid, signal.SIGSTOP)
+                            gate.stop()
+                assert gate.endpoint in str(caught.value)
+                assert caught.value.partial_text == "".join(pieces)
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+            gate.stop()
+            thread.join(5)
