@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.engine import rpc
 from app.errors import WorkerError
@@ -90,6 +90,9 @@ class WorkerGate:
         self.host = host
         self.port = port
         self.refused = 0  # connections closed because the client is not allowed
+        # bytes forwarded each way (the benchmark's bytes per token)
+        self.bytes_to_worker = 0
+        self.bytes_from_worker = 0
         self._active = 0  # clients being forwarded now
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -154,6 +157,12 @@ class WorkerGate:
             with contextlib.suppress(OSError):
                 self._sock.close()
 
+    def _count_to(self, n: int) -> None:
+        self.bytes_to_worker += n  # one thread per direction: no lock needed for a counter each
+
+    def _count_back(self, n: int) -> None:
+        self.bytes_from_worker += n
+
     def _handle(self, client: socket.socket, addr: tuple[str, int]) -> None:
         try:
             client.settimeout(FIRST_BYTE_TIMEOUT_S)
@@ -197,9 +206,11 @@ class WorkerGate:
         log.info("client %s connected", addr[0])
         try:
             upstream.sendall(first)
-            back = threading.Thread(target=_pipe, args=(upstream, client), name="worker-gate-back", daemon=True)
+            self.bytes_to_worker += len(first)
+            back = threading.Thread(target=_pipe, args=(upstream, client, self._count_back), name="worker-gate-back",
+                                    daemon=True)
             back.start()
-            _pipe(client, upstream)
+            _pipe(client, upstream, self._count_to)
             back.join()
         finally:
             with self._lock:
@@ -208,7 +219,7 @@ class WorkerGate:
             log.info("client %s disconnected", addr[0])
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, count: Callable[[int], None]) -> None:
     """Copy ``src`` to ``dst`` until either side ends; then end both directions."""
     try:
         while True:
@@ -216,6 +227,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
             if not data:
                 break
             dst.sendall(data)
+            count(len(data))
     except OSError:
         pass
     for s in (dst, src):
