@@ -194,8 +194,12 @@ def _paddock_status(addr: str, host: str, port: int, timeout: float) -> WorkerSt
         return None
     try:
         info = json.loads(data)
+        protocol = int(info.get("protocol", RPC_PROTO_MAJOR))
         return WorkerStatus(addr, True, str(info["device"]), int(info["memory_free"]), int(info["memory_total"]),
-                            bool(info.get("busy", False)))
+                            bool(info.get("busy", False)),
+                            "" if protocol == RPC_PROTO_MAJOR else
+                            f"it speaks RPC protocol {protocol}, this Paddock {RPC_PROTO_MAJOR}: run the same Paddock "
+                            "(llama.cpp) version on both")
     except (ValueError, KeyError, TypeError):
         return WorkerStatus(addr, True, error="it answered, but is not a llama.cpp RPC worker")
 
@@ -631,7 +635,8 @@ def _install_devices_patch() -> None:
 
 def status_line(info: DeviceInfo, busy: bool) -> bytes:
     """A Paddock worker's answer to :data:`STATUS_REQUEST`."""
-    payload = {"paddock_worker": 1, "device": f"{info.name} ({info.description})", **asdict(info), "busy": busy}
+    payload = {"paddock_worker": 1, "protocol": RPC_PROTO_MAJOR, "device": f"{info.name} ({info.description})",
+               **asdict(info), "busy": busy}
     return json.dumps(payload).encode() + b"\n"
 
 

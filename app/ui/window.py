@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
@@ -96,10 +96,9 @@ class MainWindow(QMainWindow):
         self._connect_pages()
         saved_load = self.store.get_setting("load_settings")
         if isinstance(saved_load, dict):
-            restored: dict[str, Any] = {k: v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS}
-            if "workers" in restored:  # JSON keeps the tuple as a list
-                restored["workers"] = tuple(restored["workers"])
-            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **restored)
+            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **{  # JSON: lists
+                k: cast(Any, tuple(v)) if k == "workers" else v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS
+            })
         self._build_menu()
         self._connections = self._controller_slots()
         for signal, slot in self._connections:
@@ -140,7 +139,6 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
-        self._action(file_menu, "Devices…", None, self.show_devices)
         self._action(file_menu, "Servers…", None, self.show_servers)
         self._action(file_menu, "Tools (MCP servers)…", None, self.show_tools)
         self.serve_action = self._action(file_menu, f"Serve the loaded model (OpenAI API on port {API_PORT})", None,
@@ -334,15 +332,6 @@ class MainWindow(QMainWindow):
                                 self.controller.load_settings, self.clear_kept_states)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.apply_settings(dialog.system.toPlainText(), dialog.load_settings(self.controller.load_settings))
-
-    def show_devices(self) -> None:
-        """Settings → Devices: the workers a model's layers are spread over."""
-        from app.ui.settings.devices import DevicesDialog
-
-        dialog = DevicesDialog(self, self.controller.load_settings.workers)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.apply_settings(self.store.get_setting("default_system_prompt", ""),
-                                dataclasses.replace(self.controller.load_settings, workers=dialog.workers()))
 
     def apply_settings(self, system_prompt: str, load: LoadSettings) -> None:
         self.store.set_setting("default_system_prompt", system_prompt)

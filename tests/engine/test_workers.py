@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,19 @@ def test_split_over_two_workers_answers_as_one_machine(split_engine: Engine, ins
     assert split.text == alone.text
 
 
+def _answer_until_lost(eng: Engine, lose: Callable[[], None]) -> tuple[list[str], EngineCrashedError]:
+    """Stream a long answer, call ``lose`` after its third piece; the pieces and the crash it ends in."""
+    gen = eng.stream([ChatMessage("user", "Write a long story about a cat.")],
+                     SamplingParams(temperature=0.0, max_tokens=400))
+    pieces: list[str] = []
+    with pytest.raises(EngineCrashedError) as caught:
+        for piece in gen:
+            pieces.append(piece)
+            if len(pieces) == 3:
+                lose()
+    return pieces, caught.value
+
+
 @pytest.mark.timeout(180)
 def test_worker_lost_mid_answer_keeps_the_partial_answer_and_names_it(
         two_workers: list[rpc.WorkerProcess], split_engine: Engine, instruct_model: Path,
@@ -80,16 +93,9 @@ def test_worker_lost_mid_answer_keeps_the_partial_answer_and_names_it(
     try:
         with _engine(tmp_path_factory.mktemp("lost-home")) as eng:
             eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=addrs))
-            gen = eng.stream([ChatMessage("user", "Write a long story about a cat.")],
-                             SamplingParams(temperature=0.0, max_tokens=400))
-            pieces: list[str] = []
-            with pytest.raises(EngineCrashedError) as caught:
-                for piece in gen:
-                    pieces.append(piece)
-                    if len(pieces) == 3:
-                        doomed.kill()
-            assert doomed.endpoint in str(caught.value)
-            assert caught.value.partial_text == "".join(pieces)
+            pieces, crash = _answer_until_lost(eng, doomed.kill)
+            assert doomed.endpoint in str(crash)
+            assert crash.partial_text == "".join(pieces)
             assert len(pieces) >= 3
             # the next message loads again, in a fresh engine, without the lost worker, and says so
             again = eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=addrs))
@@ -162,17 +168,15 @@ def test_worker_gone_silent_ends_the_answer_instead_of_hanging(instruct_model: P
         try:
             with _engine(tmp_path_factory.mktemp("silent-home")) as eng:
                 eng.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, workers=(gate.endpoint,)))
-                gen = eng.stream([ChatMessage("user", "Write a long story about a cat.")],
-                                 SamplingParams(temperature=0.0, max_tokens=400))
-                pieces: list[str] = []
-                with pytest.raises(EngineCrashedError) as caught:
-                    for piece in gen:
-                        pieces.append(piece)
-                        if len(pieces) == 3:
-                            os.kill(worker.pid, signal.SIGSTOP)
-                            gate.stop()
-                assert gate.endpoint in str(caught.value)
-                assert caught.value.partial_text == "".join(pieces)
+                pid = worker.pid
+
+                def vanish() -> None:
+                    os.kill(pid, signal.SIGSTOP)
+                    gate.stop()
+
+                pieces, crash = _answer_until_lost(eng, vanish)
+                assert gate.endpoint in str(crash)
+                assert crash.partial_text == "".join(pieces)
         finally:
             os.kill(worker.pid, signal.SIGCONT)
             gate.stop()

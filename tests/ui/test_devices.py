@@ -51,3 +51,14 @@ def test_devices_lists_workers_with_status_device_and_memory(qtbot: QtBot, gated
     dialog.table.selectRow(1)
     dialog.remove_button.click()
     assert dialog.workers() == (gated_worker.endpoint, "127.0.0.1:9")
+
+
+def test_settings_keep_the_workers_chosen(qtbot: QtBot) -> None:
+    from app.engine.types import LoadSettings
+    from app.ui.settings.dialogs import SettingsDialog
+
+    dialog = SettingsDialog(None, "", LoadSettings(workers=("10.0.0.5:50052",)))  # type: ignore[arg-type]
+    qtbot.addWidget(dialog)
+    assert "10.0.0.5:50052" in dialog.workers_label.text()
+    dialog.workers = ("10.0.0.5:50052", "10.0.0.6:50052")  # what Devices… leaves on OK
+    assert dialog.load_settings(LoadSettings()).workers == ("10.0.0.5:50052", "10.0.0.6:50052")
