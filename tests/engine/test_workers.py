@@ -51,8 +51,7 @@ def split_engine(two_workers: list[rpc.WorkerProcess], instruct_model: Path,
 
 
 def test_split_over_two_workers_answers_as_one_machine(split_engine: Engine, instruct_model: Path,
-                                                      two_workers: list[rpc.WorkerProcess],
-                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+                                                      two_workers: list[rpc.WorkerProcess]) -> None:
     loaded = split_engine.loaded
     assert loaded is not None
     # llama.cpp's load log: the layers went to both workers, named by their addresses
@@ -61,10 +60,12 @@ def test_split_over_two_workers_answers_as_one_machine(split_engine: Engine, ins
     assert all(d.layers > 0 and d.model_bytes > 0 and d.kv_bytes > 0 for d in by_worker.values())
     assert sum(d.layers for d in loaded.devices) == 30  # SmolLM2-135M's blocks, each placed once
     split = split_engine.generate(QUESTION, GREEDY)
-    with _engine(tmp_path_factory.mktemp("local-home")) as local:
-        local_loaded = local.load(str(instruct_model), LoadSettings(n_ctx=N_CTX))
-        assert not any(d.worker for d in local_loaded.devices)
-        alone = local.generate(QUESTION, GREEDY)
+    # the same engine process without workers, every layer offloaded: the workers registered before
+    # (llama.cpp's default devices) are not used any more, so all of it stays on this CPU
+    local = split_engine.load(str(instruct_model), LoadSettings(n_ctx=N_CTX, n_gpu_layers=-1))
+    assert [(d.device, d.layers) for d in local.devices if d.layers] == [("CPU", 30)]
+    assert not any(d.worker for d in local.devices)
+    alone = split_engine.generate(QUESTION, GREEDY)
     assert split.stats.completion_tokens > 3
     assert split.text == alone.text
 
