@@ -379,6 +379,8 @@ class EngineHost:
         load_s = time.perf_counter() - started
         devices = rpc.placement_from_log(self._load_log or (), info.shape.n_layers)
         self._load_log = None
+        if any(d.worker for d in devices):
+            notices.append(rpc.placement_notice(devices))
         self.llm = llm
         self.session = session
         if not settings.embedding:

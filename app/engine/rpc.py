@@ -709,3 +709,10 @@ def placement_from_log(lines: Sequence[str], n_layers: int,
             device = "CPU" if name.endswith("_Host") or base == "CPU" else base
         entry(device)[_KIND[kind]] += int(mib * 1024 * 1024)
     return tuple(PlacedDevice(**values[d]) for d in order)
+
+
+def placement_notice(devices: Sequence[PlacedDevice]) -> str:
+    """Where the layers went, in words: "Layers: 0 on this computer, 16 on the worker at A, 14 on ..."."""
+    local = sum(d.layers for d in devices if not d.worker)
+    parts = [f"{local} on this computer"] + [f"{d.layers} on the worker at {d.worker}" for d in devices if d.worker]
+    return "Layers: " + ", ".join(parts) + "."

@@ -59,6 +59,9 @@ def test_split_over_two_workers_answers_as_one_machine(split_engine: Engine, ins
     assert set(by_worker) == {w.endpoint for w in two_workers}
     assert all(d.layers > 0 and d.model_bytes > 0 and d.kv_bytes > 0 for d in by_worker.values())
     assert sum(d.layers for d in loaded.devices) == 30  # SmolLM2-135M's blocks, each placed once
+    told = [n for n in loaded.notices if n.startswith("Layers: ")]
+    assert told == [rpc.placement_notice(loaded.devices)]
+    assert all(f"on the worker at {w.endpoint}" in told[0] for w in two_workers)
     split = split_engine.generate(QUESTION, GREEDY)
     # the same engine process without workers, every layer offloaded: the workers registered before
     # (llama.cpp's default devices) are not used any more, so all of it stays on this CPU
