@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 50052  # llama.cpp's rpc-server default
 PROBE_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 60.0
+BUSY_GRACE_S = 2.0  # how long a reload waits for a worker to notice the last model's connection closed
 # A Paddock worker answers this first line with one JSON line (its device, memory and whether a
 # client is connected). Its first byte ('P' = 80) is no RPC command (they end at 18), so a plain
 # llama.cpp rpc-server closes the connection, and :func:`probe` falls back to the RPC protocol.
@@ -550,7 +551,19 @@ def register_workers(addrs: Sequence[str], timeout: float = PROBE_TIMEOUT_S,
     usable: list[RegisteredWorker] = []
     left_out: list[WorkerStatus] = []
     for addr in dict.fromkeys(addrs):  # each once, in order
+        if ":" in parse_endpoint(addr)[0]:
+            # llama.cpp's RPC client splits HOST:PORT at the first colon and connects over IPv4 only; an IPv6
+            # address would abort the process.
+            left_out.append(WorkerStatus(addr, False, error="llama.cpp's RPC client reaches workers over IPv4 "
+                                         "only: give its IPv4 address or host name"))
+            continue
         status = probe_fn(addr, timeout)
+        deadline = time.monotonic() + BUSY_GRACE_S
+        while status.busy and addr in _registered and time.monotonic() < deadline:
+            # Busy with this process's own connection of the model just unloaded, most likely: the worker
+            # has not seen it close yet.
+            time.sleep(0.1)
+            status = probe_fn(addr, timeout)
         if not status.usable:
             left_out.append(status)
             continue

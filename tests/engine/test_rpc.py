@@ -75,3 +75,14 @@ def test_placement_from_a_load_log_with_a_local_gpu_and_a_two_device_worker() ->
     assert by_device["RPC4"].kv_bytes == 6 * 2**20
     assert by_device["CPU"].model_bytes == int(28.69 * 2**20)
     assert by_device["CPU"].compute_bytes == 2**20  # pinned host memory is this computer's RAM
+
+
+def test_an_ipv6_worker_is_left_out_before_llama_cpp_sees_it() -> None:
+    # llama.cpp's client would split "[::1]:9" at its first colon and abort the engine process
+    def never(addr: str, timeout: float) -> rpc.WorkerStatus:
+        raise AssertionError(f"{addr} must not be probed")
+
+    usable, left_out = rpc.register_workers(["[::1]:9"], probe_fn=never)
+    assert usable == []
+    assert [s.endpoint for s in left_out] == ["[::1]:9"]
+    assert "IPv4" in left_out[0].error
