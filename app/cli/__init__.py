@@ -5,7 +5,7 @@ of the engine) ends in one line on stderr and a non-zero exit code, never a
 traceback.
 
 One module per command group: :mod:`app.cli.chat`, :mod:`app.cli.models`,
-:mod:`app.cli.docs` and :mod:`app.cli.serve`, each with ``add_parser`` and ``run``.
+:mod:`app.cli.docs`, :mod:`app.cli.serve` and :mod:`app.cli.worker`, each with ``add_parser`` and ``run``.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drive-checkpoint", type=int, default=0, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from app.cli import chat, docs, models, serve
+    from app.cli import chat, docs, models, serve, worker
 
     chat.add_parser(sub)
     models.add_parser(sub)
     docs.add_parser(sub)
     serve.add_parser(sub)
+    worker.add_parser(sub)
     return parser
 
 
@@ -83,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.selftest import run
 
         return run(args.selftest_model)
-    from app.cli import chat, docs, models, serve
+    from app.cli import chat, docs, models, serve, worker
 
-    handlers = {"chat": chat.run, "models": models.run, "docs": docs.run, "serve": serve.run, None: _gui}
+    handlers = {"chat": chat.run, "models": models.run, "docs": docs.run, "serve": serve.run,
+                "worker": worker.run, None: _gui}
     try:
         return handlers[args.command](args)
     except PaddockError as exc:

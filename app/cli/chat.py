@@ -51,6 +51,7 @@ def add_parser(sub: Any) -> None:
     chat.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (-1 all, 0 none)")
     add_expert_args(chat)
     chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
+    add_worker_option(chat)
     think = chat.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_const", const=True, default=None,
                        help="let a reasoning model think first (templates with a thinking switch)")
@@ -118,7 +119,23 @@ def _settings(args: argparse.Namespace) -> Any:
         except (OSError, UnicodeDecodeError) as exc:
             raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
     return LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, chat_template=template,
-                        n_cpu_moe=n_cpu_moe(args))
+                        n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
+
+
+def add_worker_option(parser: Any) -> None:
+    """``--worker HOST:PORT`` (repeatable), shared by ``chat`` and ``serve``."""
+    parser.add_argument("--worker", action="append", default=[], metavar="HOST:PORT",
+                        help="spread the model's layers over this `paddock worker` too (repeatable); one that "
+                             "does not answer is left out, and you are told")
+
+
+def workers_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--worker`` addresses, each checked to be HOST:PORT (else a one-line error)."""
+    from app.engine.rpc import parse_endpoint
+
+    for addr in args.worker:
+        parse_endpoint(addr)
+    return tuple(args.worker)
 
 
 def _one_off(args: argparse.Namespace) -> int:
@@ -274,6 +291,7 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "n_cpu_moe": loaded.n_cpu_moe,
         "predicted_tokens_per_s": loaded.predicted_tokens_per_s,
         "notices": list(loaded.notices + result.notices),
+        "devices": [d.to_dict() for d in loaded.devices],
         **extra,
     }
     if result.reasoning:

@@ -29,6 +29,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--gpu-layers", type=int, default=None)
     add_expert_args(serve)
+    from app.cli.chat import add_worker_option
+
+    add_worker_option(serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from app.models.library import loadable_model
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
+    from app.cli.chat import workers_of
+
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
-                            n_cpu_moe=n_cpu_moe(args))
+                            n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
     if args.model:
         entries = entries_for([(loadable_model(args.model), None, None)])
         preload = entries[0]

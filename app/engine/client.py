@@ -54,6 +54,10 @@ from app.engine.types import (
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
+# With RPC workers: after this long without a word from the engine, check that each worker still
+# answers. A worker's machine that vanishes (no connection reset) would leave llama.cpp waiting on
+# its socket for ever; one that no longer answers ends the engine, and the message names it.
+WORKER_WATCH_S = 10.0
 E = TypeVar("E", bound=Event)
 
 _ERROR_TYPES: dict[str, type[errors.PaddockError]] = {
@@ -77,6 +81,19 @@ def _describe_exit(exitcode: int | None) -> str:
         hint = " (possibly out of memory)" if name == "SIGKILL" else ""
         return f"crashed ({name}){hint}"
     return f"exited with code {exitcode}"
+
+
+def _lost_workers(workers: Sequence[str]) -> list[str]:
+    """The workers among ``workers`` that no longer answer (asked at once, each within a second)."""
+    if not workers:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.engine import rpc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(workers))) as pool:
+        statuses = list(pool.map(lambda w: rpc.probe(w, 1.0), workers))
+    return [s.endpoint for s in statuses if not s.reachable]
 
 
 class Generation:
@@ -142,6 +159,10 @@ class Engine:
         # Generations and embeddings sent to the child: what the API's request checks are tested
         # against (a refused request never reaches the engine).
         self.requests = 0
+        # The RPC workers the loaded model uses (a crash names those that no longer answer, and a
+        # silent engine is checked against them), and those the load asked for.
+        self.workers: tuple[str, ...] = ()
+        self._asked_workers: tuple[str, ...] = ()
 
     # -- process lifecycle -----------------------------------------------------
 
@@ -219,8 +240,11 @@ class Engine:
         with self._lock:
             self.start()
             self.loaded = None
-            self._send(Load(str(path), settings or LoadSettings()))
+            settings = settings or LoadSettings()
+            self.workers, self._asked_workers = (), settings.workers
+            self._send(Load(str(path), settings))
             self.loaded = self._expect(Loaded, "loading the model").model
+            self.workers = tuple(dict.fromkeys(d.worker for d in self.loaded.devices if d.worker))
             return self.loaded
 
     def unload(self) -> None:
@@ -356,6 +380,10 @@ class Engine:
             if not proc.is_alive():
                 raise self._crashed(doing, partial)
             waited += 0.25
+            if self.workers and waited % WORKER_WATCH_S < 0.25 and _lost_workers(self.workers):
+                log.warning("a worker stopped answering while %s: stopping the engine", doing)
+                self.kill()
+                raise self._crashed(doing, partial)
             if timeout is not None and waited >= timeout:
                 self.kill()
                 raise self._crashed(doing, partial)
@@ -384,9 +412,16 @@ class Engine:
         self._proc = self._conn = None
         model = self.loaded.name if self.loaded else "the model"
         self.loaded = None
+        what = f"The model engine {_describe_exit(exitcode)}"
+        lost = _lost_workers(self.workers or self._asked_workers)
+        if lost:
+            names = ", ".join(lost)
+            what = (f"The worker{'s' if len(lost) > 1 else ''} at {names} stopped answering, so the model engine "
+                    "stopped (llama.cpp cannot go on without a worker's layers)")
         error = errors.EngineCrashedError(
-            f"The model engine {_describe_exit(exitcode)} while {doing} with {model}. "
-            "Your chats are safe and the text generated so far was kept; load the model again to continue.",
+            f"{what} while {doing} with {model}. "
+            "Your chats are safe and the text generated so far was kept; load the model again to continue"
+            + (" (a worker that does not answer is left out)." if lost else "."),
             partial_text=partial,
             exitcode=exitcode,
         )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from app.engine import hardware
+from app.engine import hardware, rpc
 from app.engine.chat_format import (
     FALLBACK_NOTICE,
     ChatFormatter,
@@ -125,6 +125,7 @@ class EngineHost:
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
         self._overrides: ExpertOverrides | None = None  # the loaded model's tensor overrides (MoE experts in RAM)
+        self._load_log: list[str] | None = None  # llama.cpp's log lines while a model loads (placement)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -155,6 +156,8 @@ class EngineHost:
             if self.cancel.is_set():
                 pylevel = logging.DEBUG  # an aborted decode is how Stop works, not an error
             message = text.decode("utf-8", errors="replace").rstrip()
+            if self._load_log is not None and message:
+                self._load_log.append(message)
             if message and llama_log.isEnabledFor(pylevel):
                 llama_log.log(pylevel, "%s", message)
 
@@ -191,7 +194,10 @@ class EngineHost:
 
     def _dispatch(self, request: Request) -> None:
         if isinstance(request, Load):
-            self.send(Loaded(self._load(request.path, request.settings)))
+            try:
+                self.send(Loaded(self._load(request.path, request.settings)))
+            finally:
+                self._load_log = None
         elif isinstance(request, Unload):
             self._unload()
             self.send(Ok())
@@ -310,6 +316,8 @@ class EngineHost:
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
         notices = list(plan.notices)
+        if settings.workers or rpc.registered():
+            plan = self._use_workers(settings, plan, notices)
         n_threads = settings.n_threads or hw.physical_cores
         # On unless turned off: llama.cpp's own tools default to "auto", which turns it on
         # for CPU, Metal and CUDA (llama-cpp-python's constructor takes only a bool). On
@@ -347,6 +355,7 @@ class EngineHost:
         attempts = load_attempts(gpu_layers, n_cpu_moe, info.block_count, placed.moe)
         for i, (gpu_layers, n_cpu_moe, _how) in enumerate(attempts):
             overrides = ExpertOverrides(n_cpu_moe, info.block_count)
+            self._load_log = []  # the placement is read from this attempt's log
             try:
                 with overrides.applied():
                     llm = Llama(n_gpu_layers=gpu_layers, **kwargs)
@@ -377,6 +386,10 @@ class EngineHost:
                 raise ModelLoadError(f"llama.cpp could not run {info.path.name} ({exc})") from exc
             session.clear()
         load_s = time.perf_counter() - started
+        devices = rpc.placement_from_log(self._load_log or (), info.shape.n_layers)
+        self._load_log = None
+        if any(d.worker for d in devices):
+            notices.append(rpc.placement_notice(devices))
         self.llm = llm
         self.session = session
         if not settings.embedding:
@@ -436,10 +449,23 @@ class EngineHost:
             n_cpu_moe=n_cpu_moe if placed.moe else 0,
             plan=placed.line(gpu_layers, n_cpu_moe),
             predicted_tokens_per_s=placed.predicted(gpu_layers, n_cpu_moe),
+            devices=devices,
         )
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
         return self.loaded
+
+    def _use_workers(self, settings: LoadSettings, plan: hardware.Plan, notices: list[str]) -> hardware.Plan:
+        """Register the workers that answer (and only they serve this load); the user is told about
+        those left out. With workers and no layer count chosen, every layer is offloaded: llama.cpp
+        spreads them over the workers and this machine's GPUs by their free memory."""
+        usable, left_out = rpc.register_workers(settings.workers)
+        for status in left_out:
+            notices.append(f"The worker at {status.endpoint} was left out ({status.error}); the model loads "
+                           "without it.")
+        if usable and settings.n_gpu_layers is None:
+            plan = dataclasses.replace(plan, n_gpu_layers=-1)
+        return plan
 
     def _load_draft(self, path: str, llm: Any, kwargs: dict[str, Any], gpu_layers: int) -> str | None:
         """Load the draft model next to the target; a notice if it cannot serve as one."""

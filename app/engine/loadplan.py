@@ -79,7 +79,9 @@ def place_for_load(info: GGUFInfo, hw: Hardware, load_plan: Plan, settings: Load
         ncm = first_n if mode != "none" else 0
     placed = plan(table, hw, n_ctx=load_plan.n_ctx, kv_type=settings.kv_cache_type, mode=mode, first_n=first_n,
                   n_gpu_layers=settings.n_gpu_layers)
-    if placed.fit == "too_large":
+    # With workers the model's layers go to their memory too, which this machine's plan does not
+    # count: llama.cpp spreads them by each device's free memory and fails the load if they do not fit.
+    if placed.fit == "too_large" and not settings.workers:
         raise ModelTooLargeError(
             f"{info.name} {placed.explain()}. Choose a smaller quantization "
             "or a shorter context, or close other programs."

@@ -34,6 +34,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import socket
 import struct
 import threading
@@ -44,6 +45,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from app.engine.types import PlacedDevice
 from app.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 50052  # llama.cpp's rpc-server default
 PROBE_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 60.0
+BUSY_GRACE_S = 2.0  # how long a reload waits for a worker to notice the last model's connection closed
 # A Paddock worker answers this first line with one JSON line (its device, memory and whether a
 # client is connected). Its first byte ('P' = 80) is no RPC command (they end at 18), so a plain
 # llama.cpp rpc-server closes the connection, and :func:`probe` falls back to the RPC protocol.
@@ -183,12 +186,21 @@ def _paddock_status(addr: str, host: str, port: int, timeout: float) -> WorkerSt
                 data += part
         except ConnectionResetError:
             return None  # a plain rpc-server closes with our line unread, which resets the connection
+        except TimeoutError:
+            # Connected, but no answer: a plain rpc-server serving another client reads nothing until
+            # that client is done (a Paddock worker answers at once, even while busy).
+            return WorkerStatus(addr, True, busy=True,
+                                error="it accepts connections but does not answer: it is serving another client")
     if not data:
         return None
     try:
         info = json.loads(data)
+        protocol = int(info.get("protocol", RPC_PROTO_MAJOR))
         return WorkerStatus(addr, True, str(info["device"]), int(info["memory_free"]), int(info["memory_total"]),
-                            bool(info.get("busy", False)))
+                            bool(info.get("busy", False)),
+                            "" if protocol == RPC_PROTO_MAJOR else
+                            f"it speaks RPC protocol {protocol}, this Paddock {RPC_PROTO_MAJOR}: run the same Paddock "
+                            "(llama.cpp) version on both")
     except (ValueError, KeyError, TypeError):
         return WorkerStatus(addr, True, error="it answered, but is not a llama.cpp RPC worker")
 
@@ -232,7 +244,10 @@ def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> WorkerStatus:
         return WorkerStatus(addr, False, error=f"no answer from {addr} within {timeout:g} s")
     except ConnectionRefusedError:
         return WorkerStatus(addr, False, error=f"nothing listens at {addr} (is `paddock worker` running there?)")
-    except (OSError, ConnectionError, struct.error) as exc:
+    except ConnectionError as exc:
+        return WorkerStatus(addr, False, error=f"{addr} closed the connection without answering ({exc}): a worker "
+                            "refuses computers that are not in its --allow list")
+    except (OSError, struct.error) as exc:
         return WorkerStatus(addr, False, error=f"cannot reach {addr}: {exc}")
 
 
@@ -530,10 +545,25 @@ def register_workers(addrs: Sequence[str], timeout: float = PROBE_TIMEOUT_S,
     Raises:
         WorkerError: this llama.cpp build has no RPC backend.
     """
+    # A worker lost later makes llama.cpp abort this process: an expected failure (the parent names the
+    # worker), so no gdb backtrace of it on stderr.
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     usable: list[RegisteredWorker] = []
     left_out: list[WorkerStatus] = []
     for addr in dict.fromkeys(addrs):  # each once, in order
+        if ":" in parse_endpoint(addr)[0]:
+            # llama.cpp's RPC client splits HOST:PORT at the first colon and connects over IPv4 only; an IPv6
+            # address would abort the process.
+            left_out.append(WorkerStatus(addr, False, error="llama.cpp's RPC client reaches workers over IPv4 "
+                                         "only: give its IPv4 address or host name"))
+            continue
         status = probe_fn(addr, timeout)
+        deadline = time.monotonic() + BUSY_GRACE_S
+        while status.busy and addr in _registered and time.monotonic() < deadline:
+            # Busy with this process's own connection of the model just unloaded, most likely: the worker
+            # has not seen it close yet.
+            time.sleep(0.1)
+            status = probe_fn(addr, timeout)
         if not status.usable:
             left_out.append(status)
             continue
@@ -618,7 +648,8 @@ def _install_devices_patch() -> None:
 
 def status_line(info: DeviceInfo, busy: bool) -> bytes:
     """A Paddock worker's answer to :data:`STATUS_REQUEST`."""
-    payload = {"paddock_worker": 1, "device": f"{info.name} ({info.description})", **asdict(info), "busy": busy}
+    payload = {"paddock_worker": 1, "protocol": RPC_PROTO_MAJOR, "device": f"{info.name} ({info.description})",
+               **asdict(info), "busy": busy}
     return json.dumps(payload).encode() + b"\n"
 
 
@@ -635,3 +666,66 @@ def workers(count: int, **kwargs: Any) -> Iterator[list[WorkerProcess]]:
     finally:
         for w in started:
             w.stop()
+
+
+# -- where a load put things: llama.cpp's load log ---------------------------------------------
+
+_LAYER = re.compile(r"layer\s+(\d+) assigned to device ([^\s,]+)")
+_BUFFER = re.compile(r"(\S+)\s+(model|KV|compute) buffer size =\s*([\d.]+) MiB")
+_KIND = {"model": "model_bytes", "KV": "kv_bytes", "compute": "compute_bytes"}
+
+
+def placement_from_log(lines: Sequence[str], n_layers: int,
+                       endpoints: dict[str, str] | None = None) -> tuple[PlacedDevice, ...]:
+    """Per device: the layers llama.cpp assigned to it and the buffers it allocated there, read
+    from the load's log lines (``load_tensors: layer 3 assigned to device RPC0``,
+    ``RPC0[host:port] model buffer size = 33.82 MiB``, ``CPU_Mapped ...``).
+
+    Args:
+        n_layers: the model's repeating layers (the layer after them is the output layer).
+        endpoints: ggml device name -> worker endpoint (:func:`device_endpoints`).
+    """
+    endpoints = device_endpoints() if endpoints is None else endpoints
+    by_endpoint: dict[str, list[str]] = {}
+    for name, ep in endpoints.items():
+        by_endpoint.setdefault(ep, []).append(name)
+    order: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+
+    def entry(device: str) -> dict[str, Any]:
+        if device not in values:
+            order.append(device)
+            values[device] = {"device": device, "worker": endpoints.get(device, ""), "layers": 0, "output": False,
+                              "model_bytes": 0, "kv_bytes": 0, "compute_bytes": 0}
+        return values[device]
+
+    for line in lines:
+        layer = _LAYER.search(line)
+        if layer is not None:
+            index, device = int(layer.group(1)), layer.group(2)
+            if index < n_layers:
+                entry(device)["layers"] += 1
+            else:
+                entry(device)["output"] = True
+            continue
+        buffer = _BUFFER.search(line)
+        if buffer is None:
+            continue
+        name, kind, mib = buffer.group(1), buffer.group(2), float(buffer.group(3))
+        worker = re.fullmatch(r"RPC(\d+)\[(.+)\]", name)
+        if worker is not None:  # "RPC<index on that worker>[endpoint]"
+            names = by_endpoint.get(worker.group(2), [])
+            index = int(worker.group(1))
+            device = names[index] if index < len(names) else name
+        else:
+            base = name.split("_")[0]
+            device = "CPU" if name.endswith("_Host") or base == "CPU" else base
+        entry(device)[_KIND[kind]] += int(mib * 1024 * 1024)
+    return tuple(PlacedDevice(**values[d]) for d in order)
+
+
+def placement_notice(devices: Sequence[PlacedDevice]) -> str:
+    """Where the layers went, in words: "Layers: 0 on this computer, 16 on the worker at A, 14 on ..."."""
+    local = sum(d.layers for d in devices if not d.worker)
+    parts = [f"{local} on this computer"] + [f"{d.layers} on the worker at {d.worker}" for d in devices if d.worker]
+    return "Layers: " + ", ".join(parts) + "."

@@ -97,6 +97,28 @@ class LoadSettings:
     # MoE experts kept in RAM (llama.cpp's --n-cpu-moe): None lets the placement planner choose,
     # 0 keeps them with their layers, N the first N layers', -1 every layer's (--cpu-moe).
     n_cpu_moe: int | None = None
+    # RPC workers (``paddock worker`` on other machines), each ``HOST:PORT``: the layers are spread
+    # over this machine's device and theirs (app/engine/rpc.py); one that does not answer is left out.
+    workers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlacedDevice:
+    """Where part of a loaded model went, from llama.cpp's load log: a device (``CPU``, ``CUDA0``,
+    ``RPC0``), the worker's ``HOST:PORT`` for a worker's device (else ""), its repeating layers
+    (``output``: it also holds the output layer) and the bytes of weights, KV cache and compute
+    buffers it holds."""
+
+    device: str
+    worker: str = ""
+    layers: int = 0
+    output: bool = False
+    model_bytes: int = 0
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,8 @@ class LoadedModel:
     n_cpu_moe: int = 0
     plan: str = ""
     predicted_tokens_per_s: float | None = None
+    # Where the layers and bytes went, device by device (see PlacedDevice).
+    devices: tuple[PlacedDevice, ...] = ()
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
@@ -50,7 +50,7 @@ from app.ui.tools.widgets import ToolsDialog, tool_hub
 log = logging.getLogger(__name__)
 # The load settings the Settings dialog changes, kept across sessions.
 SAVED_LOAD_KEYS = ("n_ctx", "n_threads", "n_gpu_layers", "kept_states_ram_mb", "kept_states_disk_mb",
-                   "prompt_lookup", "draft_model", "n_cpu_moe")
+                   "prompt_lookup", "draft_model", "n_cpu_moe", "workers")
 
 
 class MainWindow(QMainWindow):
@@ -96,8 +96,8 @@ class MainWindow(QMainWindow):
         self._connect_pages()
         saved_load = self.store.get_setting("load_settings")
         if isinstance(saved_load, dict):
-            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **{
-                k: v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS
+            self.controller.load_settings = dataclasses.replace(self.controller.load_settings, **{  # JSON: lists
+                k: cast(Any, tuple(v)) if k == "workers" else v for k, v in saved_load.items() if k in SAVED_LOAD_KEYS
             })
         self._build_menu()
         self._connections = self._controller_slots()

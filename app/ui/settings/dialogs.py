@@ -114,6 +114,16 @@ class SettingsDialog(QDialog):
         choose.clicked.connect(self._choose_draft)
         draft_row.addWidget(choose)
         form.addRow("Draft model", draft_row)
+        workers_row = QHBoxLayout()
+        self.workers = tuple(load.workers)  # Settings → Devices (app/ui/settings/devices.py)
+        self.workers_label = QLabel()
+        workers_row.addWidget(self.workers_label, 1)
+        devices = QPushButton("Devices…")
+        devices.setToolTip("Other computers running `paddock worker` that lend their GPU or CPU to the model")
+        devices.clicked.connect(self._edit_devices)
+        workers_row.addWidget(devices)
+        form.addRow("Workers", workers_row)
+        self._show_workers()
         note = QLabel("Model settings apply the next time a model is loaded.")
         note.setObjectName("hint")
         form.addRow(note)
@@ -129,6 +139,17 @@ class SettingsDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, "Draft model", "", "GGUF models (*.gguf)")
         if path:
             self.draft_model.setText(path)
+
+    def _edit_devices(self) -> None:
+        from app.ui.settings.devices import DevicesDialog
+
+        dialog = DevicesDialog(self, self.workers)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.workers = dialog.workers()
+            self._show_workers()
+
+    def _show_workers(self) -> None:
+        self.workers_label.setText(", ".join(self.workers) if self.workers else "none: this computer only")
 
     def _show_usage(self, note: str = "") -> None:
         size, files = folder_usage(states_folder())
@@ -149,6 +170,7 @@ class SettingsDialog(QDialog):
             kept_states_disk_mb=self.states_disk.value(),
             prompt_lookup=self.prompt_lookup.isChecked(),
             draft_model=self.draft_model.text().strip() or None,
+            workers=self.workers,
         )
 
 
