@@ -25,6 +25,31 @@ from typing import Any
 from app.errors import EngineCrashedError, PaddockError
 
 
+def add_lora_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="apply this LoRA adapter (a GGUF adapter file) at SCALE (default 1.0); repeatable. "
+                             "Each is checked against the model first")
+
+
+def lora_adapters(args: argparse.Namespace) -> list[Any]:
+    """``--lora`` values as adapters (checked against the model when the engine streams).
+
+    Raises:
+        PaddockError: a scale that is not a number.
+    """
+    from app.engine.lora import parse_lora_arg
+    from app.engine.types import LoraAdapter
+
+    adapters = []
+    for text in args.lora:
+        try:
+            path, scale = parse_lora_arg(text)
+        except ValueError as exc:
+            raise PaddockError(str(exc)) from exc
+        adapters.append(LoraAdapter(str(Path(path).expanduser().resolve()), scale))
+    return adapters
+
+
 def add_parser(sub: Any) -> None:
     chat = sub.add_parser("chat", help="ask a model a question and stream the answer (also in a stored chat)")
     chat.add_argument("--model", default=None, help="path to a .gguf file, or a model in the library "
@@ -56,6 +81,7 @@ def add_parser(sub: Any) -> None:
                        help="ask a reasoning model to answer without thinking")
     chat.add_argument("--chat-template", metavar="FILE", default=None,
                       help="use this Jinja chat template instead of the one in the model file")
+    add_lora_argument(chat)
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", nargs="?", default=None, help="the message")
 
@@ -214,7 +240,7 @@ def _stream(engine: Any, loaded: Any, messages: list[Any], params: Any, args: ar
     if not args.json:
         for notice in loaded.notices:
             print(f"note: {notice}", file=sys.stderr)
-    gen = engine.stream(messages, params, raw_prompt=raw)
+    gen = engine.stream(messages, params, raw_prompt=raw, adapters=lora_adapters(args))
     thinking = False
     try:
         for kind, chunk in gen.deltas():
@@ -268,6 +294,7 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "n_ctx": loaded.n_ctx,
         "template": loaded.template_source,
         "notices": list(loaded.notices + result.notices),
+        "adapters": [{"path": a.path, "scale": a.scale} for a in lora_adapters(args)],
         **extra,
     }
     if result.reasoning:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
+from app.cli.chat import add_lora_argument, lora_adapters
 from app.errors import PaddockError
 
 
@@ -27,6 +30,7 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--gpu-layers", type=int, default=None)
+    add_lora_argument(serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,13 +38,20 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api import ApiServer
     from app.api.models import ModelPool, entries_for, library_entries
+    from app.engine.lora import check_adapter
     from app.engine.types import LoadSettings
     from app.models.library import loadable_model
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    if args.lora and not args.model:
+        raise PaddockError("--lora applies to one model: name it with --model (an adapter fits only its base model)")
     if args.model:
-        entries = entries_for([(loadable_model(args.model), None, None)])
+        model = loadable_model(args.model)
+        adapters = lora_adapters(args)
+        for adapter in adapters:  # a bad adapter stops the server before it listens
+            check_adapter(adapter.path, model)
+        entries = [dataclasses.replace(e, adapters=tuple(adapters)) for e in entries_for([(model, None, None)])]
         preload = entries[0]
     else:
         entries, preload = library_entries(), None
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             lease = pool.lease(preload.id)
             lease.release()
             what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx})"
+            if preload.adapters:
+                what += " with LoRA " + ", ".join(f"{Path(a.path).name}×{a.scale:g}" for a in preload.adapters)
         else:
             what = f"{len(entries)} models from the library, each loaded on request"
         print(f"Serving {what} at http://{args.host}:{args.port}/v1 (OpenAI) and http://{args.host}:{args.port}/api "

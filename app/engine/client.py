@@ -132,12 +132,14 @@ class Engine:
             update a status bar; the error is raised as well.
     """
 
-    def __init__(self, on_crash: Callable[[errors.EngineCrashedError], None] | None = None) -> None:
+    def __init__(self, on_crash: Callable[[errors.EngineCrashedError], None] | None = None,
+                 adapters: Sequence[LoraAdapter] = ()) -> None:
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self.on_crash = on_crash
+        self.adapters = tuple(adapters)  # LoRA adapters of answers that name none (``paddock serve --lora``)
         self.loaded: LoadedModel | None = None
         self.system_info = ""
         self.backend = "cpu"
@@ -243,7 +245,7 @@ class Engine:
         tool_choice: str = "auto",
         room: int | None = None,
         raw_tokens: Sequence[int] | None = None,
-        adapters: Sequence[LoraAdapter] = (),
+        adapters: Sequence[LoraAdapter] | None = None,
     ) -> Generation:
         """An answer to ``messages``; with ``continue_final`` the last message is a cut-off
         answer that the model writes on from where it ended.  ``tools`` (OpenAI entries) may
@@ -255,13 +257,14 @@ class Engine:
                 else :class:`ContextOverflowError` before anything is generated (the API).
             raw_tokens: a raw completion of these token ids (instead of ``raw_prompt`` text).
             adapters: LoRA adapters (file and scale) applied to this answer; switching needs no reload.
+                None: the engine's own (``adapters`` given when it was made); ``()``: none.
 
         Raises:
             InvalidAdapterError: an adapter does not fit the loaded model (checked here, before the engine).
         """
         if not self.is_alive() or self.loaded is None:
             raise errors.EngineError("no model is loaded: choose a model first")
-        checked = self.check_adapters(adapters)
+        checked = self.check_adapters(self.adapters if adapters is None else adapters)
         return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final,
                                          tuple(tools), tool_choice, room,
                                          tuple(raw_tokens) if raw_tokens is not None else None, checked))
@@ -275,7 +278,7 @@ class Engine:
         continue_final: bool = False,
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: str = "auto",
-        adapters: Sequence[LoraAdapter] = (),
+        adapters: Sequence[LoraAdapter] | None = None,
     ) -> GenerationResult:
         gen = self.stream(messages, params, raw_prompt, continue_final=continue_final, tools=tools,
                           tool_choice=tool_choice, adapters=adapters)

@@ -173,3 +173,16 @@ def test_an_adapter_that_is_gone_is_refused(lora_engine: Engine, tmp_path: Path,
 ])
 def test_lora_argument(text: str, expected: tuple[str, float]) -> None:
     assert parse_lora_arg(text) == expected
+
+
+def test_the_engines_own_adapters_apply_when_a_request_names_none(
+    lora_engine: Engine, adapters: dict[str, Path],
+) -> None:
+    """``paddock serve --lora``: the served model's adapters apply to every API request."""
+    tuned = answer(lora_engine, (adapters["a"], 1.0))
+    lora_engine.adapters = (LoraAdapter(str(adapters["a"]), 1.0),)
+    try:
+        assert logprobs(lora_engine.generate(QUESTION, GREEDY)) == logprobs(tuned)
+        assert logprobs(lora_engine.generate(QUESTION, GREEDY, adapters=())) != logprobs(tuned)
+    finally:
+        lora_engine.adapters = ()
