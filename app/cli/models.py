@@ -49,9 +49,11 @@ def add_parser(sub: Any) -> None:
     rm = msub.add_parser("rm", help="delete a model from the library (files in Paddock's folder are deleted)")
     rm.add_argument("id")
 
-    imp = msub.add_parser("import", help="add a GGUF file to the library")
+    imp = msub.add_parser("import", help="add a GGUF file (a model or a LoRA adapter) to the library")
     imp.add_argument("path")
     imp.add_argument("--link", action="store_true", help="leave the file where it is instead of copying it")
+    imp.add_argument("--base", default=None, metavar="MODEL",
+                     help="a LoRA adapter's base model (path or library id); default: the library model it fits")
 
     quant = msub.add_parser("quantize", help="(re)quantize a GGUF with llama.cpp")
     quant.add_argument("src", help="a path or library id")
@@ -224,19 +226,32 @@ def _list(args: argparse.Namespace) -> int:
     library = Library()
     try:
         models = library.models()
+        adapters = library.adapters()
     finally:
         library.close()
+
+    def entry(m: Any) -> dict[str, Any]:
+        return {"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
+                "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
+                "license": m.license_id, "exists": m.path.exists(), **m.meta}
+
+    under = {m.id: [a for a in adapters if a.meta.get("base_id") == m.id] for m in models}
+    loose = [a for a in adapters if a.meta.get("base_id") not in under]
     if args.json:
-        _print_json([{"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
-                      "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
-                      "license": m.license_id, "exists": m.path.exists(), **m.meta} for m in models])
+        _print_json([{**entry(m), "adapters": [entry(a) for a in under[m.id]]} for m in models]
+                    + [{**entry(a), "adapters": []} for a in loose])
         return 0
-    if not models:
+    if not models and not adapters:
         print("no models yet: `paddock models pull REPO` or `paddock models import FILE.gguf`")
     for m in models:
         missing = "  (file missing)" if not m.path.exists() else ""
         print(f"#{m.id:<4} {m.name:50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
               f"{m.license_id or ''}{missing}")
+        for a in under[m.id]:
+            print(f"  └ #{a.id:<4} LoRA {a.name:43} {human_size(a.size):>9}  {a.source:9}")
+    for a in loose:
+        print(f"#{a.id:<4} LoRA {a.name:45} {human_size(a.size):>9}  {a.source:9} "
+              f"(no base model in the library: {a.meta.get('architecture')})")
     return 0
 
 
@@ -256,10 +271,20 @@ def _rm(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from app.engine.gguf_file import read_gguf
     from app.models.library import Library
 
     library = Library()
     try:
+        if read_gguf(Path(args.path).expanduser()).get("general.type") == "adapter":
+            adapter = library.import_adapter(Path(args.path), args.base, link=args.link)
+            base_id = adapter.meta.get("base_id")
+            base = f"for #{base_id} {library.registry.model(base_id).name}" if base_id else \
+                "(no model it fits is in the library yet)"
+            print(f"Added LoRA adapter #{adapter.id}: {adapter.name} {base} at {adapter.path}")
+            return 0
+        if args.base:
+            raise PaddockError("--base is for LoRA adapters, and this file is a model")
         model = library.import_file(Path(args.path), link=args.link)
     finally:
         library.close()

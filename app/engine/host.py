@@ -78,7 +78,14 @@ from app.engine.types import (
     LoraAdapter,
     TokenLogprob,
 )
-from app.errors import ContextOverflowError, EngineError, InvalidRequestError, ModelLoadError, PaddockError
+from app.errors import (
+    ContextOverflowError,
+    EngineError,
+    InvalidModelError,
+    InvalidRequestError,
+    ModelLoadError,
+    PaddockError,
+)
 
 log = logging.getLogger("paddock.engine.host")
 
@@ -311,6 +318,9 @@ class EngineHost:
         from llama_cpp import Llama
 
         info = read_gguf(path)  # raises InvalidModelError before llama.cpp sees the file
+        if info.get("general.type") == "adapter":
+            raise InvalidModelError(f"{info.path.name} is a LoRA adapter, not a model: load its base model and "
+                                    "apply the adapter to it")
         self._unload()
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)

@@ -20,7 +20,15 @@ from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFound
 from app.models.download import check_disk_space, part_path
 from app.models.hub import RepoDetails, safe_relative_path
 from app.models.licenses import LicenseInfo
-from app.models.registry import Acceptance, DownloadRecord, LibraryModel, Registry, RemoteFile, model_meta
+from app.models.registry import (
+    Acceptance,
+    DownloadRecord,
+    LibraryModel,
+    Registry,
+    RemoteFile,
+    is_adapter,
+    model_meta,
+)
 from app.models.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -89,8 +97,62 @@ class Library:
         return added
 
     def models(self) -> list[LibraryModel]:
+        """The models (LoRA adapters are listed by :meth:`adapters`)."""
         self.scan()
-        return self.registry.models()
+        return [m for m in self.registry.models() if not is_adapter(m)]
+
+    # -- LoRA adapters -----------------------------------------------------------
+
+    def adapters(self) -> list[LibraryModel]:
+        """The LoRA adapters, each attached to the base model it fits (``meta["base_id"]``) once one is in
+        the library: an adapter downloaded or found before its base is attached when the base comes."""
+        from app.engine.lora import check_adapter
+
+        self.scan()
+        everything = self.registry.models()
+        ids = {m.id for m in everything}
+        bases = [m for m in everything if not is_adapter(m) and m.path.exists()]
+        for adapter in [m for m in everything if is_adapter(m)]:
+            if adapter.meta.get("base_id") in ids or not adapter.path.exists():
+                continue
+            for base in bases:
+                if base.meta.get("architecture") != adapter.meta.get("architecture"):
+                    continue
+                try:
+                    check_adapter(adapter.path, base.path)
+                except PaddockError:
+                    continue
+                self.registry.update_meta(adapter.id, {**adapter.meta, "base_id": base.id})
+                break
+        return [m for m in self.registry.models() if is_adapter(m)]
+
+    def adapters_for(self, base: LibraryModel) -> list[LibraryModel]:
+        return [a for a in self.adapters() if a.meta.get("base_id") == base.id]
+
+    def import_adapter(self, source: Path, base: str | None = None, link: bool = False) -> LibraryModel:
+        """Add a LoRA adapter, checked against ``base`` (a model reference) when given, else attached to the
+        first library model it fits.
+
+        Raises:
+            InvalidAdapterError: not a LoRA adapter, or it does not fit ``base`` (the reason said).
+        """
+        from app.engine.lora import check_adapter
+        from app.errors import InvalidAdapterError
+
+        source = source.expanduser().resolve()
+        if read_gguf(source).get("general.type") != "adapter":
+            raise InvalidAdapterError(f"{source.name} is not a LoRA adapter (general.type is not 'adapter'): "
+                                      "import it as a model instead")
+        base_model = None
+        if base is not None:
+            base_path = self.resolve(base)
+            check_adapter(source, base_path)
+            base_model = self.registry.model_by_path(base_path) or self.import_file(base_path, link=True)
+        added = self.import_file(source, link=link)
+        if base_model is not None:
+            self.registry.update_meta(added.id, {**added.meta, "base_id": base_model.id})
+        self.adapters()  # attach to a base when none was named
+        return self.registry.model(added.id)
 
     def resolve(self, ref: str) -> Path:
         """A model reference as users type it: a library id, a path, a file name, or a name without ``.gguf``.
@@ -133,6 +195,11 @@ class Library:
             LicenseNotAcceptedError: the acceptance was withdrawn (or never recorded).
         """
         model = self.registry.model_by_path(path)
+        if model is not None and is_adapter(model):
+            from app.errors import InvalidAdapterError
+
+            raise InvalidAdapterError(f"{model.name} is a LoRA adapter, not a model: load its base model and apply "
+                                      "the adapter to it (a chat's settings, or --lora)")
         if model is None or model.source != "download" or not model.repo_id:
             return
         if model.acceptance_id is None or self.registry.acceptance_by_id(model.acceptance_id) is None:
