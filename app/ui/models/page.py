@@ -42,7 +42,7 @@ from app.models.catalog import STARTERS
 from app.models.download import Progress, human_size
 from app.models.hub import RepoSummary
 from app.models.quantize import TARGETS, advise
-from app.models.registry import DownloadRecord, LibraryModel
+from app.models.registry import DownloadRecord, LibraryModel, is_adapter
 from app.models.variants import Variant
 from app.ui.common.messages import MessageBridge
 from app.ui.models.manager import ModelManager, RepoView
@@ -451,10 +451,19 @@ class LibraryTab(QWidget):
         self.manager.jobFinished.connect(self._on_job_finished)
 
     def refresh(self) -> None:
-        self.models = self.manager.library.models()
+        library = self.manager.library
+        models = library.models()
+        adapters = library.adapters()
+        ids = {m.id for m in models}
+        # each model, then the LoRA adapters that fit it; adapters without a base model in the library last
+        self.models = [x for m in models for x in (m, *(a for a in adapters if a.meta.get("base_id") == m.id))]
+        self.models += [a for a in adapters if a.meta.get("base_id") not in ids]
         self.table.setRowCount(len(self.models))
         for row, m in enumerate(self.models):
             meta = m.meta
+            if is_adapter(m):
+                self._adapter_row(row, m)
+                continue
             params = meta.get("n_params") or 0
             source = {"download": f"downloaded from {m.repo_id}", "import": "imported (copy)",
                       "link": "linked in place", "found": "found in the models folder",
@@ -473,12 +482,25 @@ class LibraryTab(QWidget):
         self.hint.setText("" if self.models else
                           "No models yet: download one from Discover, or import a GGUF file you already have.")
 
+    def _adapter_row(self, row: int, adapter: LibraryModel) -> None:
+        base = "" if adapter.meta.get("base_id") else "  (no base model in the library)"
+        cells = ["    └ LoRA adapter: " + adapter.name + ("" if adapter.path.exists() else "  (file missing)") + base,
+                 "", human_size(adapter.size), str(adapter.meta.get("architecture", "?")), "", "",
+                 adapter.license_id or "not stated", "", "use it from a chat's settings"]
+        for col, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setToolTip(str(adapter.path))
+            self.table.setItem(row, col, item)
+
     def selected(self) -> LibraryModel | None:
         rows = self.table.selectionModel().selectedRows()
         return self.models[rows[0].row()] if rows else None
 
     def chat(self) -> None:
         m = self.selected()
+        if m is not None and is_adapter(m):  # a chat with its base model (the adapter is chosen in its settings)
+            base_id = m.meta.get("base_id")
+            m = self.manager.library.registry.model(int(base_id)) if base_id else None
         if m is not None:
             self.page.chatRequested.emit(str(m.path))
 
