@@ -215,8 +215,12 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"note: {notice}", file=sys.stderr)
         answer = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
+        adapters = lora_adapters(args) if args.lora else store.chat_adapters(conv.id)  # --lora: the chat's from now
         try:
-            result = _stream(engine, loaded, messages, _params(args), args)
+            if args.lora:
+                engine.check_adapters(adapters)  # a bad one is refused before it is kept with the chat
+                store.set_chat_adapters(conv.id, adapters)
+            result = _stream(engine, loaded, messages, _params(args), args, adapters=adapters)
         except EngineCrashedError as exc:
             store.update_message(answer.id, content=exc.partial_text, status="error", error=str(exc))
             raise
@@ -227,20 +231,22 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
         store.update_message(answer.id, content=result.text, status=status, stats=result.stats.to_dict(),
                              reasoning=result.reasoning, sources=sources or None)
         store.touch(conv.id)
-        _report(args, loaded, result, {"chat": conv.id, "sources": len(sources)})
+        _report(args, loaded, result, {"chat": conv.id, "sources": len(sources),
+                                       "adapters": [{"path": a.path, "scale": a.scale} for a in adapters]})
         if not args.json:
             print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
     return 0
 
 
 def _stream(engine: Any, loaded: Any, messages: list[Any], params: Any, args: argparse.Namespace, *,
-            raw: str | None = None) -> Any:
+            raw: str | None = None, adapters: list[Any] | None = None) -> Any:
     """Stream the answer to stdout and a reasoning model's thinking to stderr (dimmed on a
     terminal), so that ``paddock chat ... > answer.txt`` keeps only the answer."""
     if not args.json:
         for notice in loaded.notices:
             print(f"note: {notice}", file=sys.stderr)
-    gen = engine.stream(messages, params, raw_prompt=raw, adapters=lora_adapters(args))
+    gen = engine.stream(messages, params, raw_prompt=raw,
+                        adapters=lora_adapters(args) if adapters is None else adapters)
     thinking = False
     try:
         for kind, chunk in gen.deltas():
@@ -295,7 +301,7 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "template": loaded.template_source,
         "notices": list(loaded.notices + result.notices),
         "adapters": [{"path": a.path, "scale": a.scale} for a in lora_adapters(args)],
-        **extra,
+        **extra,  # (a stored turn: the chat's adapters)
     }
     if result.reasoning:
         out["reasoning"] = result.reasoning

@@ -47,3 +47,12 @@ def test_serve_checks_adapters_before_it_listens(instruct_model: Path, tmp_path:
     out = run("serve", "--lora", str(bad))
     assert out.returncode == 1
     assert "--model" in out.stderr
+
+
+def test_a_stored_chat_keeps_its_adapters_for_the_next_turn(instruct_model: Path, tune: Path) -> None:
+    first = run("chat", "--model", str(instruct_model), "--new", "--json", "--temperature", "0", "--max-tokens",
+                "4", "--ctx", "512", "--lora", f"{tune}:0.5", "Hello")
+    assert first.returncode == 0, first.stderr
+    follow = run("chat", "--continue", "--json", "--temperature", "0", "--max-tokens", "4", "--ctx", "512", "Hi")
+    assert follow.returncode == 0, follow.stderr
+    assert json.loads(follow.stdout)["adapters"] == [{"path": str(tune), "scale": 0.5}]
