@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app import paths
@@ -20,6 +20,7 @@ from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFound
 from app.models.download import check_disk_space, part_path
 from app.models.hub import RepoDetails, safe_relative_path
 from app.models.licenses import LicenseInfo
+from app.models.other_apps import FoundModel
 from app.models.registry import (
     Acceptance,
     DownloadRecord,
@@ -200,6 +201,9 @@ class Library:
 
             raise InvalidAdapterError(f"{model.name} is a LoRA adapter, not a model: load its base model and apply "
                                       "the adapter to it (a chat's settings, or --lora)")
+        problem = self.reference_problem(model) if model is not None else None
+        if problem:
+            raise ModelNotFoundError(problem)
         if model is None or model.source != "download" or not model.repo_id:
             return
         if model.acceptance_id is None or self.registry.acceptance_by_id(model.acceptance_id) is None:
@@ -293,6 +297,52 @@ class Library:
             folder = folder.parent
         self.registry.remove_model(model_id)
         return f"Deleted {model.name} ({freed / 1e9:.2f} GB freed)."
+
+    # -- other apps' models, by reference ------------------------------------------
+
+    def add_references(self, found: Sequence[FoundModel]) -> list[LibraryModel]:
+        """Add models other apps keep (app/models/other_apps.py) where they are: no copy.  Each remembers
+        its app, where the app keeps it and the file's size and time, so that a file the app deletes or
+        rewrites is shown as missing or changed and never loaded.  Models already in the library are kept."""
+        added = []
+        for model in found:
+            if self.registry.model_by_path(model.path) is not None:
+                continue
+            try:
+                info = read_gguf(model.path)
+                stat = model.path.stat()
+            except (PaddockError, OSError) as exc:
+                log.info("not adding %s: %s", model.location, exc)
+                continue
+            meta = {**model_meta(info), "app": model.app, "location": str(model.location),
+                    "fingerprint": [stat.st_size, stat.st_mtime_ns]}
+            if model.template:
+                meta["app_template"] = model.template
+            added.append(self.registry.add_model(
+                model.path, name=model.name, source="link", parts=list(model.parts) or None, repo_id=model.repo_id,
+                quant=info.quantization, size=model.size, license_id=info.license, meta=meta,
+            ))
+        if any(is_adapter(m) for m in added):
+            self.adapters()  # attach adapters to their base models
+        return added
+
+    def reference_problem(self, model: LibraryModel) -> str | None:
+        """Why a model another app keeps cannot be used now (moved, deleted, or changed there); None if fine."""
+        fingerprint = model.meta.get("fingerprint")
+        if not fingerprint:
+            return None
+        app, where = model.meta.get("app", "the other app"), model.meta.get("location", str(model.path))
+        try:
+            stat = model.path.stat()
+            missing = [p for p in model.parts if not p.exists()]
+        except OSError:
+            stat, missing = None, []
+        if stat is None or missing:
+            return f"{model.name} is no longer where {app} kept it ({where}): it was moved or deleted there"
+        if [stat.st_size, stat.st_mtime_ns] != list(fingerprint):
+            return (f"{model.name} changed in {app} since it was added to Paddock (updated, or still being written): "
+                    "add it again in Models → Import once it is complete")
+        return None
 
     def reveal_folder(self, model_id: int) -> Path:
         return self.registry.model(model_id).path.parent
