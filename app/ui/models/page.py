@@ -41,11 +41,13 @@ from app.errors import PaddockError
 from app.models.catalog import STARTERS
 from app.models.download import Progress, human_size
 from app.models.hub import RepoSummary
+from app.models.other_apps import FoundModel
 from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel, is_adapter
 from app.models.variants import Variant
 from app.ui.common.messages import MessageBridge
 from app.ui.models.manager import ModelManager, RepoView
+from app.ui.models.other_apps import OtherAppsDialog
 
 REPO_ROLE = Qt.ItemDataRole.UserRole
 FIT_COLORS = {"gpu": "#2e7d32", "partial": "#8d6e00", "ram": "#2e7d32", "too_large": "#c62828"}
@@ -427,6 +429,7 @@ class LibraryTab(QWidget):
         layout.setContentsMargins(0, 8, 0, 0)
         buttons = QHBoxLayout()
         for text, slot in (("Chat with it", self.chat), ("Import GGUF…", self.import_file),
+                           ("From other apps…", self.manager.scan_other_apps),
                            ("Quantize…", self.quantize), ("Show in folder", self.reveal), ("Delete…", self.delete)):
             b = QPushButton(text)
             b.clicked.connect(slot)
@@ -449,6 +452,8 @@ class LibraryTab(QWidget):
         self.manager.libraryChanged.connect(self.refresh)
         self.manager.jobProgress.connect(self._on_job_progress)
         self.manager.jobFinished.connect(self._on_job_finished)
+        self.manager.othersFound.connect(self.offer_found)
+        self.found_dialog: OtherAppsDialog | None = None
 
     def refresh(self) -> None:
         library = self.manager.library
@@ -465,11 +470,15 @@ class LibraryTab(QWidget):
                 self._adapter_row(row, m)
                 continue
             params = meta.get("n_params") or 0
+            problem = self.manager.library.reference_problem(m)
             source = {"download": f"downloaded from {m.repo_id}", "import": "imported (copy)",
                       "link": "linked in place", "found": "found in the models folder",
                       "quantize": f"quantized from {Path(str(meta.get('quantized_from', '?'))).name}"}[m.source]
+            if meta.get("app"):
+                source = f"in {meta['app']}: {meta.get('location')}"
+            state = "  (missing or changed)" if problem else "" if m.path.exists() else "  (file missing)"
             cells = [
-                m.name + ("" if m.path.exists() else "  (file missing)"), m.quant or "?", human_size(m.size),
+                m.name + state, m.quant or "?", human_size(m.size),
                 str(meta.get("architecture", "?")), f"{params / 1e9:.2f} B" if params else "?",
                 f"{meta.get('context_length', 0):,}", m.license_id or "not stated",
                 "yes" if meta.get("has_template") else "none (plain prompt)", source,
@@ -491,6 +500,14 @@ class LibraryTab(QWidget):
             item = QTableWidgetItem(text)
             item.setToolTip(str(adapter.path))
             self.table.setItem(row, col, item)
+
+    def offer_found(self, found: list[FoundModel]) -> None:
+        """Show what other apps have; the checked ones are added by reference."""
+        known = {m.path for m in self.manager.library.registry.models()}
+        dialog = OtherAppsDialog(found, known, self)
+        dialog.accepted.connect(lambda: self.manager.add_references(dialog.chosen()))
+        self.found_dialog = dialog
+        dialog.open()
 
     def selected(self) -> LibraryModel | None:
         rows = self.table.selectionModel().selectedRows()
@@ -565,7 +582,7 @@ class LibraryTab(QWidget):
             self.progress = None
         self.refresh()
         if error:
-            self.page.bridge.error(error, title="Import failed" if what == "import" else "Quantization failed")
+            self.page.bridge.error(error, title="Quantization failed" if what == "quantize" else "Import failed")
 
     def reveal(self) -> None:
         m = self.selected()
