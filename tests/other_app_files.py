@@ -10,6 +10,11 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
+# what moves the apps' folders away from the home folder's defaults
+APP_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "OLLAMA_MODELS")
+
 OLLAMA_TEMPLATE = "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n" \
     "{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -24,11 +29,20 @@ def place(src: Path, dest: Path) -> Path:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def apps_home(tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder (``HOME``) where LM Studio, the HF cache and Ollama each keep ``model``."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var in APP_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    lmstudio(home, model)
+    hf_cache(home / ".cache" / "huggingface" / "hub", model)
+    ollama(home / ".ollama" / "models", model)
+    return home
 
 
 def lmstudio(home: Path, model: Path, publisher: str = "bartowski", repo: str = "SmolLM2-135M-Instruct-GGUF") -> Path:

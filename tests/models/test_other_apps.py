@@ -14,20 +14,13 @@ from app import paths
 from app.errors import ModelNotFoundError
 from app.models.library import Library
 from app.models.other_apps import HF_CACHE, LM_STUDIO, OLLAMA, default_locations, scan_all
-from tests.other_app_files import OLLAMA_TEMPLATE, hf_cache, lmstudio, ollama
+from tests.other_app_files import APP_VARIABLES, OLLAMA_TEMPLATE, apps_home
 
 
 @pytest.fixture
 def home(tmp_path: Path, instruct_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home folder where LM Studio, the HF cache and Ollama each keep SmolLM2."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "OLLAMA_MODELS"):
-        monkeypatch.delenv(var, raising=False)
-    lmstudio(home, instruct_model)
-    hf_cache(home / ".cache" / "huggingface" / "hub", instruct_model)
-    ollama(home / ".ollama" / "models", instruct_model)
-    return home
+    return apps_home(tmp_path, instruct_model, monkeypatch)
 
 
 def test_the_three_layouts_are_found_with_their_names_and_places(home: Path, instruct_model: Path) -> None:
@@ -95,7 +88,7 @@ def test_cli_import_scan_then_list(home: Path, instruct_model: Path) -> None:
 def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``paddock`` with a home of the test's (the apps' folders are found under it)."""
     full = {**os.environ, **env}
-    for var in ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "OLLAMA_MODELS"):
+    for var in APP_VARIABLES:
         full.pop(var, None)
     return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300,
                           env=full)

@@ -10,20 +10,14 @@ from pytestqt.qtbot import QtBot
 
 from app import paths
 from app.ui.window import MainWindow
-from tests.other_app_files import hf_cache, lmstudio, ollama
+from tests.other_app_files import apps_home
 from tests.ui.windows import WAIT_MS, make_window
 
 
 @pytest.fixture
 def found_window(qtbot: QtBot, tmp_path: Path, instruct_model: Path,
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[MainWindow]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "OLLAMA_MODELS"):
-        monkeypatch.delenv(var, raising=False)
-    lmstudio(home, instruct_model)
-    hf_cache(home / ".cache" / "huggingface" / "hub", instruct_model)
-    ollama(home / ".ollama" / "models", instruct_model)
+    apps_home(tmp_path, instruct_model, monkeypatch)
     w = make_window(qtbot, None)
     yield w
     w.controller.shutdown()
