@@ -20,6 +20,11 @@ class ModelNotFoundError(PaddockError):
     """No model with that path or library id."""
 
 
+class InvalidAdapterError(PaddockError):
+    """A LoRA adapter that cannot be used with the model (checked in the parent, before
+    llama.cpp sees it: some bad adapters make llama.cpp abort the whole process)."""
+
+
 class EngineError(PaddockError):
     """llama.cpp reported a failure (load, decode) inside the engine process."""
 

@@ -30,7 +30,7 @@ import psutil
 
 from app.api.errors import ApiError
 from app.engine.client import Engine
-from app.engine.types import LoadedModel, LoadSettings
+from app.engine.types import LoadedModel, LoadSettings, LoraAdapter
 from app.errors import EngineCrashedError, PaddockError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class ModelEntry:
     modified: float
     library_id: int | None = None
     sha256: str | None = None
+    adapters: tuple[LoraAdapter, ...] = ()  # LoRA adapters applied to every answer (``serve --lora``)
 
     def matches(self, requested: str) -> bool:
         wanted = requested.strip().lower()
@@ -222,7 +223,8 @@ class ModelPool:
                 raise ApiError(503, f"the engine running {entry.id} stopped and is being restarted{why}; "
                                     "try again shortly", code="model_reloading", retry_after=RETRY_AFTER_S)
             if slot is None:
-                slot = _Slot(entry, Engine(on_crash=functools.partial(self._crashed, entry.id)))
+                engine = Engine(on_crash=functools.partial(self._crashed, entry.id), adapters=entry.adapters)
+                slot = _Slot(entry, engine)
                 self._slots[entry.id] = slot
             slot.users += 1
             slot.last_used = time.monotonic()

@@ -26,6 +26,31 @@ from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import EngineCrashedError, PaddockError
 
 
+def add_lora_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="apply this LoRA adapter (a GGUF adapter file) at SCALE (default 1.0); repeatable. "
+                             "Each is checked against the model first")
+
+
+def lora_adapters(args: argparse.Namespace) -> list[Any]:
+    """``--lora`` values as adapters (checked against the model when the engine streams).
+
+    Raises:
+        PaddockError: a scale that is not a number.
+    """
+    from app.engine.lora import parse_lora_arg
+    from app.engine.types import LoraAdapter
+
+    adapters = []
+    for text in args.lora:
+        try:
+            path, scale = parse_lora_arg(text)
+        except ValueError as exc:
+            raise PaddockError(str(exc)) from exc
+        adapters.append(LoraAdapter(str(Path(path).expanduser().resolve()), scale))
+    return adapters
+
+
 def add_parser(sub: Any) -> None:
     chat = sub.add_parser("chat", help="ask a model a question and stream the answer (also in a stored chat)")
     chat.add_argument("--model", default=None, help="path to a .gguf file, or a model in the library "
@@ -59,6 +84,7 @@ def add_parser(sub: Any) -> None:
                        help="ask a reasoning model to answer without thinking")
     chat.add_argument("--chat-template", metavar="FILE", default=None,
                       help="use this Jinja chat template instead of the one in the model file")
+    add_lora_argument(chat)
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", nargs="?", default=None, help="the message")
 
@@ -209,8 +235,12 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"note: {notice}", file=sys.stderr)
         answer = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
+        adapters = lora_adapters(args) if args.lora else store.chat_adapters(conv.id)  # --lora: the chat's from now
         try:
-            result = _stream(engine, loaded, messages, _params(args), args)
+            if args.lora:
+                engine.check_adapters(adapters)  # a bad one is refused before it is kept with the chat
+                store.set_chat_adapters(conv.id, adapters)
+            result = _stream(engine, loaded, messages, _params(args), args, adapters=adapters)
         except EngineCrashedError as exc:
             store.update_message(answer.id, content=exc.partial_text, status="error", error=str(exc))
             raise
@@ -221,20 +251,22 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
         store.update_message(answer.id, content=result.text, status=status, stats=result.stats.to_dict(),
                              reasoning=result.reasoning, sources=sources or None)
         store.touch(conv.id)
-        _report(args, loaded, result, {"chat": conv.id, "sources": len(sources)})
+        _report(args, loaded, result, {"chat": conv.id, "sources": len(sources),
+                                       "adapters": [{"path": a.path, "scale": a.scale} for a in adapters]})
         if not args.json:
             print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
     return 0
 
 
 def _stream(engine: Any, loaded: Any, messages: list[Any], params: Any, args: argparse.Namespace, *,
-            raw: str | None = None) -> Any:
+            raw: str | None = None, adapters: list[Any] | None = None) -> Any:
     """Stream the answer to stdout and a reasoning model's thinking to stderr (dimmed on a
     terminal), so that ``paddock chat ... > answer.txt`` keeps only the answer."""
     if not args.json:
         for notice in loaded.notices:
             print(f"note: {notice}", file=sys.stderr)
-    gen = engine.stream(messages, params, raw_prompt=raw)
+    gen = engine.stream(messages, params, raw_prompt=raw,
+                        adapters=lora_adapters(args) if adapters is None else adapters)
     thinking = False
     try:
         for kind, chunk in gen.deltas():
@@ -292,7 +324,8 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "predicted_tokens_per_s": loaded.predicted_tokens_per_s,
         "notices": list(loaded.notices + result.notices),
         "devices": [d.to_dict() for d in loaded.devices],
-        **extra,
+        "adapters": [{"path": a.path, "scale": a.scale} for a in lora_adapters(args)],
+        **extra,  # (a stored turn: the chat's adapters)
     }
     if result.reasoning:
         out["reasoning"] = result.reasoning

@@ -64,9 +64,16 @@ def add_parser(sub: Any) -> None:
     rm = msub.add_parser("rm", help="delete a model from the library (files in Paddock's folder are deleted)")
     rm.add_argument("id")
 
-    imp = msub.add_parser("import", help="add a GGUF file to the library")
-    imp.add_argument("path")
+    imp = msub.add_parser("import", help="add a GGUF file (a model or a LoRA adapter) to the library, or with "
+                          "--scan the models LM Studio, Ollama and the Hugging Face cache already have")
+    imp.add_argument("path", nargs="?", default=None)
+    imp.add_argument("--scan", action="store_true",
+                     help="find the GGUF models of LM Studio, Ollama and the Hugging Face cache and add them where "
+                          "they are (no copy)")
+    imp.add_argument("--json", action="store_true", help="with --scan: print what was found as JSON")
     imp.add_argument("--link", action="store_true", help="leave the file where it is instead of copying it")
+    imp.add_argument("--base", default=None, metavar="MODEL",
+                     help="a LoRA adapter's base model (path or library id); default: the library model it fits")
 
     quant = msub.add_parser("quantize", help="(re)quantize a GGUF with llama.cpp")
     quant.add_argument("src", help="a path or library id")
@@ -301,19 +308,35 @@ def _list(args: argparse.Namespace) -> int:
     library = Library()
     try:
         models = library.models()
+        adapters = library.adapters()
     finally:
         library.close()
+
+    def entry(m: Any) -> dict[str, Any]:
+        return {"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
+                "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
+                "license": m.license_id, "exists": m.path.exists(), "problem": library.reference_problem(m),
+                **m.meta}
+
+    under = {m.id: [a for a in adapters if a.meta.get("base_id") == m.id] for m in models}
+    loose = [a for a in adapters if a.meta.get("base_id") not in under]
     if args.json:
-        _print_json([{"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
-                      "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
-                      "license": m.license_id, "exists": m.path.exists(), **m.meta} for m in models])
+        _print_json([{**entry(m), "adapters": [entry(a) for a in under[m.id]]} for m in models]
+                    + [{**entry(a), "adapters": []} for a in loose])
         return 0
-    if not models:
+    if not models and not adapters:
         print("no models yet: `paddock models pull REPO` or `paddock models import FILE.gguf`")
     for m in models:
-        missing = "  (file missing)" if not m.path.exists() else ""
+        problem = library.reference_problem(m)
+        missing = f"  ({problem})" if problem else "  (file missing)" if not m.path.exists() else ""
+        app = f"  in {m.meta['app']}: {m.meta.get('location')}" if m.meta.get("app") else ""
         print(f"#{m.id:<4} {m.name:50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
-              f"{m.license_id or ''}{missing}")
+              f"{m.license_id or ''}{app}{missing}")
+        for a in under[m.id]:
+            print(f"  └ #{a.id:<4} LoRA {a.name:43} {human_size(a.size):>9}  {a.source:9}")
+    for a in loose:
+        print(f"#{a.id:<4} LoRA {a.name:45} {human_size(a.size):>9}  {a.source:9} "
+              f"(no base model in the library: {a.meta.get('architecture')})")
     return 0
 
 
@@ -333,14 +356,57 @@ def _rm(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from app.engine.gguf_file import read_gguf
     from app.models.library import Library
 
+    if args.scan:
+        if args.path or args.base or args.link:
+            raise PaddockError("--scan finds the models itself: give no file (and no --base or --link)")
+        return _import_scan(args)
+    if not args.path:
+        raise PaddockError("give the GGUF file to import, or --scan to find other apps' models")
     library = Library()
     try:
+        if read_gguf(Path(args.path).expanduser()).get("general.type") == "adapter":
+            adapter = library.import_adapter(Path(args.path), args.base, link=args.link)
+            base_id = adapter.meta.get("base_id")
+            base = f"for #{base_id} {library.registry.model(base_id).name}" if base_id else \
+                "(no model it fits is in the library yet)"
+            print(f"Added LoRA adapter #{adapter.id}: {adapter.name} {base} at {adapter.path}")
+            return 0
+        if args.base:
+            raise PaddockError("--base is for LoRA adapters, and this file is a model")
         model = library.import_file(Path(args.path), link=args.link)
     finally:
         library.close()
     print(f"Added #{model.id}: {model.name} ({model.quant}, {human_size(model.size)}) at {model.path}")
+    return 0
+
+
+def _import_scan(args: argparse.Namespace) -> int:
+    from app.models.library import Library
+    from app.models.other_apps import default_locations, scan_all
+
+    locations = default_locations()
+    found = scan_all(locations)
+    library = Library()
+    try:
+        added = {m.path for m in library.add_references(found)}
+    finally:
+        library.close()
+    if args.json:
+        _print_json([{"app": f.app, "name": f.name, "path": str(f.path), "location": str(f.location),
+                      "size": f.size, "architecture": f.architecture, "adapter": f.adapter,
+                      "added": f.path in added} for f in found])
+        return 0
+    searched = [str(p) for paths in locations.values() for p in paths]
+    if not found:
+        print("no GGUF models found in " + (", ".join(searched) if searched else
+              "LM Studio's, Ollama's or the Hugging Face cache's folders (none exist here)"))
+    for f in found:
+        state = "added" if f.path in added else "already in the library"
+        print(f"{f.app:18} {f.name:50} {human_size(f.size):>9}  {state}  ({f.location})")
+    print(f"{len(added)} added by reference (no copy); they stay where the other apps keep them.", file=sys.stderr)
     return 0
 
 

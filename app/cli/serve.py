@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
+from app.cli.chat import add_lora_argument, lora_adapters
 from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import PaddockError
 
@@ -32,6 +35,7 @@ def add_parser(sub: Any) -> None:
     from app.cli.chat import add_worker_option
 
     add_worker_option(serve)
+    add_lora_argument(serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api import ApiServer
     from app.api.models import ModelPool, entries_for, library_entries
+    from app.engine.lora import check_adapter
     from app.engine.types import LoadSettings
     from app.models.library import loadable_model
 
@@ -47,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
                             n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
+    if args.lora and not args.model:
+        raise PaddockError("--lora applies to one model: name it with --model (an adapter fits only its base model)")
     if args.model:
-        entries = entries_for([(loadable_model(args.model), None, None)])
+        model = loadable_model(args.model)
+        adapters = lora_adapters(args)
+        for adapter in adapters:  # a bad adapter stops the server before it listens
+            check_adapter(adapter.path, model)
+        entries = [dataclasses.replace(e, adapters=tuple(adapters)) for e in entries_for([(model, None, None)])]
         preload = entries[0]
     else:
         entries, preload = library_entries(), None
@@ -66,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             lease = pool.lease(preload.id)
             lease.release()
             what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx})"
+            if preload.adapters:
+                what += " with LoRA " + ", ".join(f"{Path(a.path).name}×{a.scale:g}" for a in preload.adapters)
         else:
             what = f"{len(entries)} models from the library, each loaded on request"
         print(f"Serving {what} at http://{args.host}:{args.port}/v1 (OpenAI) and http://{args.host}:{args.port}/api "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -48,6 +49,7 @@ from app.engine.types import (
     GenerationResult,
     LoadedModel,
     LoadSettings,
+    LoraAdapter,
     SamplingParams,
     TokenLogprob,
 )
@@ -147,12 +149,14 @@ class Engine:
             update a status bar; the error is raised as well.
     """
 
-    def __init__(self, on_crash: Callable[[errors.EngineCrashedError], None] | None = None) -> None:
+    def __init__(self, on_crash: Callable[[errors.EngineCrashedError], None] | None = None,
+                 adapters: Sequence[LoraAdapter] = ()) -> None:
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self.on_crash = on_crash
+        self.adapters = tuple(adapters)  # LoRA adapters of answers that name none (``paddock serve --lora``)
         self.loaded: LoadedModel | None = None
         self.system_info = ""
         self.backend = "cpu"
@@ -265,6 +269,7 @@ class Engine:
         tool_choice: str = "auto",
         room: int | None = None,
         raw_tokens: Sequence[int] | None = None,
+        adapters: Sequence[LoraAdapter] | None = None,
     ) -> Generation:
         """An answer to ``messages``; with ``continue_final`` the last message is a cut-off
         answer that the model writes on from where it ended.  ``tools`` (OpenAI entries) may
@@ -275,12 +280,18 @@ class Engine:
                 user); a number requires the whole prompt plus that many answer tokens to fit,
                 else :class:`ContextOverflowError` before anything is generated (the API).
             raw_tokens: a raw completion of these token ids (instead of ``raw_prompt`` text).
+            adapters: LoRA adapters (file and scale) applied to this answer; switching needs no reload.
+                None: the engine's own (``adapters`` given when it was made); ``()``: none.
+
+        Raises:
+            InvalidAdapterError: an adapter does not fit the loaded model (checked here, before the engine).
         """
         if not self.is_alive() or self.loaded is None:
             raise errors.EngineError("no model is loaded: choose a model first")
+        checked = self.check_adapters(self.adapters if adapters is None else adapters)
         return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final,
                                          tuple(tools), tool_choice, room,
-                                         tuple(raw_tokens) if raw_tokens is not None else None))
+                                         tuple(raw_tokens) if raw_tokens is not None else None, checked))
 
     def generate(
         self,
@@ -291,13 +302,34 @@ class Engine:
         continue_final: bool = False,
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: str = "auto",
+        adapters: Sequence[LoraAdapter] | None = None,
     ) -> GenerationResult:
         gen = self.stream(messages, params, raw_prompt, continue_final=continue_final, tools=tools,
-                          tool_choice=tool_choice)
+                          tool_choice=tool_choice, adapters=adapters)
         for _ in gen:
             pass
         assert gen.result is not None
         return gen.result
+
+    def check_adapters(self, adapters: Sequence[LoraAdapter]) -> tuple[LoraAdapter, ...]:
+        """Each adapter checked against the loaded model (app/engine/lora.py), with the file identity it
+        was checked at, which the engine holds it to.
+
+        Raises:
+            InvalidAdapterError: one does not fit, or its scale is not a finite number.
+        """
+        from app.engine.lora import check_adapter
+
+        if not adapters:
+            return ()
+        if self.loaded is None:
+            raise errors.EngineError("no model is loaded: choose a model first")
+        checked = []
+        for adapter in adapters:
+            if not math.isfinite(adapter.scale):
+                raise errors.InvalidAdapterError(f"the scale of {os.path.basename(adapter.path)} must be a number")
+            checked.append(check_adapter(adapter.path, self.loaded.path).use(adapter.scale))
+        return tuple(checked)
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> tuple[int, int]:
         """(prompt tokens, context size) for these messages with the loaded model."""

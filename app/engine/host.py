@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from app.engine import hardware, rpc
+from app.engine.adapters import AdapterSet, adapter_key
 from app.engine.chat_format import (
     FALLBACK_NOTICE,
     ChatFormatter,
@@ -76,9 +77,17 @@ from app.engine.types import (
     GenerationStats,
     LoadedModel,
     LoadSettings,
+    LoraAdapter,
     TokenLogprob,
 )
-from app.errors import ContextOverflowError, EngineError, InvalidRequestError, ModelLoadError, PaddockError
+from app.errors import (
+    ContextOverflowError,
+    EngineError,
+    InvalidModelError,
+    InvalidRequestError,
+    ModelLoadError,
+    PaddockError,
+)
 
 log = logging.getLogger("paddock.engine.host")
 
@@ -122,6 +131,9 @@ class EngineHost:
         self.drafter: DraftModel | None = None  # the draft model, when the user chose one
         self._draft_llm: Any = None
         self.states: StateStore | None = None
+        # LoRA adapters on the context; kept states are keyed by the set (state_key's arguments)
+        self.adapters: AdapterSet | None = None
+        self._states_args: tuple[str, list[object], int, int] | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
         self._abort: Any = None  # the abort callback (native.Session arms it for prompt batches)
         self._overrides: ExpertOverrides | None = None  # the loaded model's tensor overrides (MoE experts in RAM)
@@ -287,6 +299,10 @@ class EngineHost:
             except Exception:  # a cache: never in the way of unloading
                 log.exception("could not keep the conversation states")
             self.states = None
+        if self.adapters is not None:
+            self.adapters.close()  # cleared from the context and freed before the model
+            self.adapters = None
+        self._states_args = None
         if self.embedder is not None and self.embedder is not self.llm:
             self.embedder.close()
         self.embedder = None
@@ -312,6 +328,9 @@ class EngineHost:
         from llama_cpp import Llama
 
         info = read_gguf(path)  # raises InvalidModelError before llama.cpp sees the file
+        if info.get("general.type") == "adapter":
+            raise InvalidModelError(f"{info.path.name} is a LoRA adapter, not a model: load its base model and "
+                                    "apply the adapter to it")
         self._unload()
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
@@ -392,10 +411,11 @@ class EngineHost:
             notices.append(rpc.placement_notice(devices))
         self.llm = llm
         self.session = session
+        self.adapters = AdapterSet(llm)
         if not settings.embedding:
-            key = state_key(str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True])
-            self.states = StateStore(states_folder(), key, settings.kept_states_ram_mb << 20,
-                                     settings.kept_states_disk_mb << 20)
+            self._states_args = (str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True],
+                                 settings.kept_states_ram_mb << 20, settings.kept_states_disk_mb << 20)
+            self.states = self._state_store()
         self.embedding_mode = settings.embedding
         self.info = info
         template = settings.chat_template or info.chat_template
@@ -550,6 +570,35 @@ class EngineHost:
             return
         states.put(tokens, data)
 
+    def _state_store(self) -> StateStore:
+        """The kept states of this model, settings and adapter set (without adapters: the model's own key)."""
+        assert self._states_args is not None
+        path, settings, ram, disk = self._states_args
+        lora = [list(k) for k in self.adapters.key] if self.adapters is not None else []
+        return StateStore(states_folder(), state_key(path, settings + lora if lora else settings), ram, disk)
+
+    def _use_adapters(self, adapters: Sequence[LoraAdapter]) -> None:
+        """Apply the request's LoRA adapter set.  Nothing computed under one set is used under another:
+        on a change the evaluated sequence is kept under the old set's key and cleared, and the kept
+        states of the new set (their own key) take the place of the old set's.
+
+        Raises:
+            InvalidAdapterError: an adapter is gone, changed since it was checked, or refused (nothing changed).
+        """
+        if self.adapters is None or self.session is None or adapter_key(adapters) == self.adapters.key:
+            return
+        if self.states is not None:
+            self._keep_current()  # computed under the old set: kept under its key, before the set changes
+        if not self.adapters.apply(adapters):
+            return
+        self.session.clear()
+        if self.states is not None:
+            try:
+                self.states.flush()
+            except Exception:  # a cache: never in the way of an answer
+                log.exception("could not keep the conversation states")
+            self.states = self._state_store()
+
     def _restore(self, state: KeptState) -> bool:
         session, states = self.session, self.states
         if session is None or states is None:
@@ -628,6 +677,7 @@ class EngineHost:
         llm, session = self.llm, self.session
         if llm is None or session is None:
             raise EngineError("no model is loaded: choose a model first")
+        self._use_adapters(req.adapters)
         params = req.params
         notices: list[str] = []
         raw = req.raw_prompt is not None or req.raw_tokens is not None

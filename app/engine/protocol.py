@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams, TokenLogprob
+from app.engine.types import (
+    ChatMessage,
+    GenerationResult,
+    LoadedModel,
+    LoadSettings,
+    LoraAdapter,
+    SamplingParams,
+    TokenLogprob,
+)
 
 # -- requests ------------------------------------------------------------------
 
@@ -43,6 +51,8 @@ class Generate:
     room: int | None = None
     # A raw completion given as token ids (the API's ``prompt: [12, 34]``) instead of text.
     raw_tokens: tuple[int, ...] | None = None
+    # LoRA adapters applied to this answer (checked by the parent, app/engine/lora.py); () the model alone.
+    adapters: tuple[LoraAdapter, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,17 @@ class SamplingParams:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter applied to an answer: its file, its scale (0 leaves the model as it is), and the
+    file's (size, mtime_ns) when the parent checked it (app/engine/lora.py): the engine refuses a file
+    that changed since, so nothing unchecked reaches llama.cpp."""
+
+    path: str
+    scale: float = 1.0
+    fingerprint: tuple[int, int] = (0, 0)
+
+
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 
 

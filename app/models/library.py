@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app import paths
@@ -20,7 +20,16 @@ from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFound
 from app.models.download import check_disk_space, part_path
 from app.models.hub import RepoDetails, safe_relative_path
 from app.models.licenses import LicenseInfo
-from app.models.registry import Acceptance, DownloadRecord, LibraryModel, Registry, RemoteFile, model_meta
+from app.models.other_apps import FoundModel
+from app.models.registry import (
+    Acceptance,
+    DownloadRecord,
+    LibraryModel,
+    Registry,
+    RemoteFile,
+    is_adapter,
+    model_meta,
+)
 from app.models.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -89,8 +98,62 @@ class Library:
         return added
 
     def models(self) -> list[LibraryModel]:
+        """The models (LoRA adapters are listed by :meth:`adapters`)."""
         self.scan()
-        return self.registry.models()
+        return [m for m in self.registry.models() if not is_adapter(m)]
+
+    # -- LoRA adapters -----------------------------------------------------------
+
+    def adapters(self) -> list[LibraryModel]:
+        """The LoRA adapters, each attached to the base model it fits (``meta["base_id"]``) once one is in
+        the library: an adapter downloaded or found before its base is attached when the base comes."""
+        from app.engine.lora import check_adapter
+
+        self.scan()
+        everything = self.registry.models()
+        ids = {m.id for m in everything}
+        bases = [m for m in everything if not is_adapter(m) and m.path.exists()]
+        for adapter in [m for m in everything if is_adapter(m)]:
+            if adapter.meta.get("base_id") in ids or not adapter.path.exists():
+                continue
+            for base in bases:
+                if base.meta.get("architecture") != adapter.meta.get("architecture"):
+                    continue
+                try:
+                    check_adapter(adapter.path, base.path)
+                except PaddockError:
+                    continue
+                self.registry.update_meta(adapter.id, {**adapter.meta, "base_id": base.id})
+                break
+        return [m for m in self.registry.models() if is_adapter(m)]
+
+    def adapters_for(self, base: LibraryModel) -> list[LibraryModel]:
+        return [a for a in self.adapters() if a.meta.get("base_id") == base.id]
+
+    def import_adapter(self, source: Path, base: str | None = None, link: bool = False) -> LibraryModel:
+        """Add a LoRA adapter, checked against ``base`` (a model reference) when given, else attached to the
+        first library model it fits.
+
+        Raises:
+            InvalidAdapterError: not a LoRA adapter, or it does not fit ``base`` (the reason said).
+        """
+        from app.engine.lora import check_adapter
+        from app.errors import InvalidAdapterError
+
+        source = source.expanduser().resolve()
+        if read_gguf(source).get("general.type") != "adapter":
+            raise InvalidAdapterError(f"{source.name} is not a LoRA adapter (general.type is not 'adapter'): "
+                                      "import it as a model instead")
+        base_model = None
+        if base is not None:
+            base_path = self.resolve(base)
+            check_adapter(source, base_path)
+            base_model = self.registry.model_by_path(base_path) or self.import_file(base_path, link=True)
+        added = self.import_file(source, link=link)
+        if base_model is not None:
+            self.registry.update_meta(added.id, {**added.meta, "base_id": base_model.id})
+        self.adapters()  # attach to a base when none was named
+        return self.registry.model(added.id)
 
     def resolve(self, ref: str) -> Path:
         """A model reference as users type it: a library id, a path, a file name, or a name without ``.gguf``.
@@ -133,6 +196,14 @@ class Library:
             LicenseNotAcceptedError: the acceptance was withdrawn (or never recorded).
         """
         model = self.registry.model_by_path(path)
+        if model is not None and is_adapter(model):
+            from app.errors import InvalidAdapterError
+
+            raise InvalidAdapterError(f"{model.name} is a LoRA adapter, not a model: load its base model and apply "
+                                      "the adapter to it (a chat's settings, or --lora)")
+        problem = self.reference_problem(model) if model is not None else None
+        if problem:
+            raise ModelNotFoundError(problem)
         if model is None or model.source != "download" or not model.repo_id:
             return
         if model.acceptance_id is None or self.registry.acceptance_by_id(model.acceptance_id) is None:
@@ -226,6 +297,52 @@ class Library:
             folder = folder.parent
         self.registry.remove_model(model_id)
         return f"Deleted {model.name} ({freed / 1e9:.2f} GB freed)."
+
+    # -- other apps' models, by reference ------------------------------------------
+
+    def add_references(self, found: Sequence[FoundModel]) -> list[LibraryModel]:
+        """Add models other apps keep (app/models/other_apps.py) where they are: no copy.  Each remembers
+        its app, where the app keeps it and the file's size and time, so that a file the app deletes or
+        rewrites is shown as missing or changed and never loaded.  Models already in the library are kept."""
+        added = []
+        for model in found:
+            if self.registry.model_by_path(model.path) is not None:
+                continue
+            try:
+                info = read_gguf(model.path)
+                stat = model.path.stat()
+            except (PaddockError, OSError) as exc:
+                log.info("not adding %s: %s", model.location, exc)
+                continue
+            meta = {**model_meta(info), "app": model.app, "location": str(model.location),
+                    "fingerprint": [stat.st_size, stat.st_mtime_ns]}
+            if model.template:
+                meta["app_template"] = model.template
+            added.append(self.registry.add_model(
+                model.path, name=model.name, source="link", parts=list(model.parts) or None, repo_id=model.repo_id,
+                quant=info.quantization, size=model.size, license_id=info.license, meta=meta,
+            ))
+        if any(is_adapter(m) for m in added):
+            self.adapters()  # attach adapters to their base models
+        return added
+
+    def reference_problem(self, model: LibraryModel) -> str | None:
+        """Why a model another app keeps cannot be used now (moved, deleted, or changed there); None if fine."""
+        fingerprint = model.meta.get("fingerprint")
+        if not fingerprint:
+            return None
+        app, where = model.meta.get("app", "the other app"), model.meta.get("location", str(model.path))
+        try:
+            stat = model.path.stat()
+            missing = [p for p in model.parts if not p.exists()]
+        except OSError:
+            stat, missing = None, []
+        if stat is None or missing:
+            return f"{model.name} is no longer where {app} kept it ({where}): it was moved or deleted there"
+        if [stat.st_size, stat.st_mtime_ns] != list(fingerprint):
+            return (f"{model.name} changed in {app} since it was added to Paddock (updated, or still being written): "
+                    "add it again in Models → Import once it is complete")
+        return None
 
     def reveal_folder(self, model_id: int) -> Path:
         return self.registry.model(model_id).path.parent

@@ -236,6 +236,10 @@ class Registry:
         rows = self.db.query("SELECT * FROM models WHERE path = ?", (str(path),))
         return _model(rows[0]) if rows else None
 
+    def update_meta(self, model_id: int, meta: dict[str, Any]) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE models SET meta = ? WHERE id = ?", (json.dumps(meta), model_id))
+
     def remove_model(self, model_id: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
@@ -288,8 +292,9 @@ class Registry:
 
 
 def model_meta(info: GGUFInfo) -> dict[str, Any]:
-    """What the registry keeps of a model's GGUF header (shown in My models without reading the file)."""
-    return {
+    """What the registry keeps of a model's GGUF header (shown in My models without reading the file).
+    A LoRA adapter is marked ``kind: adapter`` (listed under its base model, never loaded as a model)."""
+    meta = {
         "architecture": info.architecture,
         "display_name": info.name,
         "n_params": info.n_params,
@@ -298,3 +303,10 @@ def model_meta(info: GGUFInfo) -> dict[str, Any]:
         "has_template": info.chat_template is not None,
         "quant": info.quantization,
     }
+    if info.get("general.type") == "adapter":
+        meta["kind"] = "adapter"
+    return meta
+
+
+def is_adapter(model: LibraryModel) -> bool:
+    return model.meta.get("kind") == "adapter"

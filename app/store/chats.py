@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.engine.types import ChatMessage, GenerationStats, Role, SamplingParams
+from app.engine.types import ChatMessage, GenerationStats, LoraAdapter, Role, SamplingParams
 from app.errors import StoreError
 from app.store.db import Database, Migration
 
@@ -295,6 +295,18 @@ class ChatStore:
     def delete_conversation(self, conv_id: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+            conn.execute("DELETE FROM settings WHERE key = ?", (_adapters_key(conv_id),))
+
+    # -- a chat's LoRA adapters (kept in the settings table, keyed by the chat) --
+
+    def chat_adapters(self, conv_id: int) -> list[LoraAdapter]:
+        """The LoRA adapters (file, scale) the chat's answers are written with."""
+        raw = self.get_setting(_adapters_key(conv_id), [])
+        return [LoraAdapter(str(a["path"]), float(a.get("scale", 1.0)))
+                for a in raw if isinstance(a, dict) and isinstance(a.get("path"), str)] if isinstance(raw, list) else []
+
+    def set_chat_adapters(self, conv_id: int, adapters: Sequence[LoraAdapter]) -> None:
+        self.set_setting(_adapters_key(conv_id), [{"path": a.path, "scale": a.scale} for a in adapters])
 
     def touch(self, conv_id: int) -> None:
         with self.db.transaction() as conn:
@@ -480,6 +492,7 @@ class ChatStore:
             "model": conv.model,
             "system_prompt": conv.system_prompt,
             "sampling": conv.sampling.to_dict(),
+            "adapters": [{"path": a.path, "scale": a.scale} for a in self.chat_adapters(conv_id)],
             "created_at": conv.created_at,
             "messages": [
                 {
@@ -572,6 +585,9 @@ class ChatStore:
                 )
                 parent = int(inserted.lastrowid or 0)
             conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (parent, conv_id))
+        adapters = data.get("adapters")
+        if isinstance(adapters, list) and adapters:
+            self.set_setting(_adapters_key(conv_id), adapters)  # read back (and sifted) by chat_adapters
         return self.conversation(conv_id)
 
 
@@ -602,3 +618,7 @@ def _fts_query(text: str) -> str:
     """User text as an FTS5 query: each word a quoted prefix term (no FTS syntax injection)."""
     words = [w.replace('"', '""') for w in text.split() if w.strip()]
     return " ".join(f'"{w}"*' for w in words) or '""'
+
+
+def _adapters_key(conv_id: int) -> str:
+    return f"chat.{conv_id}.lora"

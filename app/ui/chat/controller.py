@@ -375,6 +375,10 @@ class ChatController(QObject):
                 specs, problems = self.tools.tools(conv.id)
                 for problem in problems:
                     self.notice.emit(problem)
+            adapters = self.store.chat_adapters(conv.id)  # the chat's LoRA adapters, checked by the engine
+            if adapters and remote_ref is not None:
+                self.notice.emit("This chat's LoRA adapters apply to local models only: this server's model "
+                                 "answers without them.")
             rounds = 0
             while True:
                 if active.cancel_requested:
@@ -390,7 +394,8 @@ class ChatController(QObject):
                 else:
                     gen = self.engine.stream(messages, conv.sampling, continue_final=active.continuing,
                                              tools=[t.function() for t in specs],
-                                             tool_choice=conv.sampling.tool_choice if rounds == 0 else "auto")
+                                             tool_choice=conv.sampling.tool_choice if rounds == 0 else "auto",
+                                             adapters=adapters)
                 for kind, piece in gen.deltas():
                     if kind == "thinking":
                         active.thinking += piece

@@ -56,6 +56,13 @@ class ModelChoices:
         recent = [p for p in self.store.get_setting("recent_models", []) if p != path]
         self.store.set_setting("recent_models", [path, *recent][:RECENT_LIMIT])
 
+    def adapters_for(self, path: str) -> list[tuple[str, str]]:
+        """(name, path) of the library's LoRA adapters whose base model is the file at ``path``."""
+        base = self.library.registry.model_by_path(Path(path))
+        if base is None:
+            return []
+        return [(a.name, str(a.path)) for a in self.library.adapters_for(base) if a.path.exists()]
+
     def name(self, path: str) -> str:
         info = self.info(path)
         return info.name if info else Path(path).name

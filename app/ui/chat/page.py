@@ -97,7 +97,7 @@ class ChatPage(QWidget):
         main.addWidget(self.approval)
         main.addWidget(self._build_composer())
         outer.addLayout(main, 1)
-        self.settings_panel = SettingsPanel(self.save_chat_settings)
+        self.settings_panel = SettingsPanel(self.save_chat_settings, self._adapter_choices)
         self.tools_panel: ChatToolsPanel | None = None
         if tools is not None:
             self.tools_panel = ChatToolsPanel(tools, bridge.status, self._require_tools)
@@ -183,6 +183,7 @@ class ChatPage(QWidget):
         self.messages.load(conv_id, self.controller.live_texts())
         self.title_label.setText(conv.title)
         self.settings_panel.show_settings(conv.system_prompt, conv.sampling)
+        self.settings_panel.adapters.set_adapters(self.store.chat_adapters(conv_id))
         self.model_combo.fill(conv.model)
         self.notice_bar.hide()
         self.docs_panel.set_conversation(conv_id)
@@ -314,6 +315,14 @@ class ChatPage(QWidget):
             system_prompt=self.settings_panel.system.toPlainText(),
             sampling=self.settings_panel.sampling(conv.sampling),
         )
+        self.store.set_chat_adapters(self.current_conv, self.settings_panel.adapters.adapters())
+
+    def _adapter_choices(self) -> list[tuple[str, str]]:
+        """The library's adapters for the current chat's model (the settings panel's *Add adapter* menu)."""
+        if self.current_conv is None:
+            return []
+        model = self.store.conversation(self.current_conv).model
+        return self.choices.adapters_for(model) if model else []
 
     def _on_messages_changed(self, conv_id: int) -> None:
         if conv_id == self.current_conv and not self.closed:

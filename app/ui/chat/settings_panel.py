@@ -1,27 +1,36 @@
-"""The per-chat settings panel: system prompt and sampling, beside the conversation."""
+"""The per-chat settings panel: system prompt, sampling and LoRA adapters, beside the conversation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QFrame,
+    QHBoxLayout,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
+    QWidget,
 )
 
-from app.engine.types import SamplingParams
+from app.engine.types import LoraAdapter, SamplingParams
+
+# (name, path) of the library's adapters that fit the chat's model
+AdapterChoices = Callable[[], list[tuple[str, str]]]
 
 
 class SettingsPanel(QFrame):
     """Per-chat system prompt and sampling settings."""
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], adapter_choices: AdapterChoices | None = None) -> None:
         super().__init__()
         self.setObjectName("settingsPanel")
         self.setFixedWidth(280)
@@ -60,6 +69,8 @@ class SettingsPanel(QFrame):
         self.think.hide()
         self._think_default = False
         form.addRow(self.think)
+        self.adapters = AdapterList(adapter_choices or list, self._changed)
+        form.addRow(self.adapters)
         hint = QLabel("Changes apply to the next answer.")
         hint.setObjectName("hint")
         form.addRow(hint)
@@ -113,6 +124,88 @@ class SettingsPanel(QFrame):
     def _changed(self) -> None:
         if not self._loading:
             self._on_change()
+
+
+class AdapterList(QWidget):
+    """The chat's LoRA adapters, each with its scale (0 turns one off); *Add adapter* offers the library's
+    adapters for the chat's model, or any adapter file.  A change applies to the next answer without
+    reloading the model; an adapter that does not fit is refused with the reason when the answer starts."""
+
+    def __init__(self, choices: AdapterChoices, on_change: Callable[[], None]) -> None:
+        super().__init__()
+        self._choices = choices
+        self._on_change = on_change
+        self._rows: list[tuple[str, QWidget, QDoubleSpinBox]] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 6, 0, 0)
+        layout.addWidget(QLabel("LoRA adapters"))
+        self._box = QVBoxLayout()
+        layout.addLayout(self._box)
+        self.add_button = QToolButton()
+        self.add_button.setText("Add adapter…")
+        self.add_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.menu = QMenu(self.add_button)
+        self.menu.aboutToShow.connect(self._fill_menu)
+        self.add_button.setMenu(self.menu)
+        layout.addWidget(self.add_button)
+
+    def adapters(self) -> list[LoraAdapter]:
+        return [LoraAdapter(path, spin.value()) for path, _, spin in self._rows]
+
+    def set_adapters(self, adapters: list[LoraAdapter]) -> None:
+        for _, row, _ in self._rows:
+            row.deleteLater()
+        self._rows = []
+        for adapter in adapters:
+            self._add_row(adapter.path, adapter.scale)
+
+    def add(self, path: str, scale: float = 1.0) -> None:
+        if any(p == path for p, _, _ in self._rows):
+            return
+        self._add_row(path, scale)
+        self._on_change()
+
+    def remove(self, path: str) -> None:
+        for entry in list(self._rows):
+            if entry[0] == path:
+                self._rows.remove(entry)
+                entry[1].deleteLater()
+        self._on_change()
+
+    def _add_row(self, path: str, scale: float) -> None:
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(0, 0, 0, 0)
+        name = QLabel(Path(path).stem)
+        name.setToolTip(path)
+        spin = _spin(-4.0, 4.0, 0.1, 2)
+        spin.setValue(scale)
+        spin.setToolTip("Scale: 1 applies the adapter as trained, 0 turns it off")
+        spin.valueChanged.connect(self._on_change)
+        remove = QToolButton()
+        remove.setText("✕")
+        remove.setToolTip("Remove this adapter from the chat")
+        remove.clicked.connect(lambda: self.remove(path))
+        line.addWidget(name, 1)
+        line.addWidget(spin)
+        line.addWidget(remove)
+        self._box.addWidget(row)
+        self._rows.append((path, row, spin))
+
+    def _fill_menu(self) -> None:
+        self.menu.clear()
+        for name, path in self._choices():
+            action = self.menu.addAction(name)
+            action.setToolTip(path)
+            action.triggered.connect(lambda _=False, p=path: self.add(p))
+        if not self.menu.isEmpty():
+            self.menu.addSeparator()
+        self.menu.addAction("Adapter file…").triggered.connect(self._choose_file)
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a LoRA adapter", "", "GGUF adapters (*.gguf)")
+        if path:
+            self.add(path)
 
 
 def _spin(lo: float, hi: float, step: float, decimals: int) -> QDoubleSpinBox:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
@@ -50,6 +51,7 @@ class ModelManager(QObject):
     libraryChanged = Signal()
     jobProgress = Signal(str, int, int)  # what, done, total (import / quantize)
     jobFinished = Signal(str, str)  # what, error
+    othersFound = Signal(object)  # list[FoundModel]: other apps' models (scan_other_apps)
 
     def __init__(self, endpoint: str | None = None, tokens: TokenStore | None = None,
                  library: Library | None = None) -> None:
@@ -213,6 +215,23 @@ class ModelManager(QObject):
                 self.jobFinished.emit("import", str(exc))
 
         self._spawn(work, "import")
+
+    def scan_other_apps(self) -> None:
+        """Find the models of LM Studio, Ollama and the Hugging Face cache (reads their GGUF headers)."""
+        from app.models.other_apps import scan_all
+
+        self._spawn(lambda: self.othersFound.emit(scan_all()), "scan-other-apps")
+
+    def add_references(self, found: list[Any]) -> None:
+        def work() -> None:
+            try:
+                self.library.add_references(found)
+                self.jobFinished.emit("reference", "")
+                self.libraryChanged.emit()
+            except PaddockError as exc:
+                self.jobFinished.emit("reference", str(exc))
+
+        self._spawn(work, "add-references")
 
     def quantize(self, source: Path, target: str) -> None:
         def progress(done: int, total: int) -> None:

@@ -41,11 +41,13 @@ from app.errors import PaddockError
 from app.models.catalog import STARTERS
 from app.models.download import Progress, human_size
 from app.models.hub import RepoSummary
+from app.models.other_apps import FoundModel
 from app.models.quantize import TARGETS, advise
-from app.models.registry import DownloadRecord, LibraryModel
+from app.models.registry import DownloadRecord, LibraryModel, is_adapter
 from app.models.variants import Variant
 from app.ui.common.messages import MessageBridge
 from app.ui.models.manager import ModelManager, RepoView
+from app.ui.models.other_apps import OtherAppsDialog
 
 REPO_ROLE = Qt.ItemDataRole.UserRole
 FIT_COLORS = {"gpu": "#2e7d32", "partial": "#8d6e00", "ram": "#2e7d32", "too_large": "#c62828"}
@@ -430,6 +432,7 @@ class LibraryTab(QWidget):
         layout.setContentsMargins(0, 8, 0, 0)
         buttons = QHBoxLayout()
         for text, slot in (("Chat with it", self.chat), ("Import GGUF…", self.import_file),
+                           ("From other apps…", self.manager.scan_other_apps),
                            ("Quantize…", self.quantize), ("Show in folder", self.reveal), ("Delete…", self.delete)):
             b = QPushButton(text)
             b.clicked.connect(slot)
@@ -452,18 +455,33 @@ class LibraryTab(QWidget):
         self.manager.libraryChanged.connect(self.refresh)
         self.manager.jobProgress.connect(self._on_job_progress)
         self.manager.jobFinished.connect(self._on_job_finished)
+        self.manager.othersFound.connect(self.offer_found)
+        self.found_dialog: OtherAppsDialog | None = None
 
     def refresh(self) -> None:
-        self.models = self.manager.library.models()
+        library = self.manager.library
+        models = library.models()
+        adapters = library.adapters()
+        ids = {m.id for m in models}
+        # each model, then the LoRA adapters that fit it; adapters without a base model in the library last
+        self.models = [x for m in models for x in (m, *(a for a in adapters if a.meta.get("base_id") == m.id))]
+        self.models += [a for a in adapters if a.meta.get("base_id") not in ids]
         self.table.setRowCount(len(self.models))
         for row, m in enumerate(self.models):
             meta = m.meta
+            if is_adapter(m):
+                self._adapter_row(row, m)
+                continue
             params = meta.get("n_params") or 0
+            problem = self.manager.library.reference_problem(m)
             source = {"download": f"downloaded from {m.repo_id}", "import": "imported (copy)",
                       "link": "linked in place", "found": "found in the models folder",
                       "quantize": f"quantized from {Path(str(meta.get('quantized_from', '?'))).name}"}[m.source]
+            if meta.get("app"):
+                source = f"in {meta['app']}: {meta.get('location')}"
+            state = "  (missing or changed)" if problem else "" if m.path.exists() else "  (file missing)"
             cells = [
-                m.name + ("" if m.path.exists() else "  (file missing)"), m.quant or "?", human_size(m.size),
+                m.name + state, m.quant or "?", human_size(m.size),
                 str(meta.get("architecture", "?")), f"{params / 1e9:.2f} B" if params else "?",
                 f"{meta.get('context_length', 0):,}", m.license_id or "not stated",
                 "yes" if meta.get("has_template") else "none (plain prompt)", source,
@@ -476,12 +494,33 @@ class LibraryTab(QWidget):
         self.hint.setText("" if self.models else
                           "No models yet: download one from Discover, or import a GGUF file you already have.")
 
+    def _adapter_row(self, row: int, adapter: LibraryModel) -> None:
+        base = "" if adapter.meta.get("base_id") else "  (no base model in the library)"
+        cells = ["    └ LoRA adapter: " + adapter.name + ("" if adapter.path.exists() else "  (file missing)") + base,
+                 "", human_size(adapter.size), str(adapter.meta.get("architecture", "?")), "", "",
+                 adapter.license_id or "not stated", "", "use it from a chat's settings"]
+        for col, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setToolTip(str(adapter.path))
+            self.table.setItem(row, col, item)
+
+    def offer_found(self, found: list[FoundModel]) -> None:
+        """Show what other apps have; the checked ones are added by reference."""
+        known = {m.path for m in self.manager.library.registry.models()}
+        dialog = OtherAppsDialog(found, known, self)
+        dialog.accepted.connect(lambda: self.manager.add_references(dialog.chosen()))
+        self.found_dialog = dialog
+        dialog.open()
+
     def selected(self) -> LibraryModel | None:
         rows = self.table.selectionModel().selectedRows()
         return self.models[rows[0].row()] if rows else None
 
     def chat(self) -> None:
         m = self.selected()
+        if m is not None and is_adapter(m):  # a chat with its base model (the adapter is chosen in its settings)
+            base_id = m.meta.get("base_id")
+            m = self.manager.library.registry.model(int(base_id)) if base_id else None
         if m is not None:
             self.page.chatRequested.emit(str(m.path))
 
@@ -546,7 +585,7 @@ class LibraryTab(QWidget):
             self.progress = None
         self.refresh()
         if error:
-            self.page.bridge.error(error, title="Import failed" if what == "import" else "Quantization failed")
+            self.page.bridge.error(error, title="Quantization failed" if what == "quantize" else "Import failed")
 
     def reveal(self) -> None:
         m = self.selected()
