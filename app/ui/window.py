@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.choices = ModelChoices(self.store, self.manager.library, self.servers)
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
         self._closed = False
+        self._api_notice = ""
         self.setAcceptDrops(True)
         self.setWindowTitle("Paddock")
         self.resize(1180, 760)
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
     def _connect_pages(self) -> None:
         side = self.sidebar
         side.conversationSelected.connect(self.select_conversation)
+        side.conversationClicked.connect(self._on_chat_clicked)
         side.newChatRequested.connect(lambda: self.new_chat())
         side.modelsRequested.connect(self.show_models)
         side.settingsRequested.connect(self.show_settings)
@@ -128,6 +130,7 @@ class MainWindow(QMainWindow):
         self.chat_page.addServerRequested.connect(self.show_servers)
         self.chat_page.remoteModelChosen.connect(self.status.model.setText)
         self.models_page.chatRequested.connect(self.new_chat)
+        self.models_page.backRequested.connect(self.back_to_chat)
 
     def _build_menu(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -147,7 +150,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.quit_action = self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         chat_menu = self.menuBar().addMenu("&Chat")
-        self._action(chat_menu, "Stop answer", QKeySequence("Esc"), self.controller.stop)
+        self._action(chat_menu, "Stop answer", QKeySequence("Esc"), self.escape)
         self._action(chat_menu, "Regenerate answer", QKeySequence("Ctrl+R"), self.chat_page.regenerate)
         self._action(chat_menu, "Search chats", QKeySequence.StandardKey.Find, self.sidebar.focus_search)
         self._action(chat_menu, "Rename chat…", QKeySequence("F2"), lambda: self._on_current(self._rename))
@@ -216,11 +219,36 @@ class MainWindow(QMainWindow):
             self.pages.setCurrentWidget(self.welcome)
 
     def show_models(self) -> None:
+        if self.pages.currentWidget() is self.models_page:
+            self.back_to_chat()  # the Models button toggles
+            return
         self.models_page.refresh()
         self.pages.setCurrentWidget(self.models_page)
+        self.sidebar.set_models_shown(True)
+
+    def back_to_chat(self) -> None:
+        """Leave the Models page for the chat that was open (or the start page)."""
+        self.sidebar.set_models_shown(False)
+        if self.current_conv is not None:
+            self.pages.setCurrentWidget(self.chat_page)
+            self.chat_page.composer.setFocus()
+        else:
+            self._show_start_page()
+
+    def escape(self) -> None:
+        """Esc: back from the Models page; in a chat, stop the answer."""
+        if self.pages.currentWidget() is self.models_page:
+            self.back_to_chat()
+        else:
+            self.controller.stop()
 
     def select_conversation(self, conv_id: int) -> None:
         self.chat_page.show_conversation(conv_id)
+
+    def _on_chat_clicked(self, conv_id: int) -> None:
+        """The open chat clicked in the sidebar (which selects nothing new): show it if another page is up."""
+        if conv_id == self.current_conv and self.pages.currentWidget() is not self.chat_page:
+            self.back_to_chat()
 
     def new_chat(self, model: str | None = None) -> None:
         self.sidebar.clear_search()
@@ -231,6 +259,7 @@ class MainWindow(QMainWindow):
             self._show_start_page()
             return
         self.pages.setCurrentWidget(self.chat_page)
+        self.sidebar.set_models_shown(False)
         self.refresh_conversations()
         self.status.show_conversation(conv_id)
 
@@ -247,7 +276,8 @@ class MainWindow(QMainWindow):
 
     def _rename(self, conv_id: int) -> None:
         conv = self.store.conversation(conv_id)
-        title, ok = QInputDialog.getText(self, "Rename chat", "Title:", text=conv.title)
+        # An automatic title was cut with "…": the ellipsis is not part of it.
+        title, ok = QInputDialog.getText(self, "Rename chat", "Title:", text=conv.title.removesuffix("…"))
         if ok:
             self.controller.rename(conv_id, title)
 
@@ -289,10 +319,11 @@ class MainWindow(QMainWindow):
         safe = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in conv.title).strip() or "chat"
         suffix = ".md" if kind == "md" else ".json"
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export chat", str(Path.home() / f"{safe}{suffix}"),
+            self, "Export chat", str(self.last_folder() / f"{safe}{suffix}"),
             "Markdown (*.md)" if kind == "md" else "JSON (*.json)",
         )
         if path:
+            self.remember_folder(Path(path).parent)
             self.write_export(conv_id, kind, Path(path))
 
     def write_export(self, conv_id: int, kind: str, path: Path) -> None:
@@ -304,11 +335,22 @@ class MainWindow(QMainWindow):
                 path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
         except OSError as exc:
             self.bridge.error(f"Could not write {path}: {exc.strerror or exc}")
+            return
+        self.bridge.status(f"Exported to {path}")
 
     def import_chat(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import chat", str(Path.home()), "JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Import chat", str(self.last_folder()), "JSON (*.json)")
         if path:
+            self.remember_folder(Path(path).parent)
             self.read_import(Path(path))
+
+    def last_folder(self) -> Path:
+        """Where the last file dialog was left (file dialogs open there, not always in the home folder)."""
+        folder = Path(str(self.settings.value("last_folder", str(Path.home()))))
+        return folder if folder.is_dir() else Path.home()
+
+    def remember_folder(self, folder: Path) -> None:
+        self.settings.setValue("last_folder", str(folder))
 
     def read_import(self, path: Path) -> None:
         try:
@@ -321,6 +363,7 @@ class MainWindow(QMainWindow):
             return
         self.refresh_conversations()
         self.select_conversation(conv.id)
+        self.bridge.status(f"Imported “{conv.title}”")
 
     # -- dialogs ---------------------------------------------------------------
 
@@ -369,8 +412,12 @@ class MainWindow(QMainWindow):
             self.bridge.error(str(exc), title="Cannot serve the model")
             return
         self.status.show_api(url)
+        if self._api_notice:
+            self.chat_page.withdraw_notice(self._api_notice)  # no longer true, or said anew below
+            self._api_notice = ""
         if url:
-            self.bridge.notice(f"The loaded model answers OpenAI-compatible requests at {url} (this computer only).")
+            self._api_notice = f"The loaded model answers OpenAI-compatible requests at {url} (this computer only)."
+            self.bridge.notice(self._api_notice)
 
     # -- window state ----------------------------------------------------------
 

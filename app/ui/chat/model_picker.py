@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtWidgets import QComboBox, QSizePolicy
 
 from app.engine.gguf_file import GGUFInfo, read_gguf
 from app.errors import PaddockError
@@ -65,7 +65,12 @@ class ModelPicker(QComboBox):
     def __init__(self, choices: ModelChoices) -> None:
         super().__init__()
         self.choices = choices
-        self.setMinimumWidth(260)
+        # As wide as the header allows, never wider: a long model name is elided, not the window widened.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(14)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMaximumWidth(420)
+        self.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.activated.connect(self._on_activated)
 
     def fill(self, selected: str | None) -> None:

@@ -459,6 +459,7 @@ class ChatView(QScrollArea):
         )
         self.empty_hint.setObjectName("emptyHint")
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setWordWrap(True)  # never wider than the window
         self.empty_hint.setStyleSheet("color: gray; font-size: 14px;")
         self.column.addWidget(self.empty_hint)
         self.column.addStretch(1)

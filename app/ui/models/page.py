@@ -45,6 +45,7 @@ from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel
 from app.models.variants import Variant
 from app.ui.common.messages import MessageBridge
+from app.ui.common.secrets import keep_for_session
 from app.ui.models.manager import ModelManager, RepoView
 
 REPO_ROLE = Qt.ItemDataRole.UserRole
@@ -572,9 +573,11 @@ class ModelsPage(QWidget):
 
     Signals:
         chatRequested(str): *Chat with it* on a model (its path): open it in a new chat.
+        backRequested(): *Back to chat* (Esc does the same, through the window).
     """
 
     chatRequested = Signal(str)
+    backRequested = Signal()
 
     def __init__(self, manager: ModelManager, bridge: MessageBridge) -> None:
         super().__init__()
@@ -583,6 +586,10 @@ class ModelsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         head = QHBoxLayout()
+        self.back_button = QPushButton("← Back to chat")
+        self.back_button.setToolTip("Back to the chat (Esc)")
+        self.back_button.clicked.connect(self.backRequested.emit)
+        head.addWidget(self.back_button)
         head.addWidget(QLabel("<h2>Models</h2>"))
         self.machine = _label(wrap=False)  # filled when the page is first shown, not at app start
         head.addWidget(self.machine)
@@ -634,5 +641,8 @@ class ModelsPage(QWidget):
         result, who = self.manager.save_token(token)
         if result.persistent:
             self.bridge.notice(f"{result.message} {who}")
+        elif keep_for_session(self, "your Hugging Face token", "it is forgotten now"):
+            self.bridge.notice(f"Hugging Face token kept until you quit. {who}")
         else:
-            QMessageBox.warning(self, "Token kept for this session only", f"{result.message}\n\n{who}")
+            self.manager.tokens.clear()
+            self.bridge.notice("Hugging Face token not kept.")

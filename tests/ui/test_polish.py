@@ -1,0 +1,322 @@
+"""What a new user tripped over (issue 30), each driven in the real window offscreen.
+
+Sizes, the Sources window's highlight, a broken tool server, a missing keyring, the way back
+from Models, and notices that must follow the chat and the real state.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keyring
+import keyring.backends.fail
+import pytest
+from PySide6.QtCore import QPoint, Qt, QTimer, QUrl
+from PySide6.QtWidgets import QApplication, QMessageBox, QPlainTextEdit, QWidget
+from pytestqt.qtbot import QtBot
+
+from app.tools.config import ToolServer
+from app.ui.tools.widgets import ToolsDialog
+from app.ui.window import MainWindow
+from tests.ui.windows import WAIT_MS, make_window, send_and_wait
+
+HIGHLIGHT = "#fff3a3"
+NOT_MCP = f"{shlex.quote(sys.executable)} -c 'print(1)'"  # a program that runs, prints, and is no MCP server
+
+
+@pytest.fixture
+def window(qtbot: QtBot, test_model: Path) -> Iterator[MainWindow]:
+    w = make_window(qtbot, test_model)
+    yield w
+    w.close()  # every tool server, the API and the engine end with the window
+    w.store.close()
+
+
+def _inside(widget: QWidget, window: QWidget) -> bool:
+    """Whether the widget is shown whole inside the window (not cut off at its right or bottom)."""
+    top_left = widget.mapTo(window, QPoint(0, 0))
+    return (widget.isVisible() and top_left.x() >= 0 and top_left.y() >= 0
+            and top_left.x() + widget.width() <= window.width() and top_left.y() + widget.height() <= window.height())
+
+
+def _resized(window: QWidget, width: int, height: int) -> bool:
+    window.resize(width, height)
+    return window.width() <= width and window.height() <= height
+
+
+def test_the_window_fits_800_by_600_with_a_long_title_and_every_panel_open(
+        qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    conv = w.current_conv
+    assert conv is not None
+    w.controller.rename(conv, "A very long chat title that goes on " * 6)  # about 200 characters
+    w.refresh_conversations()
+    w.tools.servers.add(ToolServer("", "A tool server with a rather long name indeed", "stdio", command="true"))
+    w.chat_page.show_conversation(conv)
+    w.chat_page.settings_button.setChecked(True)  # the chat settings panel, with the tool switches
+    notes = tmp_path / "notes with a long file name that fills the documents list.md"
+    notes.write_text("# Notes\n\nThe lamp is lit at dusk.\n")
+    w.chat_page.attach_paths([notes])
+    qtbot.waitUntil(lambda: "1 ready" in w.chat_page.docs_panel.summary.text(), timeout=WAIT_MS)
+    w.chat_page.show_notice("A notice that is rather long as well, to see that it wraps instead of widening. " * 3)
+    w.chat_page.approval.ask({"name": "read_file", "server": "A tool server", "arguments": {"path": "x" * 300}})
+    w.status.model.setText("Some model with a very long name · Q4_K_M · CPU · 8192 tokens context · loaded in 1.0s")
+    assert len(w.chat_page.title_label.text()) >= 200
+
+    qtbot.waitUntil(lambda: _resized(w, 800, 600), timeout=5000)  # as a user drags it, layouts settled
+    hint = w.minimumSizeHint()
+    assert max(hint.width() - 800, hint.height() - 600) <= 0, hint
+    page = w.chat_page
+    for widget in (page.send_button, page.attach_button, page.settings_button, page.model_combo,
+                   page.composer, page.settings_panel, w.status.ctx_meter):
+        assert _inside(widget, w), widget.objectName() or type(widget).__name__
+    assert page.title_label.elided().endswith("…")  # cut with an ellipsis, the whole title in the tooltip
+    assert page.title_label.toolTip() == page.title_label.text()
+
+    w.show_models()  # the Models page fits too
+    qtbot.waitUntil(lambda: _resized(w, 800, 600), timeout=5000)
+    hint = w.minimumSizeHint()
+    assert max(hint.width() - 800, hint.height() - 600) <= 0, hint
+
+
+def _highlighted(viewer: QPlainTextEdit | QWidget) -> set[int]:
+    """Positions (Qt's) drawn with the highlight: by the document's formats or by extra selections."""
+    doc = viewer.document()  # type: ignore[attr-defined]
+    marked: set[int] = set()
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            if fragment.charFormat().background().color().name() == HIGHLIGHT:
+                marked.update(range(fragment.position(), fragment.position() + fragment.length()))
+            it += 1
+        block = block.next()
+    for selection in viewer.extraSelections():  # type: ignore[attr-defined]
+        if selection.format.background().color().name() == HIGHLIGHT:
+            marked.update(range(selection.cursor.selectionStart(), selection.cursor.selectionEnd()))
+    return marked
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_each_passage_in_the_sources_window_highlights_exactly_its_stored_range(
+        qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    conv = w.current_conv
+    assert conv is not None
+    rules = tmp_path / "library rules.md"
+    rules.write_text(  # an emoji first: Qt counts it as two positions, Python as one character
+        "# Library rules 📚\n\nBe quiet in the reading room.\n\n"
+        "## Regular hours\n\nThe library opens at nine and closes at six on weekdays.\n\n"
+        "## Holidays\n\nThe library is closed on public holidays.\n\n"
+        "## Appointments\n\nBook an appointment with a librarian at the desk.\n", encoding="utf-8")
+    index = w.docs.docs.index
+    doc, _ = index.add_document(index.chat_collection(conv).id, rules)
+    w.docs.docs.indexer.index_document(doc)
+    ranked = w.docs.docs.retriever.search(index.attached(conv), "When does the library open on weekdays?", k=4)
+    assert len(ranked) >= 3
+    sources = [p.to_dict() for p in sorted(ranked, key=lambda p: p.start)]  # numbered in file order
+    answer = w.store.add_message(conv, "assistant", "It opens at nine [2].")
+    w.store.update_message(answer.id, sources=sources)
+    w.chat_page.open_citation(answer.id, 1)
+    dialog = w.chat_page.passage_dialog
+    assert dialog is not None
+    qtbot.waitUntil(dialog.isVisible)
+
+    shown_numbers = [int(dialog.list.item(row).text().split("]")[0].strip("[")) for row in range(dialog.list.count())]
+    scores = [float(sources[n - 1]["score"]) for n in shown_numbers]
+    assert scores == sorted(scores, reverse=True)  # most relevant first, numbered as the answer cites them
+    assert dialog.current() == sources[0]  # the passage clicked is the one shown
+    assert dialog.list.horizontalScrollBar().maximum() == 0  # labels are not hidden behind a scrollbar
+
+    for row in [*range(dialog.list.count()), 0]:  # every passage chosen after the first, and back
+        dialog.list.setCurrentRow(row)
+        source = dialog.current()
+        text = dialog.viewer.toPlainText()
+        assert text[source["start"]:source["end"]] == source["text"]
+        first, last = _utf16(text[:source["start"]]), _utf16(text[:source["end"]])
+        assert _highlighted(dialog.viewer) == set(range(first, last)), source["location"]
+
+    # "Open file" where no program opens the file type: said in the window, not silently ignored.
+    # (The desktop's file associations are outside this machine's offscreen session: that boundary is faked.)
+    dialog.open_url = lambda _url: False
+    dialog.open_button.click()
+    assert dialog.open_error.isVisible()
+    assert "No program on this computer opens .md files" in dialog.open_error.text()
+    assert str(rules) in dialog.open_error.text()
+    opened: list[QUrl] = []
+    dialog.open_url = lambda url: opened.append(url) or True
+    dialog.list.setCurrentRow(1)
+    dialog.open_button.click()
+    assert opened == [QUrl.fromLocalFile(str(rules))]
+    assert not dialog.open_error.isVisible()
+    dialog.close()
+
+
+def test_a_program_that_is_no_mcp_server_is_explained_where_the_user_acted(
+        qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    dialog = ToolsDialog(w, w.tools)
+    dialog.name.setText("Fake tool")
+    dialog.command.setText(NOT_MCP)
+    dialog.test_button.click()  # Test in the Tools dialog, before switching it on anywhere
+    qtbot.waitUntil(lambda: bool(dialog.error.text()), timeout=WAIT_MS)
+    said = dialog.error.text()
+    assert "not an MCP tool server" in said, said
+    assert "Connection closed" not in said
+    dialog.add_button.click()
+    assert dialog.list.count() == 1
+
+    dialog.list.setCurrentRow(0)  # editable: selecting fills the fields, Save changes keeps the entry
+    assert dialog.name.text() == "Fake tool"
+    assert dialog.command.text() == NOT_MCP
+    dialog.name.setText("Fake tool, renamed")
+    dialog.add_button.click()
+    assert [s.name for s in w.tools.servers.all()] == ["Fake tool, renamed"]
+    dialog.accept()
+
+    w.chat_page.show_conversation(w.current_conv)
+    w.chat_page.settings_button.setChecked(True)
+    panel = w.chat_page.tools_panel
+    assert panel is not None
+    (box,) = panel.boxes.values()
+    box.setChecked(True)  # the user switches it on in the chat
+    qtbot.waitUntil(lambda: box.isEnabled(), timeout=WAIT_MS)
+    assert not box.isChecked()
+    assert panel.error.isVisible()  # beside the switch, and it stays
+    assert "not an MCP tool server" in panel.error.text()
+    assert "Fake tool, renamed" in panel.error.text()
+
+
+def _answer_box(qtbot: QtBot, button: str, seen: list[str]) -> Callable[[], None]:
+    """Click ``button`` in the next modal message box, noting its text."""
+
+    def poll() -> None:
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            seen.append(box.text() + " " + box.informativeText())
+            next(b for b in box.buttons() if b.text() == button).click()
+        else:
+            QTimer.singleShot(20, poll)
+
+    return poll
+
+
+@pytest.fixture
+def no_keyring() -> Iterator[None]:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.fail.Keyring())  # keyring's own "no backend here"
+    yield
+    keyring.set_keyring(previous)
+
+
+@pytest.mark.usefixtures("no_keyring")
+def test_without_a_keyring_the_user_is_told_and_chooses(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    dialog = ToolsDialog(w, w.tools)
+    intro = dialog.intro.text()
+    assert "no system keyring" in intro
+    assert "kept in your system keyring" not in intro
+    seen: list[str] = []
+    dialog.name.setText("Search")
+    dialog.command.setText("search-server --fast")
+    dialog.secrets.setPlainText("API_KEY=s3cret")
+    QTimer.singleShot(0, _answer_box(qtbot, "Keep until I quit", seen))
+    dialog.add_button.click()
+    assert seen
+    assert "cannot save the secrets of “Search”" in seen[0]
+    (server,) = w.tools.servers.all()
+    assert w.tools.servers.secrets(server).env == {"API_KEY": "s3cret"}  # kept, for this session, as chosen
+
+    dialog.name.setText("Other")
+    dialog.command.setText("other-server")
+    dialog.secrets.setPlainText("TOKEN=abc")
+    QTimer.singleShot(0, _answer_box(qtbot, "Don't keep it", seen))
+    dialog.add_button.click()
+    assert len(seen) == 2
+    assert [s.name for s in w.tools.servers.all()] == ["Search"]  # not added without its secret
+    assert "was not added" in dialog.outcome.text()
+    dialog.accept()
+
+
+def test_models_page_returns_to_the_chat(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    conv = w.current_conv
+    side = w.sidebar
+    for leave in ("esc", "back", "models button", "the open chat"):
+        side.models_button.click()
+        assert w.pages.currentWidget() is w.models_page
+        assert side.models_button.isChecked()
+        if leave == "esc":
+            w.activateWindow()
+            qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=5000)
+            qtbot.keyClick(w.models_page.tabs, Qt.Key.Key_Escape)
+        elif leave == "back":
+            w.models_page.back_button.click()
+        elif leave == "models button":
+            side.models_button.click()  # toggles back
+        else:
+            index = side.conversations.index(side.conversations.row_of(conv))  # type: ignore[arg-type]
+            qtbot.mouseClick(side.conv_list.viewport(), Qt.MouseButton.LeftButton,
+                             pos=side.conv_list.visualRect(index).center())
+        assert w.pages.currentWidget() is w.chat_page, leave
+        assert w.current_conv == conv
+        assert not side.models_button.isChecked()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_notices_and_the_status_bar_follow_the_chat_and_the_real_state(
+        qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    page, status = w.chat_page, w.status
+    first = w.current_conv
+    args = send_and_wait(qtbot, w, "What is the capital of France?")
+    assert args[2] == "complete"
+    qtbot.waitUntil(lambda: page.notice_bar.isVisible(), timeout=5000)
+    template_notice = page.notice_bar.text()
+    assert "template" in template_notice  # the test model is a base model without a chat template
+    assert "tok/s" in status.speed.text()
+
+    w.new_chat()  # Ctrl+N: the new chat has no answer yet, so no figures of the other chat
+    assert status.speed.text() == ""
+    assert not status.speed.isVisible()
+    assert status.ctx_meter.value() == 0
+    w.select_conversation(first)  # type: ignore[arg-type]
+    assert page.notice_bar.isVisible()
+    assert template_notice in page.notice_bar.text()
+    assert "tok/s" in status.speed.text()
+
+    w.servers.port = _free_port()
+    w.serve_action.trigger()  # File → Serve the loaded model
+    url = w.servers.api.url if w.servers.api else ""
+    assert url
+    assert url in page.notice_bar.text()
+    assert status.api.isVisible()
+    assert url in status.api.text()
+    assert status.api is not status.speed  # apart, each its own figure in the bar
+    w.serve_action.trigger()  # off: no banner may still say it answers
+    assert w.servers.api is None
+    assert url not in page.notice_bar.text()
+    assert not status.api.isVisible()
+    assert template_notice in page.notice_bar.text()
+
+    doc = tmp_path / "hours.md"
+    doc.write_text("# Hours\n\nOpen at nine.\n")
+    page.attach_paths([doc])
+    assert "adding hours.md" in page.docs_panel.summary.text()
+    qtbot.waitUntil(lambda: "1 ready" in page.docs_panel.summary.text(), timeout=WAIT_MS)
+    assert "adding" not in page.docs_panel.summary.text()  # no "indexing…" left once it is ready
+    assert "Indexing" not in w.statusBar().currentMessage()
+
