@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QSizePolicy
 
 from app.engine.gguf_file import GGUFInfo, read_gguf
@@ -72,6 +72,13 @@ class ModelPicker(QComboBox):
         self.setMaximumWidth(420)
         self.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.activated.connect(self._on_activated)
+        self.currentIndexChanged.connect(lambda _index: self.updateGeometry())
+
+    def sizeHint(self) -> QSize:
+        """Room for the chosen model's whole name when the header has it (the minimum stays small)."""
+        hint = super().sizeHint()
+        text = self.fontMetrics().horizontalAdvance(self.currentText()) + 48
+        return QSize(min(max(hint.width(), text), self.maximumWidth()), hint.height())
 
     def fill(self, selected: str | None) -> None:
         self.blockSignals(True)

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.docs.prompt import cited_numbers
 from app.ui.chat.itemmodels import MessageListModel, MsgRole
+from app.ui.common.elided import ElidedLabel
 from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
 from app.ui.common.textbrowser import SafeTextBrowser
 
@@ -134,9 +135,10 @@ class MessageWidget(QFrame):
         for b in (self.copy_button, self.edit_button, self.regen_button, self.continue_button):
             actions.addWidget(b)
         actions.addStretch(1)
-        self.stats_label = QLabel()
+        self.stats_label = ElidedLabel()  # cut with "…" in a narrow window, whole in its tooltip
         self.stats_label.setObjectName("messageStats")
-        actions.addWidget(self.stats_label)
+        self.stats_label.setAlignment(Qt.AlignmentFlag.AlignRight)
+        actions.addWidget(self.stats_label, 1)
         layout.addLayout(actions)
         self._render_timer = QTimer(self)
         self._render_timer.setSingleShot(True)

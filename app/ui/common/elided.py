@@ -18,7 +18,7 @@ class ElidedLabel(QLabel):
         super().__init__(text, parent)
         self._min_chars = min_chars
         self.setTextFormat(Qt.TextFormat.PlainText)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
     def minimumSizeHint(self) -> QSize:
         hint = super().minimumSizeHint()

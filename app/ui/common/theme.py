@@ -97,12 +97,10 @@ def _stylesheet(dark: bool) -> str:
     QLabel#messageError {{ color: #d64545; }}
     /* Dialogs and forms: the same flat look as the window (borders, radii, focus colour). */
     QDialog {{ background: palette(window); }}
-    QLineEdit, QPlainTextEdit, QTextEdit, QComboBox, QSpinBox, QDoubleSpinBox, QListWidget, QTreeWidget,
-    QTableWidget, QTextBrowser#passageViewer {{ border: 1px solid {border}; border-radius: 6px;
-        background: palette(base); }}
-    QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox {{ padding: 3px 6px; }}
-    QLineEdit:focus, QPlainTextEdit:focus, QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus {{
-        border: 1px solid #2f6fed; }}
+    QLineEdit, QPlainTextEdit, QListWidget, QTreeWidget, QTableWidget, QTextBrowser#passageViewer {{
+        border: 1px solid {border}; border-radius: 6px; background: palette(base); }}
+    QLineEdit {{ padding: 3px 6px; }}
+    QLineEdit:focus, QPlainTextEdit:focus {{ border: 1px solid #2f6fed; }}
     QPushButton:default {{ border: 1px solid #2f6fed; }}
     QPushButton:checked {{ background: {'#2f3440' if dark else '#dfe5ee'}; }}
     QTabWidget::pane {{ border: 1px solid {border}; border-radius: 6px; }}

@@ -298,6 +298,10 @@ class DocumentsPanel(QFrame):
             self.tree.addTopLevelItem(item)
             item.setSelected(doc.id in selected)
         docs = [d for d, _c in rows]
+        # As tall as its rows (up to six), so that one document does not take the conversation's room.
+        row_height = self.tree.sizeHintForRow(0) if rows else 0
+        self.tree.setMaximumHeight(min(150, self.tree.header().sizeHint().height() + row_height * max(len(rows), 1)
+                                       + 2 * self.tree.frameWidth() + 4))
         busy = [d for d in docs if d.state in ("queued", "indexing")]
         ready = sum(d.state == "ready" for d in docs)
         failed = sum(d.state == "failed" for d in docs)
