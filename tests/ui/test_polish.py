@@ -320,3 +320,39 @@ def test_notices_and_the_status_bar_follow_the_chat_and_the_real_state(
     assert "adding" not in page.docs_panel.summary.text()  # no "indexing…" left once it is ready
     assert "Indexing" not in w.statusBar().currentMessage()
 
+
+
+def test_discover_offline_keeps_the_starters_offers_retry_and_marks_what_cannot_fit(qtbot: QtBot) -> None:
+    from app import paths
+    from app.engine.client import Engine
+    from app.engine.types import LoadSettings
+    from app.models.auth import TokenStore
+    from app.store.chats import ChatStore
+    from app.ui.chat.controller import ChatController
+    from app.ui.models.manager import ModelManager
+
+    store = ChatStore(paths.database_path())
+    offline = f"http://127.0.0.1:{_free_port()}"  # nothing listens there: as offline as a search can be
+    w = MainWindow(ChatController(store, Engine(), LoadSettings(n_ctx=2048)),
+                   manager=ModelManager(endpoint=offline, tokens=TokenStore()))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        w.show_models()
+        tab = w.models_page.discover_tab
+        tab.set_memory(24 * 1024**3)  # a 24 GB machine
+        texts = [tab.results.item(i).text() for i in range(tab.results.count())]
+        marked = {t.split("  ·  ")[0] for t in texts if "Won't fit this machine" in t}
+        assert "Llama 3.3 70B Instruct" in marked
+        assert not any(t.startswith("Llama 3.2 1B") for t in marked)
+        starters = tab.results.count()
+        tab.query.setText("llama")
+        with qtbot.waitSignal(w.manager.searchDone, timeout=WAIT_MS):
+            tab.search()
+        assert tab.results.count() == starters  # the starters stay
+        assert tab.retry_button.isVisible()
+        assert tab.results.currentItem() is None  # nothing picked for the user
+        assert "Pick a model" in tab.repo_title.text()
+    finally:
+        w.close()
+        store.close()

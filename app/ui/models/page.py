@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -67,6 +68,7 @@ class DiscoverTab(QWidget):
         self.manager = page.manager
         self.view: RepoView | None = None
         self._pending: str | None = None
+        self.memory = 0  # bytes; known once the Models page was shown
         split = QSplitter()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 8, 0, 0)
@@ -75,11 +77,11 @@ class DiscoverTab(QWidget):
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 8, 0)
-        row = QHBoxLayout()
-        self.query = QLineEdit()
+        self.query = QLineEdit()  # a row of its own: the whole placeholder readable in a narrow column
         self.query.setPlaceholderText("Search Hugging Face for GGUF models (e.g. llama 3.2)")
         self.query.returnPressed.connect(self.search)
-        row.addWidget(self.query, 1)
+        lv.addWidget(self.query)
+        row = QHBoxLayout()
         self.sort = QComboBox()
         for label, key in (("Most downloaded", "downloads"), ("Most liked", "likes"), ("Recently updated", "recent")):
             self.sort.addItem(label, key)
@@ -87,11 +89,18 @@ class DiscoverTab(QWidget):
         search_button = QPushButton("Search")
         search_button.clicked.connect(self.search)
         row.addWidget(search_button)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.clicked.connect(self.search)
+        self.retry_button.hide()
+        row.addWidget(self.retry_button)
+        row.addStretch(1)
         lv.addLayout(row)
         self.status = _label()
         lv.addWidget(self.status)
         self.results = QListWidget()
         self.results.setWordWrap(True)
+        self.results.setResizeMode(QListView.ResizeMode.Adjust)  # rows re-measured on resize: no cut text, no gaps
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results.setSpacing(3)
         self.results.currentItemChanged.connect(self._on_pick)
         lv.addWidget(self.results, 1)
@@ -151,14 +160,29 @@ class DiscoverTab(QWidget):
                   self.accept_box, self.download_button):
             w.setVisible(visible)
 
-    def show_starters(self) -> None:
+    def show_starters(self, error: str = "") -> None:
+        self.results.blockSignals(True)  # refilling picks nothing: the details stay what the user chose
         self.results.clear()
-        self.status.setText("Starter models — or search all of Hugging Face above.")
+        self.status.setText(f"<span style='color:#c62828'>{html.escape(error)}</span><br>Starter models meanwhile:"
+                            if error else "Starter models — or search all of Hugging Face above.")
         for s in STARTERS:
-            item = QListWidgetItem(f"{s.title}  ·  {s.summary()}\n{s.suits}")
+            too_big = self.memory and s.size_gb * 1024**3 > 0.9 * self.memory
+            mark = f"\nWon't fit this machine ({self.memory / 1024**3:.0f} GB of memory)" if too_big else ""
+            item = QListWidgetItem(f"{s.title}  ·  {s.summary()}\n{s.suits}{mark}")
             item.setData(REPO_ROLE, s.repo_id)
             item.setToolTip(s.repo_id)
+            if too_big:
+                item.setForeground(QColor("#8a8f98"))
             self.results.addItem(item)
+        self.results.setCurrentRow(-1)
+        self.results.blockSignals(False)
+
+    def set_memory(self, memory: int) -> None:
+        """The machine's memory (RAM, plus a GPU's own): starters larger than it are marked."""
+        if memory != self.memory:
+            self.memory = memory
+            if not self.query.text().strip():
+                self.show_starters()
 
     def search(self) -> None:
         query = self.query.text().strip()
@@ -169,10 +193,13 @@ class DiscoverTab(QWidget):
         self.manager.search(query, str(self.sort.currentData()))
 
     def _on_results(self, results: list[RepoSummary], error: str) -> None:
-        self.results.clear()
-        if error:
-            self.status.setText(f"<span style='color:#c62828'>{html.escape(error)}</span>")
+        self.retry_button.setVisible(bool(error))
+        if error:  # offline: the starters stay, with the reason and a Retry
+            self.show_starters(error)
             return
+        self.results.blockSignals(True)
+        self.results.clear()
+        self.results.blockSignals(False)
         self.status.setText(f"{len(results)} GGUF repos" if results else "No GGUF models match.")
         for r in results:
             gated = "  ·  gated" if r.gated else ""
@@ -612,6 +639,7 @@ class ModelsPage(QWidget):
             from app.engine import hardware
 
             hw = hardware.detect()
+            self.discover_tab.set_memory(hw.ram_total + (0 if hw.unified_memory else hw.vram_total or 0))
             self.machine.setText(
                 f"<span style='color:gray'>This machine: {hw.backend.upper()}, {hw.ram_total / 1024**3:.0f} GB RAM"
                 + (f", {hw.vram_total / 1024**3:.0f} GB VRAM" if hw.vram_total else "") + "</span>")
