@@ -356,3 +356,18 @@ def test_discover_offline_keeps_the_starters_offers_retry_and_marks_what_cannot_
     finally:
         w.close()
         store.close()
+
+
+def test_quotes_are_marked_and_code_keeps_its_copy(qtbot: QtBot, window: MainWindow) -> None:
+    w = window
+    conv = w.current_conv
+    assert conv is not None
+    line = "result = compute(" + ", ".join(f"argument_{i}" for i in range(40)) + ")"
+    w.store.add_message(conv, "assistant", f"Code:\n\n```python\n{line}\n```\n\n> A quoted line.\n")
+    w.chat_page.show_conversation(conv)
+    widget = w.chat_page.chat_view.widgets[-1]
+    qtbot.waitUntil(lambda: "argument_39" in widget.body.toPlainText(), timeout=5000)
+    assert widget.code_blocks == (line,)  # Copy gives the line as it is, unwrapped
+    html = widget.body.toHtml()
+    assert "A quoted line." in html
+    assert "#c7ccd4" in html  # the quote's bar at its left
