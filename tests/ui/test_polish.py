@@ -371,3 +371,53 @@ def test_quotes_are_marked_and_code_keeps_its_copy(qtbot: QtBot, window: MainWin
     html = widget.body.toHtml()
     assert "A quoted line." in html
     assert "#c7ccd4" in html  # the quote's bar at its left
+
+
+def test_smaller_things_new_chat_right_click_search_edit_and_library_buttons(
+        qtbot: QtBot, window: MainWindow) -> None:
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QDialog
+
+    from app.ui.chat.edit_dialog import EditMessageDialog
+
+    w = window
+    first = w.current_conv
+    assert first is not None
+    w.store.add_message(first, "user", "Hello there")
+    w.new_chat()
+    w.new_chat()  # Ctrl+N twice: one empty new chat, not a pile of them
+    assert len([c for c in w.store.conversations() if not w.store.messages(c.id)]) == 1
+    opened = w.current_conv
+    assert opened != first
+
+    side = w.sidebar
+    row = side.conversations.row_of(first)
+    center = QPointF(side.conv_list.visualRect(side.conversations.index(row)).center())
+    press = QMouseEvent(QEvent.Type.MouseButtonPress, center, center, Qt.MouseButton.RightButton,
+                        Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(side.conv_list.viewport(), press)  # the press a right-click starts with
+    assert w.current_conv == opened  # the menu acts on that chat; the open chat stays on screen
+
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=5000)
+    side.search.setFocus()
+    qtbot.keyClicks(side.search, "zebra crossing")
+    assert side.no_results.isVisible()
+    qtbot.keyClick(side.search, Qt.Key.Key_Escape)
+    assert side.search.text() == ""
+    assert not side.no_results.isVisible()
+
+    dialog = EditMessageDialog(w, "Hello there")
+    dialog.show()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is dialog, timeout=5000)
+    qtbot.keyClick(dialog.editor, Qt.Key.Key_Return)  # Enter: a new line
+    assert dialog.isVisible()
+    qtbot.keyClick(dialog.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # Ctrl+Enter: send
+    assert dialog.result() == QDialog.DialogCode.Accepted
+
+    w.show_models()
+    library = w.models_page.library_tab
+    library.table.clearSelection()
+    assert library.row_buttons
+    assert not any(b.isEnabled() for b in library.row_buttons)  # "Chat with it", "Delete…": select a model first

@@ -124,7 +124,7 @@ class ChatPage(QWidget):
         self.model_combo.openFileRequested.connect(self.open_model_file)
         self.model_combo.addServerRequested.connect(self.addServerRequested.emit)
         head.addWidget(self.model_combo)
-        self.settings_button = QPushButton("Settings")
+        self.settings_button = QPushButton("Chat settings")  # this chat's; the sidebar's are the app's
         self.settings_button.setCheckable(True)
         self.settings_button.setToolTip("System prompt and sampling for this chat")
         head.addWidget(self.settings_button)

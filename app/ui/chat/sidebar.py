@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QMouseEvent
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListView, QMenu, QPushButton, QVBoxLayout
 
 from app.store.chats import ChatStore
@@ -55,6 +55,7 @@ class Sidebar(QFrame):
         self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conv_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.conv_list.customContextMenuRequested.connect(self._conv_menu)
+        self.conv_list.viewport().installEventFilter(self)  # a right-click opens the menu, not the chat
         self.conv_list.selectionModel().currentChanged.connect(self._on_current_changed)
         side.addWidget(self.conv_list, 1)
         self.no_results = QLabel("No chat matches this search.")
@@ -64,7 +65,7 @@ class Sidebar(QFrame):
         side.addWidget(self.no_results)
         self.conv_list.clicked.connect(self._on_clicked)
         buttons: list[QPushButton] = []
-        for text, signal in (("Models", self.modelsRequested), ("Settings", self.settingsRequested),
+        for text, signal in (("Models", self.modelsRequested), ("App settings", self.settingsRequested),
                              ("About Paddock", self.aboutRequested)):
             button = QPushButton(text)
             button.clicked.connect(signal.emit)
@@ -74,6 +75,13 @@ class Sidebar(QFrame):
         self.models_button.setCheckable(True)  # pressed while the Models page is shown; clicked again: back
         self.models_button.setToolTip("Find, download and manage models (click again, or Esc, to go back)")
         self.current: int | None = None
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """A right press does not select (and open) the chat: the menu acts on it where it is."""
+        if (watched is self.conv_list.viewport() and event.type() == QEvent.Type.MouseButtonPress
+                and isinstance(event, QMouseEvent) and event.button() == Qt.MouseButton.RightButton):
+            return True
+        return super().eventFilter(watched, event)
 
     def set_models_shown(self, shown: bool) -> None:
         self.models_button.setChecked(shown)

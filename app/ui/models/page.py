@@ -454,11 +454,14 @@ class LibraryTab(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 8, 0, 0)
         buttons = QHBoxLayout()
+        self.row_buttons: list[QPushButton] = []  # act on the selected model: off while none is selected
         for text, slot in (("Chat with it", self.chat), ("Import GGUF…", self.import_file),
                            ("Quantize…", self.quantize), ("Show in folder", self.reveal), ("Delete…", self.delete)):
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons.addWidget(b)
+            if text != "Import GGUF…":
+                self.row_buttons.append(b)
         buttons.addStretch(1)
         layout.addLayout(buttons)
         self.table = QTableWidget(0, len(self.COLUMNS))
@@ -469,6 +472,7 @@ class LibraryTab(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(lambda r, c: self.chat())
+        self.table.itemSelectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
         self.hint = _label()
         layout.addWidget(self.hint)
@@ -500,6 +504,13 @@ class LibraryTab(QWidget):
         self.table.resizeColumnsToContents()
         self.hint.setText("" if self.models else
                           "No models yet: download one from Discover, or import a GGUF file you already have.")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        chosen = self.selected() is not None
+        for button in self.row_buttons:
+            button.setEnabled(chosen)
+            button.setToolTip("" if chosen else "Select a model in the list first")
 
     def selected(self) -> LibraryModel | None:
         rows = self.table.selectionModel().selectedRows()
