@@ -421,3 +421,18 @@ def test_smaller_things_new_chat_right_click_search_edit_and_library_buttons(
     library.table.clearSelection()
     assert library.row_buttons
     assert not any(b.isEnabled() for b in library.row_buttons)  # "Chat with it", "Delete…": select a model first
+
+
+def test_about_links_each_known_model_license(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QTextBrowser
+
+    from app.ui.settings.dialogs import AboutDialog
+
+    w = window
+    dialog = AboutDialog(w, [info for _path, info in w.choices.known() if info is not None])
+    view = dialog.findChild(QTextBrowser)
+    assert view is not None
+    assert view.openExternalLinks()
+    assert "https://ai.google.dev/gemma/terms" in view.toHtml()  # the test model's "gemma", as a link
+    assert "Gemma Terms of Use" in view.toPlainText()
+    dialog.close()

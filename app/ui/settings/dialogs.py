@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 from collections.abc import Callable
 
 from PySide6.QtWidgets import (
@@ -143,18 +144,30 @@ def _megabytes(value: int, maximum: int, step: int, tip: str) -> QSpinBox:
     return box
 
 
+def _license(license_id: str | None) -> str:
+    """A license as its name, linked to its text when Paddock knows where that is."""
+    from app.models.licenses import KNOWN_LICENSES
+
+    if not license_id:
+        return "license not stated"
+    known = KNOWN_LICENSES.get(license_id.lower())
+    if known is None:
+        return f"license: {html.escape(license_id)}"
+    return f"<a href='{html.escape(known.url, quote=True)}'>{html.escape(known.name)}</a>"
+
+
 class AboutDialog(QDialog):
     """The app's licenses and those of the models in use ("Built with Llama" when one is a Llama)."""
 
     def __init__(self, parent: QWidget, models: list[GGUFInfo]) -> None:
         super().__init__(parent)
         self.setWindowTitle("About Paddock")
-        items = [f"<li>{info.name} ({info.quantization}) — license: {info.license or 'not stated'}</li>"
+        items = [f"<li>{html.escape(info.name)} ({html.escape(info.quantization)}) — {_license(info.license)}</li>"
                  for info in models]
         llama = any("llama" in (info.license or "").lower() or "llama" in info.name.lower() for info in models)
         layout = QVBoxLayout(self)
         view = QTextBrowser()
-        view.setOpenExternalLinks(False)
+        view.setOpenExternalLinks(True)  # the licenses' own pages, in the browser
         view.setHtml(
             f"<h2>Paddock {__version__}</h2>"
             "<p>Private chat with open-weight language models. Paddock is free software under the "
