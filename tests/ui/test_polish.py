@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QPlainTextEdit, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.tools.config import ToolServer
+from app.ui.common.secrets import keep_for_session
 from app.ui.tools.widgets import ToolsDialog
 from app.ui.window import MainWindow
 from tests.ui.windows import WAIT_MS, make_window, send_and_wait
@@ -221,29 +222,36 @@ def no_keyring() -> Iterator[None]:
 def test_without_a_keyring_the_user_is_told_and_chooses(qtbot: QtBot, window: MainWindow) -> None:
     w = window
     dialog = ToolsDialog(w, w.tools)
+    dialog.show()
     intro = dialog.intro.text()
     assert "no system keyring" in intro
     assert "kept in your system keyring" not in intro
-    seen: list[str] = []
     dialog.name.setText("Search")
     dialog.command.setText("search-server --fast")
     dialog.secrets.setPlainText("API_KEY=s3cret")
-    QTimer.singleShot(0, _answer_box(qtbot, "Keep until I quit", seen))
     dialog.add_button.click()
-    assert seen
-    assert "cannot save the secrets of “Search”" in seen[0]
+    assert dialog.keyring_bar.isVisible()  # told where it was added, with the choice
+    assert "cannot save the secrets of “Search”" in dialog.keyring_note.text()
+    dialog.keep_button.click()
+    assert not dialog.keyring_bar.isVisible()
     (server,) = w.tools.servers.all()
     assert w.tools.servers.secrets(server).env == {"API_KEY": "s3cret"}  # kept, for this session, as chosen
 
     dialog.name.setText("Other")
     dialog.command.setText("other-server")
     dialog.secrets.setPlainText("TOKEN=abc")
-    QTimer.singleShot(0, _answer_box(qtbot, "Don't keep it", seen))
     dialog.add_button.click()
-    assert len(seen) == 2
-    assert [s.name for s in w.tools.servers.all()] == ["Search"]  # not added without its secret
-    assert "was not added" in dialog.outcome.text()
+    assert dialog.keyring_bar.isVisible()
+    dialog.drop_button.click()
+    assert [s.name for s in w.tools.servers.all()] == ["Search"]  # not kept without its secret
+    assert "was removed" in dialog.outcome.text()
     dialog.accept()
+
+    # The same choice for a server's API key (Servers dialog) and the Hugging Face token: a question box.
+    seen: list[str] = []
+    QTimer.singleShot(0, _answer_box(qtbot, "Don't keep it", seen))
+    assert not keep_for_session(w, "your Hugging Face token", "it is forgotten now")
+    assert "no system keyring is available" in seen[0]
 
 
 def test_models_page_returns_to_the_chat(qtbot: QtBot, window: MainWindow) -> None:

@@ -37,7 +37,7 @@ from app.errors import PaddockError
 from app.models.auth import keyring_problem
 from app.tools.config import ServerSecrets, ToolServer, from_command_line, import_claude_config
 from app.tools.hub import ToolHub
-from app.ui.common.secrets import keep_for_session
+from app.ui.common.secrets import KEEP
 
 
 def tool_hub(store: Any) -> ToolHub:
@@ -259,6 +259,22 @@ class ToolsDialog(QDialog):
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.error)
+        # Without a keyring: what happened to the secrets just added, and the choice (not a modal box).
+        self.session_only: str | None = None
+        self.keyring_bar = QFrame()
+        self.keyring_bar.setObjectName("noticeBar")
+        bar = QHBoxLayout(self.keyring_bar)
+        self.keyring_note = QLabel()
+        self.keyring_note.setWordWrap(True)
+        bar.addWidget(self.keyring_note, 1)
+        self.keep_button = QPushButton(KEEP)
+        self.keep_button.clicked.connect(self._keep_session_server)
+        self.drop_button = QPushButton("Remove the server")
+        self.drop_button.clicked.connect(self._drop_session_server)
+        bar.addWidget(self.keep_button)
+        bar.addWidget(self.drop_button)
+        self.keyring_bar.hide()
+        layout.addWidget(self.keyring_bar)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
@@ -328,18 +344,35 @@ class ToolsDialog(QDialog):
         except PaddockError as exc:
             self.error.setText(str(exc))
             return
-        if secrets is not None and (secrets.env or secrets.headers) and \
-                self.hub.servers.secrets_for_session_only(saved.id) and not keep_for_session(
-                    self, f"the secrets of “{saved.name}”", "the tool server is removed again"):
-            self.hub.servers.remove(saved.id)
-            self.outcome.setText(f"“{saved.name}” was not added: its secrets could not be kept.")
-            self.refresh()
-            return
         self.editing = None
         self.list.setCurrentRow(-1)
         self._edit(None)
         self.refresh()
         self.outcome.setText(f"Saved “{saved.name}”. Switch it on for a chat in the chat's settings panel.")
+        if secrets is not None and (secrets.env or secrets.headers) and \
+                self.hub.servers.secrets_for_session_only(saved.id):
+            # Told here, and the user chooses; meanwhile the secrets live in memory only, never in a file.
+            self.session_only = saved.id
+            problem = keyring_problem() or "the system keyring did not keep them"
+            self.keyring_note.setText(
+                f"Paddock cannot save the secrets of “{saved.name}”: {problem}. They are kept in memory until "
+                "you quit (and asked for again next time), or remove the server now.")
+            self.keyring_bar.show()
+
+    def _keep_session_server(self) -> None:
+        self.session_only = None
+        self.keyring_bar.hide()
+
+    def _drop_session_server(self) -> None:
+        """The user would rather not keep the secrets in memory: the server goes."""
+        if self.session_only is not None:
+            name = self.hub.servers.get(self.session_only).name
+            self.hub.close_server(self.session_only)
+            self.hub.servers.remove(self.session_only)
+            self.outcome.setText(f"“{name}” was removed: its secrets are not kept.")
+            self.refresh()
+        self.session_only = None
+        self.keyring_bar.hide()
 
     def test(self) -> None:
         """Start the server in the fields once, off the window's thread; the result shows below."""
