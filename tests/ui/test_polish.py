@@ -379,6 +379,9 @@ def test_quotes_are_marked_and_code_keeps_its_copy(qtbot: QtBot, window: MainWin
     html = widget.body.toHtml()
     assert "A quoted line." in html
     assert "#c7ccd4" in html  # the quote's bar at its left
+    widget.copy_button.click()
+    assert QApplication.clipboard().text() == widget.text
+    assert widget.copy_button.text().startswith("Copied")  # a copy says it happened
 
 
 def test_smaller_things_new_chat_right_click_search_edit_and_library_buttons(

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from app.docs.prompt import cited_numbers
 from app.engine.gguf_file import read_gguf
 from app.engine.remote import parse_ref
-from app.engine.types import LoadedModel
+from app.engine.types import LoadedModel, SamplingParams
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.tools.hub import ToolHub
@@ -205,8 +205,11 @@ class ChatPage(QWidget):
         empty = next((c for c in self.store.conversations() if c.title == "New chat" and not
                       self.store.messages(c.id)), None)
         if empty is not None:
-            # Ctrl+N again: the empty chat already there is the new one (no pile of empty "New chat"s)
-            self.store.update_conversation(empty.id, model=model)
+            # Ctrl+N again: the empty chat already there is the new one (no pile of empty "New chat"s),
+            # with what a new chat gets now (the defaults may have changed since it was made).
+            self.store.update_conversation(
+                empty.id, model=model, system_prompt=self.store.get_setting("default_system_prompt", ""),
+                sampling=SamplingParams.from_dict(self.store.get_setting("default_sampling")))
             self.store.touch(empty.id)
             self.controller.conversationsChanged.emit()
             self.show_conversation(empty.id)

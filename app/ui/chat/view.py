@@ -125,7 +125,7 @@ class MessageWidget(QFrame):
             actions.addWidget(w)
             w.hide()
         self.copy_button = _small_button("Copy", "Copy this message")
-        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
+        self.copy_button.clicked.connect(self._copy)
         self.edit_button = _small_button("Edit", "Edit this message and send it again")
         self.edit_button.clicked.connect(lambda: self.editRequested.emit(self.message_id))
         self.regen_button = _small_button("Regenerate", "Answer this again")
@@ -331,6 +331,10 @@ class MessageWidget(QFrame):
         self._fit_height()
         self._fit_thinking()
 
+    def _copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.text)
+        _say_copied(self.copy_button)
+
     def _on_anchor(self, url: QUrl) -> None:
         if url.scheme() == CITE_SCHEME:
             path = url.path()
@@ -340,6 +344,7 @@ class MessageWidget(QFrame):
             number = int(url.path() or -1)
             if 0 <= number < len(self.code_blocks):
                 QGuiApplication.clipboard().setText(self.code_blocks[number])
+                _say_copied(self.copy_button, "Code copied")
             return
         if url.scheme() not in ("http", "https", "mailto"):
             return
@@ -576,3 +581,9 @@ class ChatView(QScrollArea):
             return
         if self._stick_to_bottom:
             self.verticalScrollBar().setValue(maximum)
+
+
+def _say_copied(button: QPushButton, text: str = "Copied") -> None:
+    """The button says what happened, for a moment (a copy is otherwise invisible)."""
+    button.setText(f"{text} ✓")
+    QTimer.singleShot(1500, button, lambda: button.setText("Copy"))
