@@ -10,17 +10,14 @@ this window alone turns into dialogs, the notice bar or the status bar.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
-    QFileDialog,
     QInputDialog,
     QMainWindow,
     QMenu,
@@ -32,11 +29,13 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.engine.types import LoadSettings
 from app.errors import PaddockError
+from app.store.chats import Conversation
 from app.ui.chat.composer import local_files
 from app.ui.chat.controller import ChatController
 from app.ui.chat.model_picker import ModelChoices
 from app.ui.chat.page import NO_CONVERSATION, ChatPage
 from app.ui.chat.sidebar import Sidebar
+from app.ui.chat.transfer import ChatTransfer
 from app.ui.common.messages import Message, MessageBridge
 from app.ui.documents.panel import DocsHub
 from app.ui.models.manager import ModelManager
@@ -72,6 +71,7 @@ class MainWindow(QMainWindow):
         self.servers = ServerHub(controller)
         self.choices = ModelChoices(self.store, self.manager.library, self.servers)
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
+        self.transfer = ChatTransfer(self, self.store, self.bridge, self.settings, self._show_imported)
         self._closed = False
         self._api_notice = ""
         self.setAcceptDrops(True)
@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Export chat as Markdown…", None, lambda: self.export_chat("md"))
         self._action(file_menu, "Export chat as JSON…", None, lambda: self.export_chat("json"))
-        self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
+        self._action(file_menu, "Import chat from JSON…", None, self.transfer.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
         self._action(file_menu, "Servers…", None, self.show_servers)
@@ -245,8 +245,7 @@ class MainWindow(QMainWindow):
     def select_conversation(self, conv_id: int) -> None:
         self.chat_page.show_conversation(conv_id)
 
-    def _on_chat_clicked(self, conv_id: int) -> None:
-        """The open chat clicked in the sidebar (which selects nothing new): show it if another page is up."""
+    def _on_chat_clicked(self, conv_id: int) -> None:  # the open chat, clicked while another page is up
         if conv_id == self.current_conv and self.pages.currentWidget() is not self.chat_page:
             self.back_to_chat()
 
@@ -276,7 +275,6 @@ class MainWindow(QMainWindow):
 
     def _rename(self, conv_id: int) -> None:
         conv = self.store.conversation(conv_id)
-        # An automatic title was cut with "…": the ellipsis is not part of it.
         title, ok = QInputDialog.getText(self, "Rename chat", "Title:", text=conv.title.removesuffix("…"))
         if ok:
             self.controller.rename(conv_id, title)
@@ -309,61 +307,16 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             self.chat_page.attach_paths(files)
 
-    # -- export / import -------------------------------------------------------
+    # -- export / import (app.ui.chat.transfer) --------------------------------
 
     def export_chat(self, kind: str, conv_id: int | None = None) -> None:
         conv_id = conv_id if conv_id is not None else self.current_conv
-        if conv_id is None:
-            return
-        conv = self.store.conversation(conv_id)
-        safe = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in conv.title).strip() or "chat"
-        suffix = ".md" if kind == "md" else ".json"
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export chat", str(self.last_folder() / f"{safe}{suffix}"),
-            "Markdown (*.md)" if kind == "md" else "JSON (*.json)",
-        )
-        if path:
-            self.remember_folder(Path(path).parent)
-            self.write_export(conv_id, kind, Path(path))
+        if conv_id is not None:
+            self.transfer.export_chat(conv_id, kind)
 
-    def write_export(self, conv_id: int, kind: str, path: Path) -> None:
-        try:
-            if kind == "md":
-                path.write_text(self.store.export_markdown(conv_id), encoding="utf-8")
-            else:
-                data = self.store.export_json(conv_id)
-                path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        except OSError as exc:
-            self.bridge.error(f"Could not write {path}: {exc.strerror or exc}")
-            return
-        self.bridge.status(f"Exported to {path}")
-
-    def import_chat(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import chat", str(self.last_folder()), "JSON (*.json)")
-        if path:
-            self.remember_folder(Path(path).parent)
-            self.read_import(Path(path))
-
-    def last_folder(self) -> Path:
-        """Where the last file dialog was left (file dialogs open there, not always in the home folder)."""
-        folder = Path(str(self.settings.value("last_folder", str(Path.home()))))
-        return folder if folder.is_dir() else Path.home()
-
-    def remember_folder(self, folder: Path) -> None:
-        self.settings.setValue("last_folder", str(folder))
-
-    def read_import(self, path: Path) -> None:
-        try:
-            conv = self.store.import_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            self.bridge.error(f"Could not read {path.name}: {exc}")
-            return
-        except PaddockError as exc:
-            self.bridge.error(str(exc))
-            return
+    def _show_imported(self, conv: Conversation) -> None:
         self.refresh_conversations()
         self.select_conversation(conv.id)
-        self.bridge.status(f"Imported “{conv.title}”")
 
     # -- dialogs ---------------------------------------------------------------
 
@@ -412,9 +365,7 @@ class MainWindow(QMainWindow):
             self.bridge.error(str(exc), title="Cannot serve the model")
             return
         self.status.show_api(url)
-        if self._api_notice:
-            self.chat_page.withdraw_notice(self._api_notice)  # no longer true, or said anew below
-            self._api_notice = ""
+        self.chat_page.withdraw_notice(self._api_notice)  # no longer true (or said anew below)
         if url:
             self._api_notice = f"The loaded model answers OpenAI-compatible requests at {url} (this computer only)."
             self.bridge.notice(self._api_notice)

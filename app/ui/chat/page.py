@@ -115,11 +115,11 @@ class ChatPage(QWidget):
         header.setObjectName("chatHeader")
         head = QHBoxLayout(header)
         head.setContentsMargins(16, 8, 12, 8)
-        self.title_label = ElidedLabel()
+        self.title_label = ElidedLabel(min_chars=12)  # a short title whole, a long one its first words
         self.title_label.setObjectName("chatTitle")
         head.addWidget(self.title_label, 1)
-        head.addWidget(QLabel("Model"))
-        self.model_combo = ModelPicker(self.choices)
+        self.model_combo = ModelPicker(self.choices)  # no "Model" label: its room goes to the title
+        self.model_combo.setToolTip("The model this chat uses")
         self.model_combo.chosen.connect(self._on_model_chosen)
         self.model_combo.openFileRequested.connect(self.open_model_file)
         self.model_combo.addServerRequested.connect(self.addServerRequested.emit)

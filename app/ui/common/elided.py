@@ -22,7 +22,9 @@ class ElidedLabel(QLabel):
 
     def minimumSizeHint(self) -> QSize:
         hint = super().minimumSizeHint()
-        return QSize(self.fontMetrics().averageCharWidth() * self._min_chars, hint.height())
+        margins = self.contentsMargins()
+        whole = self.fontMetrics().horizontalAdvance(self.text()) + margins.left() + margins.right() + 2
+        return QSize(min(whole, self.fontMetrics().averageCharWidth() * self._min_chars), hint.height())
 
     def sizeHint(self) -> QSize:
         hint = super().sizeHint()
@@ -37,6 +39,7 @@ class ElidedLabel(QLabel):
     def setText(self, text: str) -> None:
         super().setText(text)
         self.setToolTip(text)
+        self.updateGeometry()
 
     def paintEvent(self, _event: QPaintEvent) -> None:
         painter = QPainter(self)

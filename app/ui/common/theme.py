@@ -90,7 +90,7 @@ def _stylesheet(dark: bool) -> str:
     QFrame#composerBox {{ border-top: 1px solid {border}; }}
     QPlainTextEdit#composer {{ border: 1px solid {border}; border-radius: 8px; padding: 6px; font-size: 14px;
         background: palette(base); }}
-    QLabel#noticeBar {{ background: {'#3a3320' if dark else '#fff4d6'}; color: palette(text); padding: 6px 16px; }}
+    QFrame#noticeBar {{ background: {'#3a3320' if dark else '#fff4d6'}; color: palette(text); padding: 6px 16px; }}
     QFrame#settingsPanel {{ border-left: 1px solid {border}; }}
     QProgressBar#contextMeter {{ max-height: 14px; font-size: 11px; }}
     QFrame#statusSeparator {{ color: {border}; }}
