@@ -93,7 +93,8 @@ def main() -> int:
             page.settings_button.setChecked(True)
             for width, height in ((800, 600), (1280, 800)):
                 window.resize(width, height)
-                app.processEvents()
+                settle = time.monotonic() + 0.5  # layouts and message heights follow the new width
+                _wait(app, lambda settle=settle: time.monotonic() > settle)
                 window.grab().save(str(args.check / f"chat-{width}x{height}.png"))
                 window.show_models()
                 app.processEvents()

@@ -67,7 +67,7 @@ class ModelPicker(QComboBox):
         self.choices = choices
         # As wide as the header allows, never wider: a long model name is elided, not the window widened.
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(14)
+        self.setMinimumContentsLength(10)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMaximumWidth(420)
         self.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)

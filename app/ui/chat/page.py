@@ -115,7 +115,7 @@ class ChatPage(QWidget):
         header.setObjectName("chatHeader")
         head = QHBoxLayout(header)
         head.setContentsMargins(16, 8, 12, 8)
-        self.title_label = ElidedLabel(min_chars=12)  # a short title whole, a long one its first words
+        self.title_label = ElidedLabel(min_chars=9)  # a short title whole, a long one its first words
         self.title_label.setObjectName("chatTitle")
         head.addWidget(self.title_label, 1)
         self.model_combo = ModelPicker(self.choices)  # no "Model" label: its room goes to the title
