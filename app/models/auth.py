@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import keyring
+import keyring.backends.fail
 import keyring.errors
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,17 @@ class TokenStore:
             keyring.delete_password(SERVICE, self.account)
         except Exception as exc:
             log.debug("keyring delete: %s", type(exc).__name__)
+
+
+def keyring_problem() -> str | None:
+    """Why secrets cannot be kept in a system keyring here (None: there is one; a save still checks it)."""
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:
+        return f"the system keyring cannot be reached ({type(exc).__name__})"
+    if isinstance(backend, keyring.backends.fail.Keyring):
+        return "no system keyring is available"
+    return None
 
 
 _STORE = TokenStore()

@@ -83,6 +83,20 @@ class ToolServers:
             self._secret(server.id).save(json.dumps({"env": secrets.env, "headers": secrets.headers}))
         return server
 
+    def update(self, server: ToolServer, secrets: ServerSecrets | None) -> ToolServer:
+        """Change a server the user added (same id); ``secrets`` None keeps the ones it has."""
+        old = self.get(server.id)
+        if secrets is not None:
+            return self.add(server, secrets)
+        _check(server)
+        server = ToolServer(**{**asdict(server), "env_names": old.env_names, "header_names": old.header_names})
+        self._set(SETTINGS_KEY, [_plain(server) if s.id == server.id else _plain(s) for s in self.all()])
+        return server
+
+    def secrets_for_session_only(self, server_id: str) -> bool:
+        """True when the server's secrets could not go to the keyring and live in memory until quit."""
+        return self._secret(server_id).source() == "session"
+
     def remove(self, server_id: str) -> None:
         self._set(SETTINGS_KEY, [_plain(s) for s in self.all() if s.id != server_id])
         self._secret(server_id).clear()

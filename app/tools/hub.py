@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.tools.config import ToolServers
+from app.tools.config import ServerSecrets, ToolServer, ToolServers
 from app.tools.mcp_client import McpConnection, ToolError, ToolOutcome, ToolSpec
 
 log = logging.getLogger("paddock.tools")
@@ -113,6 +113,18 @@ class ToolHub:
         if not conn.alive:
             conn.start()
         return conn.call(spec.name, arguments, cancel=cancel)
+
+    def check(self, server: ToolServer, secrets: ServerSecrets) -> list[ToolSpec]:
+        """Start ``server`` once (saved or not), list its tools, and stop it: the Tools dialog's Test.
+
+        Raises:
+            ToolError: it could not be started, or it is not an MCP server.
+        """
+        conn = McpConnection(server, secrets, self.log_dir / f"tool-{server.id or 'test'}.log")
+        try:
+            return conn.start()
+        finally:
+            conn.close()
 
     def close_server(self, server_id: str) -> None:
         with self._lock:

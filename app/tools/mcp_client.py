@@ -27,6 +27,20 @@ from app.tools.config import ServerSecrets, ToolServer
 
 log = logging.getLogger("paddock.tools")
 
+
+class _NoTraceback(logging.Filter):
+    """The SDK logs a whole traceback for each line a program prints that is not MCP: keep one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"{record.getMessage()}: {_reason(record.exc_info[1]) if record.exc_info[1] else ''}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("mcp.client.stdio").addFilter(_NoTraceback())
+
 START_TIMEOUT_S = 30.0
 MAX_RESULT_CHARS = 20_000  # a result is quoted into the prompt: more than this is cut, and the model told
 
@@ -103,8 +117,9 @@ class McpConnection:
             self.tools = ready.result(timeout)
         except concurrent.futures.TimeoutError:
             self.close()
-            raise ToolError(f"tool server {self.server.name!r} did not answer within {timeout:.0f} s of starting "
-                            f"({self.server.describe()})") from None
+            raise ToolError(f"“{self.server.name}” could not be started: it did not answer as an MCP tool server "
+                            f"within {timeout:.0f} s. Check the command ({self.server.describe()}); its error "
+                            f"output is in {self.log_path}.") from None
         except ToolError:
             self.close()
             raise
@@ -144,13 +159,31 @@ class McpConnection:
                 await self._closing.wait()
         except BaseException as exc:  # the SDK's task groups raise groups; unwrap for the message
             if not ready.done():
-                ready.set_exception(ToolError(
-                    f"tool server {self.server.name!r} could not be started: {_reason(exc)} ({self.server.describe()})"
-                ))
+                ready.set_exception(ToolError(f"“{self.server.name}” could not be started: {self._why(exc)}"))
             elif not isinstance(exc, asyncio.CancelledError) and not (self._closing and self._closing.is_set()):
                 log.warning("tool server %s ended: %s", self.server.name, _reason(exc))
         finally:
             self._client = None
+
+    def _why(self, exc: BaseException) -> str:
+        """Why a server did not start, in words a user can act on (the SDK says "Connection closed")."""
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        where = self.server.describe()
+        if self.server.kind == "http":
+            return f"{where} did not answer as an MCP tool server ({_reason(exc)})."
+        if isinstance(exc, FileNotFoundError):
+            return (f"the program {self.server.command!r} was not found. Check the command, and that the program "
+                    "is installed.")
+        if isinstance(exc, PermissionError):
+            return f"Paddock is not allowed to run {self.server.command!r} (permission denied)."
+        if (isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED) or isinstance(exc, ValueError):
+            return (f"the program is not an MCP tool server, or it stopped at once: it ended without answering "
+                    f"Paddock's MCP greeting. Check the command ({where}); its error output is in {self.log_path}.")
+        return f"{_reason(exc)} ({where})."
 
     def _transport(self) -> Any:
         if self.server.kind == "stdio":

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
+from PySide6.QtWidgets import QFrame, QLabel, QProgressBar, QStatusBar
 
 from app.engine.types import LoadedModel
 from app.store.chats import ChatStore
+from app.ui.common.elided import ElidedLabel
 
 
 class StatusPanel:
@@ -18,10 +19,13 @@ class StatusPanel:
         self.bar = bar
         self.store = store
         self.model_name = model_name
-        self.model = QLabel("No model loaded")
+        self.model = ElidedLabel("No model loaded")
         self._predicted: float | None = None  # the placement planner's decode speed for the loaded model
         self.speed = QLabel("")
+        self.speed.setObjectName("statusSpeed")
         self.api = QLabel("")
+        self.api.setObjectName("statusApi")
+        self.current: int | None = None  # the chat on screen: the speed shown is its last answer's
         self.ctx_meter = QProgressBar()
         self.ctx_meter.setObjectName("contextMeter")
         self.ctx_meter.setFixedWidth(160)
@@ -29,9 +33,12 @@ class StatusPanel:
         self.ctx_meter.setValue(0)
         self.ctx_meter.setToolTip("How much of the model's context this chat uses")
         bar.addWidget(self.model, 1)
-        bar.addPermanentWidget(self.api)
-        bar.addPermanentWidget(self.speed)
-        bar.addPermanentWidget(self.ctx_meter)
+        # Each figure apart, behind a thin line, shown only when it has something to say.
+        self._api_line, self._speed_line = _separator(), _separator()
+        for widget in (self._api_line, self.api, self._speed_line, self.speed, self.ctx_meter):
+            bar.addPermanentWidget(widget)
+        self.show_api("")
+        self._show_speed({})
 
     def on_model_loading(self, path: str) -> None:
         self.model.setText(f"Loading {self.model_name(path)}…")
@@ -40,30 +47,46 @@ class StatusPanel:
     def on_model_loaded(self, loaded: LoadedModel) -> None:
         self.ctx_meter.setRange(0, 100)
         where = "CPU" if loaded.n_gpu_layers == 0 else f"{loaded.backend.upper()} ({loaded.n_gpu_layers} layers)"
-        self.model.setText(f"{loaded.name} · {where} · {loaded.n_ctx} tokens context · loaded in {loaded.load_s:.1f}s")
+        # The name the model menu shows for this file, so that the header and the status bar agree.
+        self.model.setText(f"Loaded: {self.model_name(loaded.path)} · {where} · {loaded.n_ctx} tokens context · "
+                           f"loaded in {loaded.load_s:.1f}s")
         self.model.setToolTip(loaded.plan)
         self._predicted = loaded.predicted_tokens_per_s
 
     def on_model_failed(self, _message: str) -> None:
         self.ctx_meter.setRange(0, 100)
 
-    def on_stream_finished(self, _conv: int, _message: int, status: str, error: str, stats: dict) -> None:
-        if stats.get("completion_tokens"):
-            predicted = f" (predicted {self._predicted:g})" if self._predicted else ""
-            self.speed.setText(
-                f"{stats.get('tokens_per_s', 0):.1f} tok/s{predicted} · first token {stats.get('ttft_s', 0):.2f}s · "
-                f"{stats.get('prompt_reused', 0)} of {stats.get('prompt_tokens', 0)} prompt tokens from cache"
-            )
-        if stats.get("n_ctx"):
-            self.show_context(stats)
+    def on_stream_finished(self, conv: int, _message: int, status: str, error: str, stats: dict) -> None:
         if status == "error" and "crashed" in error:
             self.model.setText("The engine stopped; the model will be loaded again on the next message")
+        if conv != self.current:
+            return  # an answer in another chat: its figures show when that chat does
+        if stats.get("completion_tokens"):
+            self._show_speed(stats)
+        if stats.get("n_ctx"):
+            self.show_context(stats)
+
+    def _show_speed(self, stats: dict[str, Any]) -> None:
+        if stats.get("completion_tokens"):
+            predicted = f" (predicted {self._predicted:g})" if self._predicted else ""
+            self.speed.setText(f"{stats.get('tokens_per_s', 0):.1f} tok/s{predicted}")
+            self.speed.setToolTip(
+                f"Last answer in this chat: {stats.get('tokens_per_s', 0):.1f} tokens per second, first token after "
+                f"{stats.get('ttft_s', 0):.2f} s, {stats.get('prompt_reused', 0)} of {stats.get('prompt_tokens', 0)} "
+                "prompt tokens from the cache"
+            )
+        else:
+            self.speed.setText("")
+            self.speed.setToolTip("")
+        self.speed.setVisible(bool(self.speed.text()))
+        self._speed_line.setVisible(bool(self.speed.text()))
 
     def show_conversation(self, conv_id: int | None) -> None:
-        """Context meter from the figures of the conversation's latest answer."""
-        if conv_id is None:
-            return
-        self.show_context(self.store.latest_answer_stats(conv_id))
+        """Speed and context meter from the figures of the conversation's latest answer (none: cleared)."""
+        self.current = conv_id
+        stats = self.store.latest_answer_stats(conv_id) if conv_id else {}
+        self._show_speed(stats)
+        self.show_context(stats)
 
     def show_context(self, stats: dict[str, Any]) -> None:
         n_ctx = stats.get("n_ctx") or 0
@@ -75,7 +98,18 @@ class StatusPanel:
         )
 
     def show_api(self, url: str) -> None:
-        self.api.setText(f"API: {url}" if url else "")
+        self.api.setText(f"API on {url}" if url else "")
+        self.api.setToolTip("The loaded model answers OpenAI-compatible requests here (this computer only)"
+                            if url else "")
+        self.api.setVisible(bool(url))
+        self._api_line.setVisible(bool(url))
 
     def flash(self, text: str, ms: int = 6000) -> None:
         self.bar.showMessage(text, ms)
+
+
+def _separator() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.VLine)
+    line.setObjectName("statusSeparator")
+    return line

@@ -10,17 +10,14 @@ this window alone turns into dialogs, the notice bar or the status bar.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
-    QFileDialog,
     QInputDialog,
     QMainWindow,
     QMenu,
@@ -32,11 +29,13 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.engine.types import LoadSettings
 from app.errors import PaddockError
+from app.store.chats import Conversation
 from app.ui.chat.composer import local_files
 from app.ui.chat.controller import ChatController
 from app.ui.chat.model_picker import ModelChoices
 from app.ui.chat.page import NO_CONVERSATION, ChatPage
 from app.ui.chat.sidebar import Sidebar
+from app.ui.chat.transfer import ChatTransfer
 from app.ui.common.messages import Message, MessageBridge
 from app.ui.documents.panel import DocsHub
 from app.ui.models.manager import ModelManager
@@ -72,7 +71,9 @@ class MainWindow(QMainWindow):
         self.servers = ServerHub(controller)
         self.choices = ModelChoices(self.store, self.manager.library, self.servers)
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
+        self.transfer = ChatTransfer(self, self.store, self.bridge, self.settings, self._show_imported)
         self._closed = False
+        self._api_notice = ""
         self.setAcceptDrops(True)
         self.setWindowTitle("Paddock")
         self.resize(1180, 760)
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
     def _connect_pages(self) -> None:
         side = self.sidebar
         side.conversationSelected.connect(self.select_conversation)
+        side.conversationClicked.connect(self._on_chat_clicked)
         side.newChatRequested.connect(lambda: self.new_chat())
         side.modelsRequested.connect(self.show_models)
         side.settingsRequested.connect(self.show_settings)
@@ -128,6 +130,7 @@ class MainWindow(QMainWindow):
         self.chat_page.addServerRequested.connect(self.show_servers)
         self.chat_page.remoteModelChosen.connect(self.status.model.setText)
         self.models_page.chatRequested.connect(self.new_chat)
+        self.models_page.backRequested.connect(self.back_to_chat)
 
     def _build_menu(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -136,7 +139,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Export chat as Markdown…", None, lambda: self.export_chat("md"))
         self._action(file_menu, "Export chat as JSON…", None, lambda: self.export_chat("json"))
-        self._action(file_menu, "Import chat from JSON…", None, self.import_chat)
+        self._action(file_menu, "Import chat from JSON…", None, self.transfer.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
         self._action(file_menu, "Servers…", None, self.show_servers)
@@ -147,7 +150,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.quit_action = self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         chat_menu = self.menuBar().addMenu("&Chat")
-        self._action(chat_menu, "Stop answer", QKeySequence("Esc"), self.controller.stop)
+        self._action(chat_menu, "Stop answer", QKeySequence("Esc"), self.escape)
         self._action(chat_menu, "Regenerate answer", QKeySequence("Ctrl+R"), self.chat_page.regenerate)
         self._action(chat_menu, "Search chats", QKeySequence.StandardKey.Find, self.sidebar.focus_search)
         self._action(chat_menu, "Rename chat…", QKeySequence("F2"), lambda: self._on_current(self._rename))
@@ -216,11 +219,35 @@ class MainWindow(QMainWindow):
             self.pages.setCurrentWidget(self.welcome)
 
     def show_models(self) -> None:
+        if self.pages.currentWidget() is self.models_page:
+            self.back_to_chat()  # the Models button toggles
+            return
         self.models_page.refresh()
         self.pages.setCurrentWidget(self.models_page)
+        self.sidebar.set_models_shown(True)
+
+    def back_to_chat(self) -> None:
+        """Leave the Models page for the chat that was open (or the start page)."""
+        self.sidebar.set_models_shown(False)
+        if self.current_conv is not None:
+            self.pages.setCurrentWidget(self.chat_page)
+            self.chat_page.composer.setFocus()
+        else:
+            self._show_start_page()
+
+    def escape(self) -> None:
+        """Esc: back from the Models page; in a chat, stop the answer."""
+        if self.pages.currentWidget() is self.models_page:
+            self.back_to_chat()
+        else:
+            self.controller.stop()
 
     def select_conversation(self, conv_id: int) -> None:
         self.chat_page.show_conversation(conv_id)
+
+    def _on_chat_clicked(self, conv_id: int) -> None:  # the open chat, clicked while another page is up
+        if conv_id == self.current_conv and self.pages.currentWidget() is not self.chat_page:
+            self.back_to_chat()
 
     def new_chat(self, model: str | None = None) -> None:
         self.sidebar.clear_search()
@@ -231,6 +258,7 @@ class MainWindow(QMainWindow):
             self._show_start_page()
             return
         self.pages.setCurrentWidget(self.chat_page)
+        self.sidebar.set_models_shown(False)
         self.refresh_conversations()
         self.status.show_conversation(conv_id)
 
@@ -247,7 +275,7 @@ class MainWindow(QMainWindow):
 
     def _rename(self, conv_id: int) -> None:
         conv = self.store.conversation(conv_id)
-        title, ok = QInputDialog.getText(self, "Rename chat", "Title:", text=conv.title)
+        title, ok = QInputDialog.getText(self, "Rename chat", "Title:", text=conv.title.removesuffix("…"))
         if ok:
             self.controller.rename(conv_id, title)
 
@@ -279,46 +307,14 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             self.chat_page.attach_paths(files)
 
-    # -- export / import -------------------------------------------------------
+    # -- export / import (app.ui.chat.transfer) --------------------------------
 
     def export_chat(self, kind: str, conv_id: int | None = None) -> None:
         conv_id = conv_id if conv_id is not None else self.current_conv
-        if conv_id is None:
-            return
-        conv = self.store.conversation(conv_id)
-        safe = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in conv.title).strip() or "chat"
-        suffix = ".md" if kind == "md" else ".json"
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export chat", str(Path.home() / f"{safe}{suffix}"),
-            "Markdown (*.md)" if kind == "md" else "JSON (*.json)",
-        )
-        if path:
-            self.write_export(conv_id, kind, Path(path))
+        if conv_id is not None:
+            self.transfer.export_chat(conv_id, kind)
 
-    def write_export(self, conv_id: int, kind: str, path: Path) -> None:
-        try:
-            if kind == "md":
-                path.write_text(self.store.export_markdown(conv_id), encoding="utf-8")
-            else:
-                data = self.store.export_json(conv_id)
-                path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        except OSError as exc:
-            self.bridge.error(f"Could not write {path}: {exc.strerror or exc}")
-
-    def import_chat(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import chat", str(Path.home()), "JSON (*.json)")
-        if path:
-            self.read_import(Path(path))
-
-    def read_import(self, path: Path) -> None:
-        try:
-            conv = self.store.import_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            self.bridge.error(f"Could not read {path.name}: {exc}")
-            return
-        except PaddockError as exc:
-            self.bridge.error(str(exc))
-            return
+    def _show_imported(self, conv: Conversation) -> None:
         self.refresh_conversations()
         self.select_conversation(conv.id)
 
@@ -369,8 +365,10 @@ class MainWindow(QMainWindow):
             self.bridge.error(str(exc), title="Cannot serve the model")
             return
         self.status.show_api(url)
+        self.chat_page.withdraw_notice(self._api_notice)  # no longer true (or said anew below)
         if url:
-            self.bridge.notice(f"The loaded model answers OpenAI-compatible requests at {url} (this computer only).")
+            self._api_notice = f"The loaded model answers OpenAI-compatible requests at {url} (this computer only)."
+            self.bridge.notice(self._api_notice)
 
     # -- window state ----------------------------------------------------------
 

@@ -139,11 +139,11 @@ def test_a_crashing_server_is_a_message_and_starts_again(notes: Path, tmp_path: 
 def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     missing = McpConnection(ToolServer("x", "Missing", "stdio", command="/nonexistent/mcp-server"), ServerSecrets(),
                             tmp_path / "a.log")
-    with pytest.raises(ToolError, match="could not be started.*No such file"):
+    with pytest.raises(ToolError, match="could not be started: the program '/nonexistent/mcp-server' was not found"):
         missing.start()
     garbage = McpConnection(ToolServer("g", "Garbage", "stdio", command=sys.executable,
                                        args=(str(SERVER), "--garbage")), ServerSecrets(), tmp_path / "g.log")
-    with pytest.raises(ToolError, match="Garbage"):
+    with pytest.raises(ToolError, match="“Garbage” could not be started: it did not answer as an MCP tool server"):
         garbage.start(timeout=8)
     garbage.close()
 

@@ -189,11 +189,11 @@ def test_export_import_round_trip(qtbot: QtBot, window: MainWindow, tmp_path: Pa
     w = window
     send_and_wait(qtbot, w, "What is the capital of France?")
     original = w.current_conv
-    w.write_export(original, "json", tmp_path / "chat.json")  # type: ignore[arg-type]
-    w.write_export(original, "md", tmp_path / "chat.md")  # type: ignore[arg-type]
+    w.transfer.write_export(original, "json", tmp_path / "chat.json")  # type: ignore[arg-type]
+    w.transfer.write_export(original, "md", tmp_path / "chat.md")  # type: ignore[arg-type]
     assert "Paris" in (tmp_path / "chat.md").read_text()
     assert json.loads((tmp_path / "chat.json").read_text())["format"] == "paddock-conversation"
-    w.read_import(tmp_path / "chat.json")
+    w.transfer.read_import(tmp_path / "chat.json")
     assert w.current_conv != original
     assert [(m.role, m.content) for m in w.store.messages(w.current_conv)] == [  # type: ignore[arg-type]
         (m.role, m.content) for m in w.store.messages(original)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 
@@ -12,11 +13,14 @@ class EditMessageDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Edit message")
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("The answers after this message will be replaced."))
+        layout.addWidget(QLabel("The answers after this message will be replaced. Ctrl+Enter sends; "
+                                "Enter starts a new line."))
         self.editor = QPlainTextEdit(text)
         layout.addWidget(self.editor)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Send")
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, self.accept)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import QComboBox, QSizePolicy
 
 from app.engine import hardware, placement
 from app.engine.gguf_file import GGUFInfo, read_gguf
@@ -84,8 +84,20 @@ class ModelPicker(QComboBox):
     def __init__(self, choices: ModelChoices) -> None:
         super().__init__()
         self.choices = choices
-        self.setMinimumWidth(260)
+        # As wide as the header allows, never wider: a long model name is elided, not the window widened.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMaximumWidth(420)
+        self.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.activated.connect(self._on_activated)
+        self.currentIndexChanged.connect(lambda _index: self.updateGeometry())
+
+    def sizeHint(self) -> QSize:
+        """Room for the chosen model's whole name when the header has it (the minimum stays small)."""
+        hint = super().sizeHint()
+        text = self.fontMetrics().horizontalAdvance(self.currentText()) + 48
+        return QSize(min(max(hint.width(), text), self.maximumWidth()), hint.height())
 
     def fill(self, selected: str | None) -> None:
         self.blockSignals(True)

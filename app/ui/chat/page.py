@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from app.docs.prompt import cited_numbers
 from app.engine.gguf_file import read_gguf
 from app.engine.remote import parse_ref
-from app.engine.types import LoadedModel
+from app.engine.types import LoadedModel, SamplingParams
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.tools.hub import ToolHub
@@ -44,6 +44,7 @@ from app.ui.chat.itemmodels import MessageListModel
 from app.ui.chat.model_picker import ModelChoices, ModelPicker
 from app.ui.chat.settings_panel import SettingsPanel
 from app.ui.chat.view import ChatView
+from app.ui.common.elided import ElidedLabel
 from app.ui.common.messages import MessageBridge
 from app.ui.documents.panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
 from app.ui.settings.servers import ServerHub
@@ -69,6 +70,9 @@ class ChatPage(QWidget):
         self.current_conv: int | None = None
         self.closed = False
         self.passage_dialog: PassageDialog | None = None
+        # Notices belong to a chat (and a model's to the chats that use it): shown again when the chat is.
+        self._chat_notices: dict[int, list[str]] = {}
+        self._model_notices: dict[str, list[str]] = {}
         self.messages = MessageListModel(self.store, self)
 
         outer = QHBoxLayout(self)
@@ -111,16 +115,16 @@ class ChatPage(QWidget):
         header.setObjectName("chatHeader")
         head = QHBoxLayout(header)
         head.setContentsMargins(16, 8, 12, 8)
-        self.title_label = QLabel()
+        self.title_label = ElidedLabel(min_chars=9)  # a short title whole, a long one its first words
         self.title_label.setObjectName("chatTitle")
         head.addWidget(self.title_label, 1)
-        head.addWidget(QLabel("Model"))
-        self.model_combo = ModelPicker(self.choices)
+        self.model_combo = ModelPicker(self.choices)  # no "Model" label: its room goes to the title
+        self.model_combo.setToolTip("The model this chat uses")
         self.model_combo.chosen.connect(self._on_model_chosen)
         self.model_combo.openFileRequested.connect(self.open_model_file)
         self.model_combo.addServerRequested.connect(self.addServerRequested.emit)
         head.addWidget(self.model_combo)
-        self.settings_button = QPushButton("Settings")
+        self.settings_button = QPushButton("Chat settings")  # this chat's; the sidebar's are the app's
         self.settings_button.setCheckable(True)
         self.settings_button.setToolTip("System prompt and sampling for this chat")
         head.addWidget(self.settings_button)
@@ -185,7 +189,7 @@ class ChatPage(QWidget):
         self.settings_panel.show_settings(conv.system_prompt, conv.sampling)
         self.settings_panel.adapters.set_adapters(self.store.chat_adapters(conv_id))
         self.model_combo.fill(conv.model)
-        self.notice_bar.hide()
+        self._show_notices()
         self.docs_panel.set_conversation(conv_id)
         if self.tools_panel is not None:
             self.tools_panel.show_chat(conv_id, conv.sampling.tool_choice == "required")
@@ -199,6 +203,18 @@ class ChatPage(QWidget):
         if model is None:
             known = self.choices.known()
             model = known[0][0] if known else None
+        empty = next((c for c in self.store.conversations() if c.title == "New chat" and not
+                      self.store.messages(c.id)), None)
+        if empty is not None:
+            # Ctrl+N again: the empty chat already there is the new one (no pile of empty "New chat"s),
+            # with what a new chat gets now (the defaults may have changed since it was made).
+            self.store.update_conversation(
+                empty.id, model=model, system_prompt=self.store.get_setting("default_system_prompt", ""),
+                sampling=SamplingParams.from_dict(self.store.get_setting("default_sampling")))
+            self.store.touch(empty.id)
+            self.controller.conversationsChanged.emit()
+            self.show_conversation(empty.id)
+            return
         conv = self.controller.new_conversation(model=model)
         self.show_conversation(conv.id)
 
@@ -210,8 +226,30 @@ class ChatPage(QWidget):
             self.model_combo.fill(self.store.conversation(self.current_conv).model)
 
     def show_notice(self, text: str) -> None:
-        self.notice_bar.setText(text)
-        self.notice_bar.show()
+        """A notice for the chat on screen; it stays with that chat until it is no longer true."""
+        model_said = any(text in texts for texts in self._model_notices.values())
+        if self.current_conv is not None and not model_said:
+            kept = self._chat_notices.setdefault(self.current_conv, [])
+            if text not in kept:
+                kept.append(text)
+        self._show_notices(extra=[] if self.current_conv is not None else [text])
+
+    def withdraw_notice(self, text: str) -> None:
+        """A notice that is no longer true (the API was switched off): gone from every chat."""
+        for kept in self._chat_notices.values():
+            if text in kept:
+                kept.remove(text)
+        self._show_notices()
+
+    def _show_notices(self, extra: list[str] | None = None) -> None:
+        texts: list[str] = []
+        if self.current_conv is not None:
+            model = self.store.conversation(self.current_conv).model
+            texts += self._model_notices.get(str(Path(model)), []) if model else []
+            texts += [t for t in self._chat_notices.get(self.current_conv, []) if t not in texts]
+        texts += extra or []
+        self.notice_bar.setText("\n".join(texts[-3:]))
+        self.notice_bar.setVisible(bool(texts))
 
     # -- models ----------------------------------------------------------------
 
@@ -338,6 +376,8 @@ class ChatPage(QWidget):
 
     def _on_model_loaded(self, loaded: LoadedModel) -> None:
         self.settings_panel.set_thinking_switch(loaded.thinking_switch, loaded.thinking_default)
+        # What the model's notices say (no chat template...) holds for every chat that uses it.
+        self._model_notices = {str(Path(loaded.path)): list(loaded.notices)}
 
     def _on_stream_finished(self, conv_id: int, message_id: int, _status: str, _error: str, _stats: dict) -> None:
         if conv_id == self.current_conv:
@@ -380,9 +420,9 @@ class ChatPage(QWidget):
         if self.current_conv is None:
             return
         self.docs.add_to_chat(self.current_conv, items)
-        self.docs_panel.show()
+        # Said in the documents panel, which follows the indexing (a status line outlived it).
         names = ", ".join(p.name for p in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-        self.bridge.status(f"Indexing {names} in the background; you can keep chatting.")
+        self.docs_panel.adding(names)
 
     def open_citation(self, message_id: int, number: int) -> PassageDialog | None:
         try:

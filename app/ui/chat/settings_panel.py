@@ -33,7 +33,7 @@ class SettingsPanel(QFrame):
     def __init__(self, on_change: Callable[[], None], adapter_choices: AdapterChoices | None = None) -> None:
         super().__init__()
         self.setObjectName("settingsPanel")
-        self.setFixedWidth(280)
+        self.setFixedWidth(264)
         self._on_change = on_change
         self._loading = False
         outer = QVBoxLayout(self)

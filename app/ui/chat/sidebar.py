@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QMouseEvent
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListView, QMenu, QPushButton, QVBoxLayout
 
 from app.store.chats import ChatStore
@@ -14,6 +15,7 @@ class Sidebar(QFrame):
 
     Signals:
         conversationSelected(int): the user picked a conversation.
+        conversationClicked(int): a conversation was clicked (also the one already selected).
         newChatRequested(): *New chat*.
         modelsRequested(), settingsRequested(), aboutRequested(): the buttons below the list.
         renameRequested(int), deleteRequested(int): from a conversation's context menu.
@@ -21,6 +23,7 @@ class Sidebar(QFrame):
     """
 
     conversationSelected = Signal(int)
+    conversationClicked = Signal(int)
     newChatRequested = Signal()
     modelsRequested = Signal()
     settingsRequested = Signal()
@@ -40,8 +43,8 @@ class Sidebar(QFrame):
         self.new_button.setObjectName("primaryButton")
         self.new_button.clicked.connect(self.newChatRequested.emit)
         side.addWidget(self.new_button)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search chats")
+        self.search = _SearchBox()
+        self.search.setPlaceholderText("Search chats (Esc clears)")
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self._on_search)
         side.addWidget(self.search)
@@ -52,14 +55,36 @@ class Sidebar(QFrame):
         self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conv_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.conv_list.customContextMenuRequested.connect(self._conv_menu)
+        self.conv_list.viewport().installEventFilter(self)  # a right-click opens the menu, not the chat
         self.conv_list.selectionModel().currentChanged.connect(self._on_current_changed)
         side.addWidget(self.conv_list, 1)
-        for text, signal in (("Models", self.modelsRequested), ("Settings", self.settingsRequested),
+        self.no_results = QLabel("No chat matches this search.")
+        self.no_results.setObjectName("hint")
+        self.no_results.setWordWrap(True)
+        self.no_results.hide()
+        side.addWidget(self.no_results)
+        self.conv_list.clicked.connect(self._on_clicked)
+        buttons: list[QPushButton] = []
+        for text, signal in (("Models", self.modelsRequested), ("App settings", self.settingsRequested),
                              ("About Paddock", self.aboutRequested)):
             button = QPushButton(text)
             button.clicked.connect(signal.emit)
             side.addWidget(button)
+            buttons.append(button)
+        self.models_button = buttons[0]
+        self.models_button.setCheckable(True)  # pressed while the Models page is shown; clicked again: back
+        self.models_button.setToolTip("Find, download and manage models (click again, or Esc, to go back)")
         self.current: int | None = None
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """A right press does not select (and open) the chat: the menu acts on it where it is."""
+        if (watched is self.conv_list.viewport() and event.type() == QEvent.Type.MouseButtonPress
+                and isinstance(event, QMouseEvent) and event.button() == Qt.MouseButton.RightButton):
+            return True
+        return super().eventFilter(watched, event)
+
+    def set_models_shown(self, shown: bool) -> None:
+        self.models_button.setChecked(shown)
 
     def refresh(self, current: int | None) -> str | None:
         """Reload the list, keeping ``current`` selected; returns its title, if it is listed."""
@@ -96,10 +121,15 @@ class Sidebar(QFrame):
     def _on_search(self, text: str) -> None:
         self.conversations.set_search(text)  # reloads the list
         self._reselect()
+        self.no_results.setVisible(bool(text.strip()) and self.conversations.rowCount() == 0)
 
     def _on_current_changed(self, index: QModelIndex, _previous: QModelIndex) -> None:
         if index.isValid():
             self.conversationSelected.emit(int(index.data(ConvRole.Id)))
+
+    def _on_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.conversationClicked.emit(int(index.data(ConvRole.Id)))
 
     def _conv_menu(self, pos: QPoint) -> None:
         index = self.conv_list.indexAt(pos)
@@ -113,3 +143,20 @@ class Sidebar(QFrame):
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self.deleteRequested.emit(conv_id))
         menu.exec(self.conv_list.viewport().mapToGlobal(pos))
+
+
+class _SearchBox(QLineEdit):
+    """The chat search: Esc empties it (before the window's Esc, which stops an answer, sees the key)."""
+
+    def event(self, event: QEvent) -> bool:
+        if (event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent)
+                and event.key() == Qt.Key.Key_Escape and self.text()):
+            event.accept()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Escape and self.text():
+            self.clear()
+            return
+        super().keyPressEvent(event)

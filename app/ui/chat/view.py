@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.docs.prompt import cited_numbers
 from app.ui.chat.itemmodels import MessageListModel, MsgRole
+from app.ui.common.elided import ElidedLabel
 from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
 from app.ui.common.textbrowser import SafeTextBrowser
 
@@ -129,7 +130,7 @@ class MessageWidget(QFrame):
             actions.addWidget(w)
             w.hide()
         self.copy_button = _small_button("Copy", "Copy this message")
-        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
+        self.copy_button.clicked.connect(self._copy)
         self.edit_button = _small_button("Edit", "Edit this message and send it again")
         self.edit_button.clicked.connect(lambda: self.editRequested.emit(self.message_id))
         self.regen_button = _small_button("Regenerate", "Answer this again")
@@ -139,9 +140,10 @@ class MessageWidget(QFrame):
         for b in (self.copy_button, self.edit_button, self.regen_button, self.continue_button):
             actions.addWidget(b)
         actions.addStretch(1)
-        self.stats_label = QLabel()
+        self.stats_label = ElidedLabel()  # cut with "…" in a narrow window, whole in its tooltip
         self.stats_label.setObjectName("messageStats")
-        actions.addWidget(self.stats_label)
+        self.stats_label.setAlignment(Qt.AlignmentFlag.AlignRight)
+        actions.addWidget(self.stats_label, 1)
         layout.addLayout(actions)
         self._render_timer = QTimer(self)
         self._render_timer.setSingleShot(True)
@@ -334,6 +336,10 @@ class MessageWidget(QFrame):
         self._fit_height()
         self._fit_thinking()
 
+    def _copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.text)
+        _say_copied(self.copy_button)
+
     def _on_anchor(self, url: QUrl) -> None:
         if url.scheme() == CITE_SCHEME:
             path = url.path()
@@ -343,6 +349,7 @@ class MessageWidget(QFrame):
             number = int(url.path() or -1)
             if 0 <= number < len(self.code_blocks):
                 QGuiApplication.clipboard().setText(self.code_blocks[number])
+                _say_copied(self.copy_button, "Code copied")
             return
         if url.scheme() not in ("http", "https", "mailto"):
             return
@@ -471,6 +478,7 @@ class ChatView(QScrollArea):
         )
         self.empty_hint.setObjectName("emptyHint")
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setWordWrap(True)  # never wider than the window
         self.empty_hint.setStyleSheet("color: gray; font-size: 14px;")
         self.column.addWidget(self.empty_hint)
         self.column.addStretch(1)
@@ -669,3 +677,9 @@ class ChatView(QScrollArea):
             return
         if self._stick_to_bottom:
             self.verticalScrollBar().setValue(maximum)
+
+
+def _say_copied(button: QPushButton, text: str = "Copied") -> None:
+    """The button says what happened, for a moment (a copy is otherwise invisible)."""
+    button.setText(f"{text} ✓")
+    QTimer.singleShot(1500, button, lambda: button.setText("Copy"))

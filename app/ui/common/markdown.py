@@ -62,6 +62,12 @@ class MarkdownRenderer:
         self._md.add_render_rule(
             "table_open", lambda *_: '<table border="1" cellspacing="0" cellpadding="4" style="border-color:#888;">'
         )
+        # A quote gets a bar at its left (Qt's rich text has no border-left): a two-cell table.
+        bar = "#5a5f68" if dark else "#c7ccd4"
+        self._md.add_render_rule("blockquote_open", lambda *_: (
+            f'<table border="0" cellspacing="0" cellpadding="0" style="margin-top:4px; margin-bottom:4px;">'
+            f'<tr><td width="3" bgcolor="{bar}"></td><td style="padding-left:10px; color:#6b717a;">'))
+        self._md.add_render_rule("blockquote_close", lambda *_: "</td></tr></table>")
         self._blocks: list[str] = []
 
     def render(self, text: str) -> Rendered:
@@ -95,7 +101,10 @@ class MarkdownRenderer:
             f'style="margin-top:4px; margin-bottom:4px; border-color:{border};">'
             f'<tr><td style="color:#8b949e; font-size:small;">{label}</td>'
             f'<td align="right" style="font-size:small;"><a href="{COPY_SCHEME}:{number}">Copy</a></td></tr>'
-            f'<tr><td colspan="2"><pre style="color:{fg}; font-family:monospace; margin:0;">{body}</pre></td></tr>'
+            # pre-wrap: a long line wraps inside the card instead of being cut at its edge (the card
+            # does not scroll sideways); Copy gives the lines as they are.
+            f'<tr><td colspan="2"><pre style="color:{fg}; font-family:monospace; margin:0; white-space:pre-wrap;">'
+            f'{body}</pre></td></tr>'
             "</table>"
         )
 

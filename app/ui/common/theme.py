@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleHintReturn, QStyleOption, QWidget
+
+
+class _AppStyle(QProxyStyle):
+    """Fusion, without the green-tick / red-cross icons it puts on dialog buttons: flat like the rest."""
+
+    def styleHint(self, hint: QStyle.StyleHint, option: QStyleOption | None = None, widget: QWidget | None = None,
+                  returnData: QStyleHintReturn | None = None) -> int:
+        if hint == QStyle.StyleHint.SH_DialogButtonBox_ButtonsHaveIcons:
+            return 0
+        return super().styleHint(hint, option, widget, returnData)
 
 
 def system_is_dark() -> bool:
@@ -18,7 +28,7 @@ def system_is_dark() -> bool:
 
 
 def apply_theme(app: QApplication, dark: bool) -> None:
-    app.setStyle("Fusion")
+    app.setStyle(_AppStyle("Fusion"))
     pal = QPalette()
     if dark:
         colors = {
@@ -80,7 +90,18 @@ def _stylesheet(dark: bool) -> str:
     QFrame#composerBox {{ border-top: 1px solid {border}; }}
     QPlainTextEdit#composer {{ border: 1px solid {border}; border-radius: 8px; padding: 6px; font-size: 14px;
         background: palette(base); }}
-    QLabel#noticeBar {{ background: {'#3a3320' if dark else '#fff4d6'}; color: palette(text); padding: 6px 16px; }}
+    QFrame#noticeBar {{ background: {'#3a3320' if dark else '#fff4d6'}; color: palette(text); padding: 6px 16px; }}
     QFrame#settingsPanel {{ border-left: 1px solid {border}; }}
     QProgressBar#contextMeter {{ max-height: 14px; font-size: 11px; }}
+    QFrame#statusSeparator {{ color: {border}; }}
+    QLabel#messageError {{ color: #d64545; }}
+    /* Dialogs and forms: the same flat look as the window (borders, radii, focus colour). */
+    QDialog {{ background: palette(window); }}
+    QLineEdit, QPlainTextEdit, QListWidget, QTreeWidget, QTableWidget, QTextBrowser#passageViewer {{
+        border: 1px solid {border}; border-radius: 6px; background: palette(base); }}
+    QLineEdit {{ padding: 3px 6px; }}
+    QLineEdit:focus, QPlainTextEdit:focus {{ border: 1px solid #2f6fed; }}
+    QPushButton:default {{ border: 1px solid #2f6fed; }}
+    QPushButton:checked {{ background: {'#2f3440' if dark else '#dfe5ee'}; }}
+    QTabWidget::pane {{ border: 1px solid {border}; border-radius: 6px; }}
     """

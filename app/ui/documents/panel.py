@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTextEdit,
     QToolButton,
     QTreeWidget,
     QTreeWidgetItem,
@@ -46,6 +47,7 @@ from app.docs.prompt import DocumentsTurn, documents_turn
 from app.docs.service import Documents
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
+from app.ui.common.elided import ElidedLabel
 from app.ui.common.textbrowser import SafeTextBrowser
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,11 @@ class DocsHub(QObject):
             self._adds.append((conv_id, [Path(p) for p in items]))
         self._wake.set()
 
+    def adding(self, conv_id: int) -> bool:
+        """Whether files dropped on this chat are still waiting to be listed."""
+        with self._lock:
+            return any(conv == conv_id for conv, _items in self._adds)
+
     def documents(self, conv_id: int) -> list[tuple[Document, Collection]]:
         collections = self.docs.index.attached(conv_id)
         by_id = {c.id: c for c in collections}
@@ -204,6 +211,7 @@ class DocumentsPanel(QFrame):
         super().__init__(parent)
         self.hub = hub
         self.conv_id: int | None = None
+        self._adding = ""
         self.setObjectName("documentsPanel")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 6, 16, 4)
@@ -211,7 +219,7 @@ class DocumentsPanel(QFrame):
         head = QHBoxLayout()
         self.title = QLabel("<b>Documents</b>")
         head.addWidget(self.title)
-        self.summary = QLabel()
+        self.summary = ElidedLabel()
         self.summary.setObjectName("documentsSummary")
         head.addWidget(self.summary, 1)
         self.progress = QProgressBar()
@@ -254,7 +262,14 @@ class DocumentsPanel(QFrame):
 
     def set_conversation(self, conv_id: int | None) -> None:
         self.conv_id = conv_id
+        self._adding = ""
         self.refresh()
+
+    def adding(self, names: str) -> None:
+        """Files were dropped: say so until the indexer has listed them."""
+        self._adding = f"adding {names}… (indexed in the background; you can keep chatting)"
+        self.summary.setText(self._adding)
+        self.show()
 
     def _collapse(self, hidden: bool) -> None:
         self.tree.setVisible(not hidden)
@@ -283,6 +298,10 @@ class DocumentsPanel(QFrame):
             self.tree.addTopLevelItem(item)
             item.setSelected(doc.id in selected)
         docs = [d for d, _c in rows]
+        # As tall as its rows (up to six), so that one document does not take the conversation's room.
+        row_height = self.tree.sizeHintForRow(0) if rows else 0
+        self.tree.setMaximumHeight(min(150, self.tree.header().sizeHint().height() + row_height * max(len(rows), 1)
+                                       + 2 * self.tree.frameWidth() + 4))
         busy = [d for d in docs if d.state in ("queued", "indexing")]
         ready = sum(d.state == "ready" for d in docs)
         failed = sum(d.state == "failed" for d in docs)
@@ -294,6 +313,10 @@ class DocumentsPanel(QFrame):
         named = [c.name for c in attached if c.private_to is None]
         if named:
             parts.append("collections: " + ", ".join(named))
+        if self._adding and (busy or self.hub.adding(self.conv_id)):
+            parts.append(self._adding)
+        else:
+            self._adding = ""  # the drop is listed and indexed: nothing left to announce
         self.summary.setText(" · ".join(parts))
         if busy:
             total = sum(1.0 if d.state == "ready" else d.progress for d in docs if d.state != "failed")
@@ -302,7 +325,8 @@ class DocumentsPanel(QFrame):
             self.progress.show()
         else:
             self.progress.hide()
-        self.setVisible(bool(docs) or bool(attached and any(c.private_to is None for c in attached)))
+        shared = bool(attached and any(c.private_to is None for c in attached))
+        self.setVisible(bool(docs) or bool(self._adding) or shared)
 
     def remove_selected(self) -> None:
         for item in self.tree.selectedItems():
@@ -359,19 +383,27 @@ class PassageDialog(QDialog):
     """The passages an answer was given, each shown in its document with the passage highlighted."""
 
     def __init__(self, sources: list[dict[str, Any]], number: int, hub: DocsHub | None,
-                 cited: Sequence[int] = (), parent: QWidget | None = None) -> None:
+                 cited: Sequence[int] = (), parent: QWidget | None = None, *,
+                 open_url: Callable[[QUrl], bool] | None = None) -> None:
         super().__init__(parent)
         self.sources = sources
         self.hub = hub
         self.setWindowTitle("Sources of this answer")
         self.resize(900, 560)
+        self.open_url = open_url or QDesktopServices.openUrl
         layout = QVBoxLayout(self)
         split = QSplitter()
         self.list = QListWidget()
         self.list.setObjectName("sourcesList")
-        for i, source in enumerate(sources, start=1):
-            mark = " ✓" if i in cited else ""
-            item = QListWidgetItem(f"[{i}] {source.get('source', '')} · {source.get('location', '')}{mark}")
+        self.list.setWordWrap(True)  # whole labels, never behind a horizontal scrollbar
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setMinimumWidth(220)
+        # Most relevant first (the retriever's score); the numbers stay those the answer cites.
+        self.order = sorted(range(len(sources)), key=lambda i: -float(sources[i].get("score") or 0.0))
+        for i in self.order:
+            source = sources[i]
+            mark = "  ✓ cited" if i + 1 in cited else ""
+            item = QListWidgetItem(f"[{i + 1}] {source.get('source', '')}\n{source.get('location', '')}{mark}")
             item.setToolTip(str(source.get("path", "")))
             self.list.addItem(item)
         split.addWidget(self.list)
@@ -388,25 +420,35 @@ class PassageDialog(QDialog):
         self.viewer.setOpenLinks(False)
         rl.addWidget(self.viewer, 1)
         split.addWidget(right)
-        split.setSizes([280, 620])
+        split.setStretchFactor(1, 1)
+        split.setSizes([320, 580])
         layout.addWidget(split, 1)
+        self.open_error = QLabel()
+        self.open_error.setObjectName("messageError")
+        self.open_error.setWordWrap(True)
+        self.open_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_error.hide()
+        layout.addWidget(self.open_error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.open_button = buttons.addButton("Open file", QDialogButtonBox.ButtonRole.ActionRole)
         self.open_button.clicked.connect(self.open_file)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.list.currentRowChanged.connect(self.show_source)
-        self.list.setCurrentRow(max(0, min(number - 1, len(sources) - 1)))
+        wanted = max(0, min(number - 1, len(sources) - 1))
+        self.list.setCurrentRow(self.order.index(wanted) if sources else 0)
 
     def current(self) -> dict[str, Any]:
         row = self.list.currentRow()
-        return self.sources[row] if 0 <= row < len(self.sources) else {}
+        return self.sources[self.order[row]] if 0 <= row < len(self.order) else {}
 
     def show_source(self, row: int) -> None:
-        if not 0 <= row < len(self.sources):
+        if not 0 <= row < len(self.order):
             return
-        source = self.sources[row]
-        self.heading.setText(f"<b>[{row + 1}] {_esc(source.get('source', ''))}</b> · "
+        number = self.order[row] + 1
+        source = self.sources[number - 1]
+        self.open_error.hide()
+        self.heading.setText(f"<b>[{number}] {_esc(source.get('source', ''))}</b> · "
                              f"{_esc(source.get('location', ''))}<br><span style='color:gray'>"
                              f"{_esc(source.get('path', ''))}</span>")
         text = ""
@@ -421,22 +463,69 @@ class PassageDialog(QDialog):
             # the document was removed or changed since: show the passage as the answer saw it
             text, start, end = passage, 0, len(passage)
         self.viewer.setPlainText(text)
+        # The passage is marked with an extra selection, not by formatting the text: a format merged
+        # into the document stuck to the cursor and coloured the whole of the next document shown.
+        # Qt counts UTF-16 code units, Python characters: convert the stored offsets.
+        first, last = _utf16_len(text[:start]), _utf16_len(text[:end])
         cursor = QTextCursor(self.viewer.document())
-        cursor.setPosition(start)
-        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        cursor.setPosition(first)
+        cursor.setPosition(last, QTextCursor.MoveMode.KeepAnchor)
+        mark = QTextEdit.ExtraSelection()
+        mark.cursor = cursor
         fmt = QTextCharFormat()
-        fmt.setBackground(QColor("#fff3a3"))
+        fmt.setBackground(QColor(HIGHLIGHT))
         fmt.setForeground(QColor("#1b1b1b"))
-        cursor.mergeCharFormat(fmt)
-        cursor.setPosition(start)
-        self.viewer.setTextCursor(cursor)
+        mark.format = fmt
+        self.viewer.setExtraSelections([mark])
+        at = QTextCursor(self.viewer.document())
+        at.setPosition(last)
+        self.viewer.setTextCursor(at)
+        self.viewer.ensureCursorVisible()  # the end of the passage in view, then its start
+        at.setPosition(first)
+        self.viewer.setTextCursor(at)
         self.viewer.ensureCursorVisible()
         self.open_button.setEnabled(bool(source.get("path")) and Path(str(source.get("path"))).exists())
 
+    def highlighted(self) -> tuple[int, int]:
+        """The highlighted range, in Python characters of the text shown ((0, 0) when none)."""
+        marks = self.viewer.extraSelections()
+        if not marks:
+            return 0, 0
+        cursor = marks[0].cursor
+        text = self.viewer.toPlainText()
+        return _from_utf16(text, cursor.selectionStart()), _from_utf16(text, cursor.selectionEnd())
+
     def open_file(self) -> None:
         path = self.current().get("path")
-        if path:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        if not path:
+            return
+        if not Path(str(path)).exists():
+            self._open_failed(f"{path} is not there any more (moved or deleted).")
+        elif not self.open_url(QUrl.fromLocalFile(str(path))):
+            suffix = Path(str(path)).suffix or "this kind of"
+            self._open_failed(f"No program on this computer opens {suffix} files. The file is at {path} "
+                              "(select this text to copy it).")
+
+    def _open_failed(self, text: str) -> None:
+        self.open_error.setText(text)
+        self.open_error.show()
+
+
+HIGHLIGHT = "#fff3a3"
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _from_utf16(text: str, units: int) -> int:
+    """The Python index of the character at ``units`` UTF-16 code units into ``text``."""
+    count = 0
+    for i, ch in enumerate(text):
+        if count >= units:
+            return i
+        count += 2 if ord(ch) > 0xFFFF else 1
+    return len(text)
 
 
 def _esc(value: object) -> str:

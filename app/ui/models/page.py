@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -46,6 +47,7 @@ from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel, is_adapter
 from app.models.variants import Variant
 from app.ui.common.messages import MessageBridge
+from app.ui.common.secrets import keep_for_session
 from app.ui.models.manager import ModelManager, RepoView
 from app.ui.models.other_apps import OtherAppsDialog
 
@@ -68,6 +70,7 @@ class DiscoverTab(QWidget):
         self.manager = page.manager
         self.view: RepoView | None = None
         self._pending: str | None = None
+        self.memory = 0  # bytes; known once the Models page was shown
         split = QSplitter()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 8, 0, 0)
@@ -76,11 +79,11 @@ class DiscoverTab(QWidget):
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 8, 0)
-        row = QHBoxLayout()
-        self.query = QLineEdit()
+        self.query = QLineEdit()  # a row of its own: the whole placeholder readable in a narrow column
         self.query.setPlaceholderText("Search Hugging Face for GGUF models (e.g. llama 3.2)")
         self.query.returnPressed.connect(self.search)
-        row.addWidget(self.query, 1)
+        lv.addWidget(self.query)
+        row = QHBoxLayout()
         self.sort = QComboBox()
         for label, key in (("Most downloaded", "downloads"), ("Most liked", "likes"), ("Recently updated", "recent")):
             self.sort.addItem(label, key)
@@ -88,11 +91,18 @@ class DiscoverTab(QWidget):
         search_button = QPushButton("Search")
         search_button.clicked.connect(self.search)
         row.addWidget(search_button)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.clicked.connect(self.search)
+        self.retry_button.hide()
+        row.addWidget(self.retry_button)
+        row.addStretch(1)
         lv.addLayout(row)
         self.status = _label()
         lv.addWidget(self.status)
         self.results = QListWidget()
         self.results.setWordWrap(True)
+        self.results.setResizeMode(QListView.ResizeMode.Adjust)  # rows re-measured on resize: no cut text, no gaps
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results.setSpacing(3)
         self.results.currentItemChanged.connect(self._on_pick)
         lv.addWidget(self.results, 1)
@@ -152,14 +162,29 @@ class DiscoverTab(QWidget):
                   self.accept_box, self.download_button):
             w.setVisible(visible)
 
-    def show_starters(self) -> None:
+    def show_starters(self, error: str = "") -> None:
+        self.results.blockSignals(True)  # refilling picks nothing: the details stay what the user chose
         self.results.clear()
-        self.status.setText("Starter models — or search all of Hugging Face above.")
+        self.status.setText(f"<span style='color:#c62828'>{html.escape(error)}</span><br>Starter models meanwhile:"
+                            if error else "Starter models — or search all of Hugging Face above.")
         for s in STARTERS:
-            item = QListWidgetItem(f"{s.title}  ·  {s.summary()}\n{s.suits}")
+            too_big = self.memory and s.size_gb * 1024**3 > 0.9 * self.memory
+            mark = f"\nWon't fit this machine ({self.memory / 1024**3:.0f} GB of memory)" if too_big else ""
+            item = QListWidgetItem(f"{s.title}  ·  {s.summary()}\n{s.suits}{mark}")
             item.setData(REPO_ROLE, s.repo_id)
             item.setToolTip(s.repo_id)
+            if too_big:
+                item.setForeground(QColor("#8a8f98"))
             self.results.addItem(item)
+        self.results.setCurrentRow(-1)
+        self.results.blockSignals(False)
+
+    def set_memory(self, memory: int) -> None:
+        """The machine's memory (RAM, plus a GPU's own): starters larger than it are marked."""
+        if memory != self.memory:
+            self.memory = memory
+            if not self.query.text().strip():
+                self.show_starters()
 
     def search(self) -> None:
         query = self.query.text().strip()
@@ -170,10 +195,13 @@ class DiscoverTab(QWidget):
         self.manager.search(query, str(self.sort.currentData()))
 
     def _on_results(self, results: list[RepoSummary], error: str) -> None:
-        self.results.clear()
-        if error:
-            self.status.setText(f"<span style='color:#c62828'>{html.escape(error)}</span>")
+        self.retry_button.setVisible(bool(error))
+        if error:  # offline: the starters stay, with the reason and a Retry
+            self.show_starters(error)
             return
+        self.results.blockSignals(True)
+        self.results.clear()
+        self.results.blockSignals(False)
         self.status.setText(f"{len(results)} GGUF repos" if results else "No GGUF models match.")
         for r in results:
             gated = "  ·  gated" if r.gated else ""
@@ -431,12 +459,15 @@ class LibraryTab(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 8, 0, 0)
         buttons = QHBoxLayout()
+        self.row_buttons: list[QPushButton] = []  # act on the selected model: off while none is selected
         for text, slot in (("Chat with it", self.chat), ("Import GGUF…", self.import_file),
                            ("From other apps…", self.manager.scan_other_apps),
                            ("Quantize…", self.quantize), ("Show in folder", self.reveal), ("Delete…", self.delete)):
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons.addWidget(b)
+            if text != "Import GGUF…":
+                self.row_buttons.append(b)
         buttons.addStretch(1)
         layout.addLayout(buttons)
         self.table = QTableWidget(0, len(self.COLUMNS))
@@ -447,6 +478,7 @@ class LibraryTab(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(lambda r, c: self.chat())
+        self.table.itemSelectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
         self.hint = _label()
         layout.addWidget(self.hint)
@@ -493,6 +525,13 @@ class LibraryTab(QWidget):
         self.table.resizeColumnsToContents()
         self.hint.setText("" if self.models else
                           "No models yet: download one from Discover, or import a GGUF file you already have.")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        chosen = self.selected() is not None
+        for button in self.row_buttons:
+            button.setEnabled(chosen)
+            button.setToolTip("" if chosen else "Select a model in the list first")
 
     def _adapter_row(self, row: int, adapter: LibraryModel) -> None:
         base = "" if adapter.meta.get("base_id") else "  (no base model in the library)"
@@ -614,9 +653,11 @@ class ModelsPage(QWidget):
 
     Signals:
         chatRequested(str): *Chat with it* on a model (its path): open it in a new chat.
+        backRequested(): *Back to chat* (Esc does the same, through the window).
     """
 
     chatRequested = Signal(str)
+    backRequested = Signal()
 
     def __init__(self, manager: ModelManager, bridge: MessageBridge) -> None:
         super().__init__()
@@ -625,6 +666,10 @@ class ModelsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         head = QHBoxLayout()
+        self.back_button = QPushButton("← Back to chat")
+        self.back_button.setToolTip("Back to the chat (Esc)")
+        self.back_button.clicked.connect(self.backRequested.emit)
+        head.addWidget(self.back_button)
         head.addWidget(QLabel("<h2>Models</h2>"))
         self.machine = _label(wrap=False)  # filled when the page is first shown, not at app start
         head.addWidget(self.machine)
@@ -647,6 +692,7 @@ class ModelsPage(QWidget):
             from app.engine import hardware
 
             hw = hardware.detect()
+            self.discover_tab.set_memory(hw.ram_total + (0 if hw.unified_memory else hw.vram_total or 0))
             self.machine.setText(
                 f"<span style='color:gray'>This machine: {hw.backend.upper()}, {hw.ram_total / 1024**3:.0f} GB RAM"
                 + (f", {hw.vram_total / 1024**3:.0f} GB VRAM" if hw.vram_total else "") + "</span>")
@@ -676,5 +722,8 @@ class ModelsPage(QWidget):
         result, who = self.manager.save_token(token)
         if result.persistent:
             self.bridge.notice(f"{result.message} {who}")
+        elif keep_for_session(self, "your Hugging Face token", "it is forgotten now"):
+            self.bridge.notice(f"Hugging Face token kept until you quit. {who}")
         else:
-            QMessageBox.warning(self, "Token kept for this session only", f"{result.message}\n\n{who}")
+            self.manager.tokens.clear()
+            self.bridge.notice("Hugging Face token not kept.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 from collections.abc import Callable
 
 from PySide6.QtWidgets import (
@@ -84,7 +85,7 @@ class SettingsDialog(QDialog):
                "or reopening the app does not read the whole conversation again. Oldest first out.")
         self.states_ram = _megabytes(load.kept_states_ram_mb, 1 << 20, 256, tip)
         self.states_disk = _megabytes(load.kept_states_disk_mb, 1 << 22, 1024, tip)
-        form.addRow("Kept chat states in memory", self.states_ram)
+        form.addRow("Chat memory cache (RAM)", self.states_ram)
         states_row = QHBoxLayout()
         states_row.addWidget(self.states_disk, 1)
         self.states_usage = QLabel()
@@ -93,7 +94,7 @@ class SettingsDialog(QDialog):
         self.clear_states = QPushButton("Clear")
         self.clear_states.setToolTip("Forget every kept chat state (chats themselves are not touched)")
         states_row.addWidget(self.clear_states)
-        form.addRow("Kept chat states on disk", states_row)
+        form.addRow("Chat memory cache (disk)", states_row)
         self._on_clear_states = on_clear_states
         self.clear_states.clicked.connect(self._clear_states)
         self._show_usage()
@@ -103,7 +104,7 @@ class SettingsDialog(QDialog):
             "tokens at once. The answer is the same as without it."
         )
         self.prompt_lookup.setChecked(load.prompt_lookup)
-        form.addRow("Speculative decoding", self.prompt_lookup)
+        form.addRow("Faster quoting", self.prompt_lookup)
         draft_row = QHBoxLayout()
         self.draft_model = QLineEdit(load.draft_model or "")
         self.draft_model.setPlaceholderText("none: a small GGUF model of the same family (e.g. Llama 3.2 1B for 8B)")
@@ -113,7 +114,7 @@ class SettingsDialog(QDialog):
         choose = QPushButton("Choose…")
         choose.clicked.connect(self._choose_draft)
         draft_row.addWidget(choose)
-        form.addRow("Draft model", draft_row)
+        form.addRow("Helper model for speed", draft_row)
         workers_row = QHBoxLayout()
         self.workers = tuple(load.workers)  # Settings → Devices (app/ui/settings/devices.py)
         self.workers_label = QLabel()
@@ -186,18 +187,30 @@ def _megabytes(value: int, maximum: int, step: int, tip: str) -> QSpinBox:
     return box
 
 
+def _license(license_id: str | None) -> str:
+    """A license as its name, linked to its text when Paddock knows where that is."""
+    from app.models.licenses import KNOWN_LICENSES
+
+    if not license_id:
+        return "license not stated"
+    known = KNOWN_LICENSES.get(license_id.lower())
+    if known is None:
+        return f"license: {html.escape(license_id)}"
+    return f"<a href='{html.escape(known.url, quote=True)}'>{html.escape(known.name)}</a>"
+
+
 class AboutDialog(QDialog):
     """The app's licenses and those of the models in use ("Built with Llama" when one is a Llama)."""
 
     def __init__(self, parent: QWidget, models: list[GGUFInfo]) -> None:
         super().__init__(parent)
         self.setWindowTitle("About Paddock")
-        items = [f"<li>{info.name} ({info.quantization}) — license: {info.license or 'not stated'}</li>"
+        items = [f"<li>{html.escape(info.name)} ({html.escape(info.quantization)}) — {_license(info.license)}</li>"
                  for info in models]
         llama = any("llama" in (info.license or "").lower() or "llama" in info.name.lower() for info in models)
         layout = QVBoxLayout(self)
         view = QTextBrowser()
-        view.setOpenExternalLinks(False)
+        view.setOpenExternalLinks(True)  # the licenses' own pages, in the browser
         view.setHtml(
             f"<h2>Paddock {__version__}</h2>"
             "<p>Private chat with open-weight language models. Paddock is free software under the "

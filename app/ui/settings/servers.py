@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.api import ApiServer
 from app.engine.remote import RemoteServer, model_ref
 from app.errors import PaddockError
+from app.ui.common.secrets import keep_for_session
 
 if TYPE_CHECKING:
     from app.ui.chat.controller import ChatController
@@ -45,6 +46,7 @@ class ServerHub(QObject):
         self.store = controller.store
         self.remotes = controller.remotes
         self.api: ApiServer | None = None
+        self.port = API_PORT  # where the API switch serves
 
     def cached_models(self) -> list[tuple[str, str]]:
         """(label, model reference) of every known remote model."""
@@ -81,7 +83,7 @@ class ServerHub(QObject):
 
     # -- the local API -----------------------------------------------------------
 
-    def serve(self, on: bool, port: int = API_PORT) -> str:
+    def serve(self, on: bool, port: int | None = None) -> str:
         """Start or stop serving the loaded model on 127.0.0.1; returns the URL ("" when off)."""
         if not on:
             if self.api is not None:
@@ -90,7 +92,7 @@ class ServerHub(QObject):
             self.apiChanged.emit("")
             return ""
         if self.api is None:
-            api = ApiServer(self.controller.engine, host="127.0.0.1", port=port)
+            api = ApiServer(self.controller.engine, host="127.0.0.1", port=port or self.port)
             api.start()
             self.api = api
         self.apiChanged.emit(self.api.url)
@@ -169,11 +171,16 @@ class ServersDialog(QDialog):
         except PaddockError as exc:
             self.status.setText(f"<span style='color:#c62828'>{html.escape(str(exc))}</span>")
             return
+        if warning and not keep_for_session(self, f"the API key of “{server.name}”", "the server is removed again"):
+            self.hub.remove(server.id)
+            self.status.setText(f"{html.escape(server.name)} was not added: its API key could not be kept.")
+            self._fill()
+            return
         self.name.clear()
         self.url.clear()
         self.key.clear()
         self.status.setText(f"Listing the models of {html.escape(server.name)}…"
-                            + (f"<br>{html.escape(warning)}" if warning else ""))
+                            + ("<br>Its API key is kept until you quit." if warning else ""))
         self._fill()
 
     def _refresh(self) -> None:

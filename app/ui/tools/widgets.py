@@ -7,13 +7,14 @@ always in this chat, or declines it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -33,8 +34,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import PaddockError
+from app.models.auth import keyring_problem
 from app.tools.config import ServerSecrets, ToolServer, from_command_line, import_claude_config
 from app.tools.hub import ToolHub
+from app.ui.common.secrets import KEEP
 
 
 def tool_hub(store: Any) -> ToolHub:
@@ -134,6 +137,13 @@ class ChatToolsPanel(QFrame):
         self.require.toggled.connect(on_require)
         self.layout_.addWidget(self.require)
         self.boxes: dict[str, QCheckBox] = {}
+        # A server that cannot be switched on is explained here, beside its switch, until the next try.
+        self.error = QLabel()
+        self.error.setObjectName("messageError")
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()
+        self.layout_.addWidget(self.error)
         self._starter = _Starter()
         self._starter.done.connect(self._started)
 
@@ -160,11 +170,15 @@ class ChatToolsPanel(QFrame):
         self.require.setVisible(bool(servers))
         self.layout_.removeWidget(self.require)
         self.layout_.addWidget(self.require)  # below the servers
+        self.layout_.removeWidget(self.error)
+        self.layout_.addWidget(self.error)
+        self.error.hide()
 
     def _toggle(self, server_id: str, on: bool) -> None:
         if self.conv_id is None:
             return
         self.boxes[server_id].setEnabled(False)
+        self.error.hide()
         self._starter.run(self.hub, self.conv_id, server_id, on)
 
     def _started(self, server_id: str, on: bool, error: str) -> None:
@@ -176,23 +190,33 @@ class ChatToolsPanel(QFrame):
                 box.setChecked(False)
                 box.blockSignals(False)
         if error:
-            self.report(error)
+            self.error.setText(error)
+            self.error.show()
         elif on:
             tools = self.hub.connection(server_id).tools
             self.report(f"Tools on for this chat: {', '.join(t.name for t in tools) or 'none'}")
 
 
 class ToolsDialog(QDialog):
-    """File → Tools: the MCP servers (a command, or a URL), added, imported, removed."""
+    """File → Tools: the MCP servers (a command, or a URL), added, tested, changed, imported, removed."""
 
     def __init__(self, parent: QWidget, hub: ToolHub) -> None:
         super().__init__(parent)
         self.hub = hub
+        self.editing: str | None = None  # the id of the server whose fields are shown, if any
         self.setWindowTitle("Tools (MCP servers)")
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Tool servers give the model tools (files, search, calculators…). Each call "
-                                "asks you first. Secrets (environment values, headers) are kept in the keyring."))
+        problem = keyring_problem()
+        kept = ("Secrets (environment values, headers) are kept in your system keyring." if problem is None else
+                f"Secrets (environment values, headers): {problem} on this computer, so Paddock can keep them "
+                "only until you quit; you are asked first.")
+        intro = QLabel("Tool servers give the model tools (files, search, calculators…). Each call asks you "
+                       f"first. Select a server to change it. {kept}")
+        intro.setWordWrap(True)
+        self.intro = intro
+        layout.addWidget(intro)
         self.list = QListWidget()
+        self.list.currentItemChanged.connect(lambda item, _prev: self._edit(item))
         layout.addWidget(self.list)
         form = QFormLayout()
         self.name = QLineEdit()
@@ -209,49 +233,169 @@ class ToolsDialog(QDialog):
         layout.addLayout(form)
         row = QHBoxLayout()
         self.add_button = QPushButton("Add")
+        self.add_button.setObjectName("primaryButton")
         self.add_button.clicked.connect(self.add)
+        self.test_button = QPushButton("Test")
+        self.test_button.setToolTip("Start the server once and list its tools")
+        self.test_button.clicked.connect(self.test)
+        self.new_button = QPushButton("New")
+        self.new_button.setToolTip("Empty the fields to add another server")
+        self.new_button.clicked.connect(lambda: self.list.setCurrentRow(-1))
         self.import_button = QPushButton("Import mcpServers JSON…")
         self.import_button.clicked.connect(self.import_file)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self.remove)
-        for b in (self.add_button, self.import_button, self.remove_button):
+        for b in (self.add_button, self.test_button, self.new_button, self.import_button, self.remove_button):
             row.addWidget(b)
         row.addStretch(1)
         layout.addLayout(row)
+        self.outcome = QLabel()
+        self.outcome.setObjectName("hint")
+        self.outcome.setWordWrap(True)
+        self.outcome.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.outcome)
         self.error = QLabel()
         self.error.setObjectName("messageError")
         self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.error)
+        # Without a keyring: what happened to the secrets just added, and the choice (not a modal box).
+        self.session_only: str | None = None
+        self.keyring_bar = QFrame()
+        self.keyring_bar.setObjectName("noticeBar")
+        bar = QHBoxLayout(self.keyring_bar)
+        self.keyring_note = QLabel()
+        self.keyring_note.setWordWrap(True)
+        bar.addWidget(self.keyring_note, 1)
+        self.keep_button = QPushButton(KEEP)
+        self.keep_button.clicked.connect(self._keep_session_server)
+        self.drop_button = QPushButton("Remove the server")
+        self.drop_button.clicked.connect(self._drop_session_server)
+        bar.addWidget(self.keep_button)
+        bar.addWidget(self.drop_button)
+        self.keyring_bar.hide()
+        layout.addWidget(self.keyring_bar)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-        self.resize(620, 460)
+        self._tester = _Tester()
+        self._tester.done.connect(self._tested)
+        self.resize(620, 500)
         self.refresh()
 
     def refresh(self) -> None:
+        self.list.blockSignals(True)
         self.list.clear()
         for s in self.hub.servers.all():
             item = QListWidgetItem(f"{s.name}  ·  {s.describe()}")
             item.setData(256, s.id)
             self.list.addItem(item)
+            if s.id == self.editing:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self.remove_button.setEnabled(self.list.count() > 0)
+
+    def _edit(self, item: QListWidgetItem | None) -> None:
+        """Show the selected server in the fields (or empty them for a new one)."""
+        self.error.clear()
+        self.outcome.clear()
+        server = None
+        if item is not None:
+            try:
+                server = self.hub.servers.get(str(item.data(256)))
+            except PaddockError:
+                server = None
+        self.editing = server.id if server is not None else None
+        self.name.setText(server.name if server else "")
+        self.command.setText(server.describe() if server else "")
+        self.secrets.clear()
+        names = [*server.env_names, *server.header_names] if server else []
+        self.secrets.setPlaceholderText(
+            f"kept: {', '.join(names)} (leave empty to keep them, or write them all anew)" if names else
+            "optional, one per line: KEY=value (environment) or Header: value")
+        self.add_button.setText("Save changes" if server else "Add")
+
+    def _fields(self) -> tuple[ToolServer, ServerSecrets | None]:
+        """The server the fields describe (secrets None: unchanged, for a server being edited).
+
+        Raises:
+            PaddockError: a field cannot be read.
+        """
+        target = self.command.text().strip()
+        text = self.secrets.toPlainText()
+        secrets = _secrets(text) if text.strip() or self.editing is None else None
+        if target.startswith(("http://", "https://")):
+            server = ToolServer("", self.name.text().strip() or target, "http", url=target)
+        else:
+            server = from_command_line(self.name.text(), target)
+        return dataclasses.replace(server, id=self.editing or ""), secrets
 
     def add(self) -> None:
+        """Add the server in the fields, or save the changes to the selected one."""
         self.error.clear()
-        target = self.command.text().strip()
+        self.outcome.clear()
         try:
-            secrets = _secrets(self.secrets.toPlainText())
-            if target.startswith(("http://", "https://")):
-                server = ToolServer("", self.name.text().strip() or target, "http", url=target)
+            server, secrets = self._fields()
+            if self.editing is not None:
+                self.hub.close_server(self.editing)  # started again, as changed, on its next use
+                saved = self.hub.servers.update(server, secrets)
             else:
-                server = from_command_line(self.name.text(), target)
-            self.hub.servers.add(server, secrets)
+                saved = self.hub.servers.add(server, secrets)
         except PaddockError as exc:
             self.error.setText(str(exc))
             return
-        self.name.clear()
-        self.command.clear()
-        self.secrets.clear()
+        self.editing = None
+        self.list.setCurrentRow(-1)
+        self._edit(None)
         self.refresh()
+        self.outcome.setText(f"Saved “{saved.name}”. Switch it on for a chat in the chat's settings panel.")
+        if secrets is not None and (secrets.env or secrets.headers) and \
+                self.hub.servers.secrets_for_session_only(saved.id):
+            # Told here, and the user chooses; meanwhile the secrets live in memory only, never in a file.
+            self.session_only = saved.id
+            problem = keyring_problem() or "the system keyring did not keep them"
+            self.keyring_note.setText(
+                f"Paddock cannot save the secrets of “{saved.name}”: {problem}. They are kept in memory until "
+                "you quit (and asked for again next time), or remove the server now.")
+            self.keyring_bar.show()
+
+    def _keep_session_server(self) -> None:
+        self.session_only = None
+        self.keyring_bar.hide()
+
+    def _drop_session_server(self) -> None:
+        """The user would rather not keep the secrets in memory: the server goes."""
+        if self.session_only is not None:
+            name = self.hub.servers.get(self.session_only).name
+            self.hub.close_server(self.session_only)
+            self.hub.servers.remove(self.session_only)
+            self.outcome.setText(f"“{name}” was removed: its secrets are not kept.")
+            self.refresh()
+        self.session_only = None
+        self.keyring_bar.hide()
+
+    def test(self) -> None:
+        """Start the server in the fields once, off the window's thread; the result shows below."""
+        self.error.clear()
+        try:
+            server, secrets = self._fields()
+            if secrets is None and self.editing is not None:
+                secrets = self.hub.servers.secrets(self.hub.servers.get(self.editing))
+        except PaddockError as exc:
+            self.error.setText(str(exc))
+            return
+        self.test_button.setEnabled(False)
+        self.outcome.setText(f"Starting “{server.name}”…")
+        self._tester.run(self.hub, server, secrets or ServerSecrets())
+
+    def _tested(self, names: list[str], error: str) -> None:
+        self.test_button.setEnabled(True)
+        if error:
+            self.outcome.clear()
+            self.error.setText(error)
+        else:
+            self.outcome.setText(f"It works: {len(names)} tool{'s' if len(names) != 1 else ''}"
+                                + (f" ({', '.join(names)})" if names else "") + ".")
 
     def import_file(self, path: str | None = None) -> None:
         self.error.clear()
@@ -273,7 +417,28 @@ class ToolsDialog(QDialog):
             server_id = str(item.data(256))
             self.hub.close_server(server_id)
             self.hub.servers.remove(server_id)
+        self.editing = None
+        self._edit(None)
         self.refresh()
+
+
+class _Tester(QObject):
+    """The Test button's run, off the GUI thread.
+
+    Signals:
+        done(list, str): the tool names, or an error ("" when it worked).
+    """
+
+    done = Signal(list, str)
+
+    def run(self, hub: ToolHub, server: ToolServer, secrets: ServerSecrets) -> None:
+        def work() -> None:
+            try:
+                self.done.emit([t.name for t in hub.check(server, secrets)], "")
+            except PaddockError as exc:
+                self.done.emit([], str(exc))
+
+        threading.Thread(target=work, name="tool-server-test", daemon=True).start()
 
 
 def _secrets(text: str) -> ServerSecrets:
