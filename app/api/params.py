@@ -17,8 +17,8 @@ from typing import Any
 
 from app.api.errors import bad_request
 from app.engine.images import IMAGE_MARKER, ImageInput, decode_image, place_markers, strip_markers
-from app.errors import ImageError
 from app.engine.types import ChatMessage
+from app.errors import ImageError
 
 MAX_N = 16  # choices per request
 # What a message may carry: OpenAI's fields, the thinking fields of llama-server, vLLM and Ollama, Ollama's
@@ -277,8 +277,8 @@ def chat_messages(raw: Any, *, ollama: bool = False) -> list[ChatMessage]:
         # the model's template decides whether it goes into the prompt.
         reasoning = m.get("reasoning_content") or m.get("reasoning") or m.get("thinking") or ""
         calls = tuple(incoming_call(c, where) for c in m.get("tool_calls") or [])
-        out.append(ChatMessage(role, place_markers(content, len(images)), reasoning if isinstance(reasoning, str) else "",
-                               tool_calls=calls, images=images))
+        thinking = reasoning if isinstance(reasoning, str) else ""
+        out.append(ChatMessage(role, place_markers(content, len(images)), thinking, tool_calls=calls, images=images))
     return out
 
 

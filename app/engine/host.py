@@ -69,7 +69,6 @@ from app.engine.protocol import (
     Unload,
 )
 from app.engine.speculative import DraftModel, PromptLookup
-from app.engine.vision import MediaPrompt, Vision
 from app.engine.types import (
     ChatMessage,
     GenerationResult,
@@ -78,6 +77,7 @@ from app.engine.types import (
     LoadSettings,
     TokenLogprob,
 )
+from app.engine.vision import MediaPrompt, Vision
 from app.errors import (
     ContextOverflowError,
     EngineError,

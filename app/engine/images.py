@@ -129,7 +129,7 @@ def decode_image(data: bytes, name: str = "image") -> ImageInput:
     if image.isNull():
         raise ImageError(f"{name} could not be decoded ({reader.errorString()}): the file may be damaged")
     if max(image.width(), image.height()) > MAX_SIDE:  # a format that did not declare its size
-        image = image.scaled(QSize(MAX_SIDE, MAX_SIDE), mode=QImage.TransformationMode.SmoothTransformation,
+        image = image.scaled(QSize(MAX_SIDE, MAX_SIDE), mode=Qt.TransformationMode.SmoothTransformation,
                              aspectMode=Qt.AspectRatioMode.KeepAspectRatio)
     width, height = image.width(), image.height()
     if image.hasAlphaChannel():
