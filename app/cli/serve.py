@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.errors import PaddockError
@@ -27,6 +28,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--gpu-layers", type=int, default=None)
+    serve.add_argument("--mmproj", default=None, metavar="FILE",
+                       help="with --model: its image projector, so requests may carry images (default: the "
+                            "mmproj-*.gguf beside the model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,13 +38,20 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api import ApiServer
     from app.api.models import ModelPool, entries_for, library_entries
+    from app.engine.projectors import check_projector
     from app.engine.types import LoadSettings
     from app.models.library import loadable_model
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    if args.mmproj and not args.model:
+        raise PaddockError("--mmproj goes with --model (library models are paired with their projectors)")
     if args.model:
-        entries = entries_for([(loadable_model(args.model), None, None)])
+        model = loadable_model(args.model)
+        mmproj = Path(args.mmproj) if args.mmproj else None
+        if mmproj is not None:
+            check_projector(model, mmproj)  # refused before the server starts
+        entries = entries_for([(model, None, None)], mmproj=mmproj)
         preload = entries[0]
     else:
         entries, preload = library_entries(), None
@@ -57,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if preload is not None:
             lease = pool.lease(preload.id)
             lease.release()
-            what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx})"
+            sees = ", sees images" if lease.loaded.vision else ""
+            what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx}{sees})"
         else:
             what = f"{len(entries)} models from the library, each loaded on request"
         print(f"Serving {what} at http://{args.host}:{args.port}/v1 (OpenAI) and http://{args.host}:{args.port}/api "

@@ -101,7 +101,7 @@ def test_a_model_without_projector_refuses_images_and_goes_on(engine: Engine,
 def test_a_projector_for_another_model_is_refused_at_load(instruct_model: Path, tmp_path: Path) -> None:
     foreign = write_colour_projector(instruct_model, tmp_path / "mmproj-other.gguf", n_embd=640)
     with Engine() as eng:
-        with pytest.raises(ProjectorError, match="cannot be used with"):
+        with pytest.raises(ProjectorError, match="made for another model"):
             eng.load(str(instruct_model), LoadSettings(n_ctx=512, mmproj=str(foreign)))
         assert eng.is_alive()
         assert eng.load(str(instruct_model), LoadSettings(n_ctx=512)).vision is False
