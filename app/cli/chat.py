@@ -130,14 +130,19 @@ def _settings(args: argparse.Namespace, mmproj: Path | None = None) -> Any:
 
 
 def _projector(args: argparse.Namespace, model: Path) -> Path | None:
-    """The projector to load: --mmproj, else (when images are given) the one beside the model."""
-    from app.engine.projectors import projector_beside
+    """The projector to load: --mmproj, else (when images are given) the model's own: paired at import, or
+    the one beside it."""
+    from app.models.library import Library
 
     if args.mmproj:
         return Path(args.mmproj)
     if not args.images:
         return None
-    found = projector_beside(model)
+    library = Library()
+    try:
+        found = library.projector_for(model)
+    finally:
+        library.close()
     if found is None:
         raise PaddockError(
             f"{model.name} cannot see images: no image projector (mmproj-*.gguf) is beside it. Give one with "

@@ -52,6 +52,8 @@ def add_parser(sub: Any) -> None:
     imp = msub.add_parser("import", help="add a GGUF file to the library")
     imp.add_argument("path")
     imp.add_argument("--link", action="store_true", help="leave the file where it is instead of copying it")
+    imp.add_argument("--mmproj", default=None, metavar="FILE",
+                     help="the model's image projector (default: an mmproj-*.gguf beside the file)")
 
     quant = msub.add_parser("quantize", help="(re)quantize a GGUF with llama.cpp")
     quant.add_argument("src", help="a path or library id")
@@ -97,14 +99,19 @@ def _files(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{"name": v.name, "quant": v.quant, "size": v.size, "files": [f.name for f in v.files],
                       "fit": v.fit, "fit_label": v.fit_label, "n_ctx": v.n_ctx, "estimated_bytes": v.total_bytes,
-                      "recommended": v.recommended} for v in listing.variants])
+                      "recommended": v.recommended, "vision": listing.vision,
+                      "projector": v.projector.name if v.projector and listing.vision else None,
+                      "unsupported": listing.unsupported or None} for v in listing.variants])
         return 0
+    if listing.unsupported:
+        print(f"note: {listing.unsupported}", file=sys.stderr)
     if not listing.variants:
         print(f"{args.repo_id} has no GGUF files")
     for v in listing.variants:
         mark = "★" if v.recommended else " "
         parts = f" ({len(v.files)} parts)" if v.split else ""
-        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {v.name}{parts}")
+        sees = "  + sees images" if v.projector is not None and listing.vision else ""
+        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {v.name}{parts}{sees}")
     for name in listing.rejected:
         print(f"note: ignored unsafe file name {name!r}", file=sys.stderr)
     if listing.variants and listing.shape is not None and listing.recommended is None:
@@ -157,6 +164,8 @@ def _pull(args: argparse.Namespace) -> int:
     client = _client(args)
     details = client.details(args.repo_id)
     listing = list_variants(client, details)
+    if listing.unsupported:
+        raise PaddockError(listing.unsupported)
     variant = listing.find(args.file) if args.file else listing.recommended
     if variant is None:
         names = ", ".join(v.quant for v in listing.variants) or "none"
@@ -179,7 +188,8 @@ def _pull(args: argparse.Namespace) -> int:
                     f"the license of {args.repo_id} was not accepted: read it above, then run again with "
                     "--accept-license")
         record = library.queue_download(details, variant, acceptance)
-        print(f"Downloading {variant.name} ({human_size(variant.size)}, {variant.fit_label}) into "
+        sees = f" with its image projector {variant.projector.name}" if variant.projector is not None else ""
+        print(f"Downloading {variant.name} ({human_size(variant.size)}, {variant.fit_label}){sees} into "
               f"{record.dest_dir}", file=sys.stderr)
         task = DownloadTask(library.registry, record, client, on_progress=_progress_printer())
         try:
@@ -224,19 +234,23 @@ def _list(args: argparse.Namespace) -> int:
     library = Library()
     try:
         models = library.models()
+        projectors = {m.id: library.projector_for(m.path) for m in models}
     finally:
         library.close()
     if args.json:
         _print_json([{"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
                       "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
-                      "license": m.license_id, "exists": m.path.exists(), **m.meta} for m in models])
+                      "license": m.license_id, "exists": m.path.exists(), **m.meta,
+                      "vision": projectors[m.id] is not None,
+                      "mmproj": str(projectors[m.id]) if projectors[m.id] else None} for m in models])
         return 0
     if not models:
         print("no models yet: `paddock models pull REPO` or `paddock models import FILE.gguf`")
     for m in models:
         missing = "  (file missing)" if not m.path.exists() else ""
+        sees = "  sees images" if projectors[m.id] is not None else ""
         print(f"#{m.id:<4} {m.name:50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
-              f"{m.license_id or ''}{missing}")
+              f"{m.license_id or ''}{sees}{missing}")
     return 0
 
 
@@ -260,10 +274,13 @@ def _import(args: argparse.Namespace) -> int:
 
     library = Library()
     try:
-        model = library.import_file(Path(args.path), link=args.link)
+        model = library.import_file(Path(args.path), link=args.link,
+                                    mmproj=Path(args.mmproj) if args.mmproj else None)
+        projector = library.projector_for(model.path)
     finally:
         library.close()
-    print(f"Added #{model.id}: {model.name} ({model.quant}, {human_size(model.size)}) at {model.path}")
+    sees = f"; sees images with {projector.name}" if projector is not None else ""
+    print(f"Added #{model.id}: {model.name} ({model.quant}, {human_size(model.size)}) at {model.path}{sees}")
     return 0
 
 
