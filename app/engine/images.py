@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +142,27 @@ def decode_image(data: bytes, name: str = "image") -> ImageInput:
     else:
         rgb_arr = _pixels(image.convertToFormat(QImage.Format.Format_RGB888), 3)
     return ImageInput.from_rgb(width, height, rgb_arr.tobytes(), name)
+
+
+_decoded: OrderedDict[str, ImageInput] = OrderedDict()
+_DECODED_KEEP = 16
+_decoded_lock = threading.Lock()
+
+
+def decode_image_cached(data: bytes, name: str = "image") -> ImageInput:
+    """:func:`decode_image`, remembering the last few (a stored chat's pictures are sent with every turn)."""
+    key = hashlib.sha256(data).hexdigest()
+    with _decoded_lock:
+        found = _decoded.get(key)
+        if found is not None:
+            _decoded.move_to_end(key)
+            return found
+    found = decode_image(data, name)
+    with _decoded_lock:
+        _decoded[key] = found
+        while len(_decoded) > _DECODED_KEEP:
+            _decoded.popitem(last=False)
+    return found
 
 
 def _pixels(image: Any, channels: int) -> Any:

@@ -16,6 +16,7 @@ from tests.api.conftest import SETTINGS, Served, http
 from tests.mmproj_files import solid_png, write_colour_projector
 
 QUESTION = "What colour is it? Answer in one word."
+FIRST_QUESTION = "What colour is the square? Answer in one word."  # asked after the picture
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +79,14 @@ def test_ollama_images_field(seeing: Served, png: dict[str, str]) -> None:
     assert "vision" in shown["capabilities"]
     reply = http.post(seeing.base + "/api/chat", json={
         "model": seeing.model, "stream": False, "options": {"temperature": 0, "num_predict": 8},
-        "messages": [{"role": "user", "content": QUESTION, "images": [png["blue"]]}]})
+        "messages": [{"role": "user", "content": FIRST_QUESTION, "images": [png["blue"]]}]})
     assert reply.status_code == 200, reply.text
     # Ollama puts a message's images before its text: the same prompt as an OpenAI image part first
     same = seeing.client.chat.completions.create(
         model=seeing.model, temperature=0, max_tokens=8, messages=[{"role": "user", "content": [  # type: ignore[list-item]
             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png['blue']}"}},
-            {"type": "text", "text": QUESTION}]}])
+            {"type": "text", "text": FIRST_QUESTION}]}])
+    assert "blue" in reply.json()["message"]["content"].lower()
     assert reply.json()["message"]["content"] == same.choices[0].message.content
     assert same.usage is not None
     assert reply.json()["prompt_eval_count"] == same.usage.prompt_tokens

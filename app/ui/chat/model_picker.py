@@ -44,6 +44,10 @@ class ModelChoices:
         recent = [p for p in self.store.get_setting("recent_models", []) if p != path]
         self.store.set_setting("recent_models", [path, *recent][:RECENT_LIMIT])
 
+    def sees(self, path: str) -> bool:
+        """The model has an image projector (paired in the library, or beside it)."""
+        return self.library.projector_for(Path(path)) is not None
+
     def name(self, path: str) -> str:
         info = self.info(path)
         return info.name if info else Path(path).name
@@ -74,8 +78,11 @@ class ModelPicker(QComboBox):
         if selected is None:
             self.addItem("Choose a model…", None)
         for path, info in self.choices.known():
-            self.addItem(f"{info.name} · {info.quantization}" if info else Path(path).name, path)
-            self.setItemData(self.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+            sees = self.choices.sees(path)
+            label = f"{info.name} · {info.quantization}" if info else Path(path).name
+            self.addItem(label + (" · sees images" if sees else ""), path)
+            tip = path + ("\nCan see images: drop or paste pictures into the message box." if sees else "")
+            self.setItemData(self.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         if selected is not None and self.findData(selected) < 0:
             self.addItem(Path(selected).name + " (missing)", selected)
         for label, ref in self.choices.servers.cached_models():
