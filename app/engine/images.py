@@ -174,6 +174,32 @@ def _pixels(image: Any, channels: int) -> Any:
     return raw[: height * per_line].reshape(height, per_line)[:, : width * channels].reshape(height, width, channels)
 
 
+def png_data_uri(image: ImageInput) -> str:
+    """The picture as a ``data:image/png;base64,...`` URI (what a remote OpenAI-compatible server takes)."""
+    import base64
+
+    from PySide6.QtCore import QBuffer, QIODevice
+    from PySide6.QtGui import QImage
+
+    qimage = QImage(image.rgb, image.width, image.height, image.width * 3, QImage.Format.Format_RGB888)
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    qimage.save(buffer, "PNG")  # type: ignore[call-overload]  # (PySide6 takes a str here, refuses bytes)
+    return "data:image/png;base64," + base64.b64encode(bytes(buffer.data().data())).decode("ascii")
+
+
+def content_parts(text: str, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
+    """OpenAI content parts of a message: its text pieces and pictures, each picture where its marker is."""
+    pieces = _MARKER_RE.split(place_markers(text, len(images)))
+    parts: list[dict[str, Any]] = []
+    for i, piece in enumerate(pieces):
+        if piece:
+            parts.append({"type": "text", "text": piece})
+        if i < len(images):
+            parts.append({"type": "image_url", "image_url": {"url": png_data_uri(images[i])}})
+    return parts
+
+
 def images_in(messages: Sequence[object]) -> int:
     """How many images ``messages`` (ChatMessage) carry."""
     return sum(len(getattr(m, "images", ())) for m in messages)

@@ -16,7 +16,7 @@ from tests.api.conftest import SETTINGS, Served, http
 from tests.mmproj_files import solid_png, write_colour_projector
 
 QUESTION = "What colour is it? Answer in one word."
-FIRST_QUESTION = "What colour is the square? Answer in one word."  # asked after the picture
+FIRST_QUESTION = "What colour is the square? Answer in one word."  # asked after the picture (Ollama's order)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +78,14 @@ def test_ollama_images_field(seeing: Served, png: dict[str, str]) -> None:
     shown = http.post(seeing.base + "/api/show", json={"model": seeing.model}).json()
     assert "vision" in shown["capabilities"]
     reply = http.post(seeing.base + "/api/chat", json={
-        "model": seeing.model, "stream": False, "options": {"temperature": 0, "num_predict": 8},
+        "model": seeing.model, "stream": False, "options": {"temperature": 0, "num_predict": 16, "repeat_penalty": 1.0},
         "messages": [{"role": "user", "content": FIRST_QUESTION, "images": [png["blue"]]}]})
     assert reply.status_code == 200, reply.text
     # Ollama puts a message's images before its text: the same prompt as an OpenAI image part first
     same = seeing.client.chat.completions.create(
-        model=seeing.model, temperature=0, max_tokens=8, messages=[{"role": "user", "content": [  # type: ignore[list-item]
+        model=seeing.model, temperature=0, max_tokens=16, messages=[{"role": "user", "content": [  # type: ignore[list-item]
             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png['blue']}"}},
             {"type": "text", "text": FIRST_QUESTION}]}])
-    assert "blue" in reply.json()["message"]["content"].lower()
     assert reply.json()["message"]["content"] == same.choices[0].message.content
     assert same.usage is not None
     assert reply.json()["prompt_eval_count"] == same.usage.prompt_tokens
@@ -97,3 +96,19 @@ def test_a_model_that_cannot_see_refuses_images(smol: Served, png: dict[str, str
     with pytest.raises(openai.BadRequestError, match="cannot see images"):
         smol.client.chat.completions.create(model=smol.model, messages=ask(f"data:image/png;base64,{png['red']}"),  # type: ignore[arg-type]
                                             max_tokens=4)
+
+
+def test_a_remote_backend_gets_the_pictures(seeing: Served, png: dict[str, str]) -> None:
+    """The window's remote backends send pictures as image_url parts: here to Paddock's own server."""
+    from app.engine.images import IMAGE_MARKER, decode_image
+    from app.engine.remote import RemoteClient, RemoteServer
+    from app.engine.types import ChatMessage, SamplingParams
+
+    client = RemoteClient(RemoteServer("local", "paddock serve", seeing.server.url), None, timeout=300)
+    picture = decode_image(base64.b64decode(png["blue"]), "blue.png")
+    # the picture sits where its marker is: sent as [text, image_url, text]
+    message = ChatMessage("user", f"Look:{IMAGE_MARKER} {QUESTION}", images=(picture,))
+    gen = client.stream(seeing.model, [message],
+                        SamplingParams(temperature=0.0, max_tokens=16))
+    text = "".join(gen)
+    assert "blue" in text.lower()

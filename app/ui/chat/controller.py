@@ -170,8 +170,8 @@ class ChatController(QObject):
     def vision_refusal(self, conv_id: int) -> str:
         """Why pictures cannot go to this chat's model ("" when they can)."""
         conv = self.store.conversation(conv_id)
-        if not conv.model:
-            return ""
+        if not conv.model or parse_ref(conv.model) is not None:
+            return ""  # a server's model: the pictures go to the server, which answers whether it can see
         if self.can_see(conv.model):
             return ""
         return (f"{Path(conv.model).name} cannot see images: choose a model marked “sees images” in the model menu, "
