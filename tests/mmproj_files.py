@@ -122,6 +122,6 @@ def solid_png(dest: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (IM
 
     image = QImage(size[0], size[1], QImage.Format.Format_RGB888)
     image.fill(QColor(*rgb))
-    if not image.save(str(dest), "PNG"):
+    if not image.save(str(dest)):  # (the format from the name: .png)
         raise OSError(f"could not write {dest}")
     return dest
