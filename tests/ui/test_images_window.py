@@ -14,7 +14,9 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDropEvent, QImage
 from pytestqt.qtbot import QtBot
 
+from app import paths
 from app.engine.types import LoadSettings
+from tests.hubserver import HubServer
 from tests.mmproj_files import solid_png, write_colour_projector
 from tests.ui.windows import WAIT_MS, make_window
 
@@ -117,3 +119,52 @@ def test_a_picture_for_a_model_that_cannot_see_is_told_before_sending(qtbot: QtB
         w.close()  # as the user quits: saves the chat's settings while the store is open
         w.controller.shutdown()
         w.store.close()
+
+
+def test_discover_marks_models_that_see_and_refuses_llama_3_2_vision(qtbot: QtBot, hub: HubServer,
+                                                                      instruct_model: Path, tmp_path: Path) -> None:
+    from app.engine.client import Engine
+    from app.models.auth import TokenStore
+    from app.store.chats import ChatStore
+    from app.ui.chat.controller import ChatController
+    from app.ui.models.manager import ModelManager
+    from app.ui.window import MainWindow
+    from tests.hubserver import HubFile, HubRepo, gguf_header_bytes, llama_header
+
+    mmproj = write_colour_projector(instruct_model, tmp_path / "mmproj-SmolLM2-F16.gguf")
+    hub.add(HubRepo("paddock-test/SmolLM2-Vision-GGUF", {
+        "README.md": HubFile("README.md", data=b"---\nlicense: apache-2.0\n---\n", lfs=False),
+        instruct_model.name: HubFile(instruct_model.name, path=instruct_model),
+        mmproj.name: HubFile(mmproj.name, path=mmproj),
+    }, card={"license": "apache-2.0"}))
+    header = llama_header("Llama 3.2 11B Vision", n_layers=40, n_embd=4096, n_head=32, n_head_kv=8, ctx=131072)
+    hub.add(HubRepo("paddock-test/Llama-3.2-11B-Vision-Instruct-GGUF", {
+        "README.md": HubFile("README.md", data=b"---\nlicense: apache-2.0\n---\n", lfs=False),
+        "Llama-3.2-11B-Vision-Instruct-Q4_K_M.gguf": HubFile("Llama-3.2-11B-Vision-Instruct-Q4_K_M.gguf",
+                                                             prefix=header, size=6 << 30),
+        "mmproj-f16.gguf": HubFile("mmproj-f16.gguf", size=1 << 30, prefix=gguf_header_bytes(
+            {"general.architecture": "clip", "clip.projector_type": "mllama"})),
+    }, card={"license": "apache-2.0"}))
+    store = ChatStore(paths.database_path())
+    w = MainWindow(ChatController(store, Engine(), LoadSettings(n_ctx=512)),
+                   manager=ModelManager(endpoint=hub.url, tokens=TokenStore()))
+    qtbot.addWidget(w)
+    try:
+        w.show()
+        w.show_models()
+        tab = w.models_page.discover_tab
+        for repo in ("paddock-test/SmolLM2-Vision-GGUF", "paddock-test/Llama-3.2-11B-Vision-Instruct-GGUF"):
+            with qtbot.waitSignal(w.manager.repoLoaded, timeout=WAIT_MS):
+                tab.open_repo(repo)
+            tab.accept_box.setChecked(True)
+            if "SmolLM2" in repo:
+                assert "sees images" in tab.variants.item(0, 3).text()
+                assert "see images" in tab.fit_note.text()
+                assert tab.download_button.isEnabled()
+            else:
+                assert "not support" in tab.fit_note.text()
+                assert not tab.download_button.isEnabled()
+                assert "mllama" in tab.download_button.toolTip()
+    finally:
+        w.close()
+        store.close()
