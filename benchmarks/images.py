@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.client import Engine
-from app.engine.images import IMAGE_MARKER, ImageInput, decode_image
+from app.engine.images import IMAGE_MARKER, ImageInput
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+from app.imaging import decode_image
 from benchmarks.engine_bench import RESULTS
 from benchmarks.engine_bench import median as med
 

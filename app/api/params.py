@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.api.errors import bad_request
-from app.engine.images import IMAGE_MARKER, ImageInput, decode_image, place_markers, strip_markers
+from app.engine.images import IMAGE_MARKER, ImageInput, place_markers, strip_markers
 from app.engine.types import ChatMessage
 from app.errors import ImageError
+from app.imaging import decode_image
 
 MAX_N = 16  # choices per request
 # What a message may carry: OpenAI's fields, the thinking fields of llama-server, vLLM and Ollama, Ollama's

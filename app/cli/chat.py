@@ -153,9 +153,10 @@ def _projector(args: argparse.Namespace, model: Path) -> Path | None:
 
 def _one_off(args: argparse.Namespace) -> int:
     from app.engine.client import Engine
-    from app.engine.images import load_image, place_markers, strip_markers
+    from app.engine.images import place_markers, strip_markers
     from app.engine.projectors import check_projector
     from app.engine.types import ChatMessage
+    from app.imaging import load_image
     from app.models.library import loadable_model
 
     path = loadable_model(args.model)

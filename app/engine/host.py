@@ -628,15 +628,16 @@ class EngineHost:
             prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final,
                                       tools=tools)
             tokens, media = self._prompt_tokens(prompt, msgs)
+            cells = len(tokens) + (media.extra_cells if media is not None else 0)
             if room is not None:
                 try:
-                    _check_room(len(tokens), room, n_ctx)
+                    _check_room(cells, room, n_ctx)
                 except ContextOverflowError:
                     if media is not None:
                         media.close()
                     raise
                 return prompt, tokens, 0, media
-            if len(tokens) + reserve <= n_ctx:
+            if cells + reserve <= n_ctx:
                 return prompt, tokens, dropped, media
             if media is not None:
                 media.close()
@@ -644,7 +645,7 @@ class EngineHost:
             droppable = [i for i, m in enumerate(msgs[:-keep_last]) if m.role != "system"]
             if not droppable:
                 raise ContextOverflowError(
-                    f"this message needs {len(tokens)} tokens plus {reserve} for the answer, but the "
+                    f"this message needs {cells} tokens plus {reserve} for the answer, but the "
                     f"model's context holds {n_ctx}: shorten it, or raise the context length in the "
                     "model settings"
                 )

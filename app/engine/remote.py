@@ -26,7 +26,6 @@ import httpx2
 import openai
 
 from app.engine.chat_format.tool_calls import new_call_id
-from app.engine.images import content_parts
 from app.engine.types import ChatMessage, Delta, GenerationResult, GenerationStats, SamplingParams
 from app.errors import EngineError
 from app.models.auth import SaveResult, TokenStore
@@ -211,6 +210,8 @@ class RemoteGeneration:
 def _openai_message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.images:  # the pictures go as image_url parts with data: URIs, each where it sits in the text
+        from app.imaging import content_parts  # (Qt's image writers: outside the core)
+
         out["content"] = content_parts(m.content, m.images)
     if m.tool_calls:
         out["tool_calls"] = [{"id": c["id"], "type": "function",

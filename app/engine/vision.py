@@ -50,6 +50,11 @@ class MediaPrompt:
     _chunks: Any = None
     _lib: Any = None
 
+    @property
+    def extra_cells(self) -> int:
+        """KV cells the images take beyond their positions (M-RoPE: fewer positions than embeddings)."""
+        return max(0, self.n_image_tokens - sum(end - start for start, end, _ in self.images))
+
     def image_start(self, position: int) -> int:
         """``position``, or the start of the image it falls inside (an image is evaluated whole)."""
         for start, end, _ in self.images:

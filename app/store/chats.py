@@ -185,7 +185,8 @@ class Message:
         calls = tuple({"id": str(c.get("id", "")), "name": str(c.get("name", "")), "arguments": c.get("arguments", {})}
                       for c in self.tool_calls)
         if self.images:
-            from app.engine.images import decode_image_cached, place_markers
+            from app.engine.images import place_markers
+            from app.imaging import decode_image_cached  # (Qt's image readers: outside the core)
 
             pictures = tuple(decode_image_cached(i.data, i.name) for i in self.images)
             text = place_markers(self.sent or self.content, len(pictures))

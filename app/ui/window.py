@@ -63,7 +63,6 @@ class MainWindow(QMainWindow):
         self.bridge.posted.connect(self.present)
         self.manager = manager or ModelManager()
         controller.before_load = self.manager.library.check_loadable
-        controller.projector_for = self.manager.library.projector_for  # models that see load their projector
         self.docs = docs or DocsHub()
         controller.with_documents = self.docs.with_documents
         self.tools = controller.tools = controller.tools or tool_hub(self.store)

@@ -100,9 +100,10 @@ def test_a_model_that_cannot_see_refuses_images(smol: Served, png: dict[str, str
 
 def test_a_remote_backend_gets_the_pictures(seeing: Served, png: dict[str, str]) -> None:
     """The window's remote backends send pictures as image_url parts: here to Paddock's own server."""
-    from app.engine.images import IMAGE_MARKER, decode_image
+    from app.engine.images import IMAGE_MARKER
     from app.engine.remote import RemoteClient, RemoteServer
     from app.engine.types import ChatMessage, SamplingParams
+    from app.imaging import decode_image
 
     client = RemoteClient(RemoteServer("local", "paddock serve", seeing.server.url), None, timeout=300)
     picture = decode_image(base64.b64decode(png["blue"]), "blue.png")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import Engine
-from app.engine.images import IMAGE_MARKER, ImageInput, decode_image, load_image
+from app.engine.images import IMAGE_MARKER, ImageInput
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 from app.errors import ImageError, ProjectorError
+from app.imaging import decode_image, load_image
 from tests.mmproj_files import solid_png, write_colour_projector
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8, seed=1)

@@ -13,8 +13,9 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, Qt, Signal
 from PySide6.QtGui import QImage, QImageReader, QMouseEvent, QPixmap
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QScrollArea, QToolButton, QVBoxLayout, QWidget
 
-from app.engine.images import MAX_FILE_BYTES, decode_image
+from app.engine.images import MAX_FILE_BYTES
 from app.errors import ImageError
+from app.imaging import decode_image
 from app.store.chats import StoredImage
 
 THUMB = 64

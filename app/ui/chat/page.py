@@ -65,6 +65,7 @@ class ChatPage(QWidget):
         self.store: ChatStore = controller.store
         self.docs = docs
         self.choices = choices
+        controller.projector_for = choices.library.projector_for  # models that see load their paired projector
         self.servers = servers
         self.bridge = bridge
         self.current_conv: int | None = None
