@@ -471,7 +471,8 @@ class LibraryTab(QWidget):
                 m.name + ("" if m.path.exists() else "  (file missing)"), m.quant or "?", human_size(m.size),
                 str(meta.get("architecture", "?")), f"{params / 1e9:.2f} B" if params else "?",
                 f"{meta.get('context_length', 0):,}", m.license_id or "not stated",
-                "yes" if meta.get("has_template") else "none (plain prompt)", source,
+                "yes" if meta.get("has_template") else "none (plain prompt)",
+                source + ("; sees images" if self.manager.library.projector_for(m.path) else ""),
             ]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
