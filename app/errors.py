@@ -118,3 +118,13 @@ class DocumentError(PaddockError):
 
 class WorkerError(PaddockError):
     """An RPC worker (another machine lending its device) cannot be started, reached or used."""
+
+
+class ImageError(InvalidRequestError):
+    """An image cannot be shown to the model: unreadable, not an image, a decompression bomb, or a
+    model that cannot see (no projector).  The API answers 400; the chat and the engine go on."""
+
+
+class ProjectorError(PaddockError):
+    """An image projector (mmproj GGUF) cannot be used with this model: not a projector, truncated,
+    or made for another model (its output size differs from the model's embedding size)."""

@@ -309,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
             spec = range_header.removeprefix("bytes=")
             first, _, last = spec.partition("-")
             start = int(first or 0)
-            end_incl = int(last) if last else served_size - 1
+            end_incl = min(int(last), served_size - 1) if last else served_size - 1  # as HTTP servers clamp
             if start >= served_size:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{served_size}")

@@ -16,6 +16,7 @@ also accepted as Ollama names (``…:latest``), file names, stems or library ids
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import re
@@ -54,6 +55,16 @@ class ModelEntry:
     library_id: int | None = None
     sha256: str | None = None
     adapters: tuple[LoraAdapter, ...] = ()  # LoRA adapters applied to every answer (``serve --lora``)
+    mmproj: Path | None = None  # its image projector: the model can see
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the model takes (Ollama's names): completion, and vision when it has a projector."""
+        return ["completion", "vision"] if self.mmproj else ["completion"]
+
+    def settings(self, base: LoadSettings) -> LoadSettings:
+        """``base`` with this model's projector."""
+        return dataclasses.replace(base, mmproj=str(self.mmproj)) if self.mmproj else base
 
     def matches(self, requested: str) -> bool:
         wanted = requested.strip().lower()
@@ -61,8 +72,12 @@ class ModelEntry:
         return wanted in {self.id, self.path.name.lower(), self.path.stem.lower(), str(self.library_id)}
 
 
-def entries_for(paths: Sequence[tuple[Path, int | None, str | None]]) -> list[ModelEntry]:
-    """Entries with unique ids (a second file with the same stem gets ``-2``)."""
+def entries_for(paths: Sequence[tuple[Path, int | None, str | None]], *, projectors: bool = True,
+                mmproj: Path | None = None) -> list[ModelEntry]:
+    """Entries with unique ids (a second file with the same stem gets ``-2``), each with its image projector:
+    ``mmproj`` (one model), else the one beside the file (``projectors``)."""
+    from app.engine.projectors import projector_beside
+
     seen: dict[str, int] = {}
     out = []
     for path, library_id, sha in paths:
@@ -74,7 +89,8 @@ def entries_for(paths: Sequence[tuple[Path, int | None, str | None]]) -> list[Mo
             size, modified = stat.st_size, stat.st_mtime
         except OSError:
             size, modified = 0, 0.0
-        out.append(ModelEntry(ident, path, size, modified, library_id, sha))
+        projector = mmproj or (projector_beside(path) if projectors else None)
+        out.append(ModelEntry(ident, path, size, modified, library_id, sha, mmproj=projector))
     return out
 
 
@@ -147,7 +163,8 @@ class LoadedModelSource:
         loaded = self.engine.loaded if self.engine.is_alive() else None
         if loaded is None:
             return None
-        return entries_for([(Path(loaded.path), None, None)])[0], loaded
+        mmproj = Path(loaded.mmproj) if loaded.mmproj else None
+        return entries_for([(Path(loaded.path), None, None)], projectors=False, mmproj=mmproj)[0], loaded
 
     def entries(self) -> list[ModelEntry]:
         current = self._current()
@@ -233,7 +250,7 @@ class ModelPool:
                 if slot.loaded is None or not slot.engine.is_alive():
                     self._make_room(slot)
                     log.info("loading %s for the API", entry.id)
-                    slot.loaded = slot.engine.load(str(entry.path), self.settings)
+                    slot.loaded = slot.engine.load(str(entry.path), entry.settings(self.settings))
         except BaseException:
             with self._lock:
                 slot.users -= 1
@@ -297,7 +314,7 @@ class ModelPool:
             try:
                 with slot.lock:
                     slot.engine.close()
-                    slot.loaded = slot.engine.load(str(slot.entry.path), self.settings)
+                    slot.loaded = slot.engine.load(str(slot.entry.path), slot.entry.settings(self.settings))
                 self.recoveries += 1
                 log.warning("the engine for %s was restarted and the model reloaded", slot.entry.id)
                 with self._lock:

@@ -158,7 +158,8 @@ class OllamaRoutes:
                       f"{arch}.context_length": info.context_length}
         template = info.chat_template or ""
         capabilities = ["completion"] + (["tools"] if "tools" in template else []) + \
-            (["thinking"] if "enable_thinking" in template or "<think>" in template else [])
+            (["thinking"] if "enable_thinking" in template or "<think>" in template else []) + \
+            (["vision"] if entry.mmproj else [])
         return JSONResponse({"modelfile": f"FROM {entry.path}\n", "parameters": "", "template": template,
                              "details": _details(entry), "model_info": model_info, "capabilities": capabilities,
                              "modified_at": _time(entry.modified), "license": str(info.license or "")})
@@ -190,7 +191,8 @@ class OllamaRoutes:
     async def generate(self, request: Request) -> Response:
         body = P.Body(await _json(request))
         body.refuse_unknown(GENERATE_FIELDS)
-        for field, why in (("images", "Paddock cannot show images to this model yet"),
+        for field, why in (("images", "images on /api/generate are not supported: send them with a message to "
+                                      "/api/chat (its 'images' field)"),
                            ("suffix", "fill in the middle ('suffix') is not supported"),
                            ("template", "a per-request 'template' is not supported: use `paddock chat "
                                         "--chat-template` or the model's own"),

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 import app.api.params as P
 from app import __version__
 from app.api.errors import ApiError, bad_request
-from app.api.models import Lease, ModelSource
+from app.api.models import Lease, ModelEntry, ModelSource
 from app.api.run import Job, Piece, Run
 from app.engine.types import ChatMessage, GenerationResult, SamplingParams, TokenLogprob
 from app.errors import ContextOverflowError, EngineCrashedError, InvalidRequestError, PaddockError
@@ -122,15 +122,14 @@ class OpenAIRoutes:
         self.source = source
 
     async def models(self, request: Request) -> Response:
-        data = [{"id": e.id, "object": "model", "created": int(e.modified), "owned_by": "paddock"}
-                for e in self.source.entries()]
+        data = [_model_object(e) for e in self.source.entries()]
         return JSONResponse({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
         wanted = request.path_params["model"]
         for e in self.source.entries():
             if e.matches(wanted):
-                return JSONResponse({"id": e.id, "object": "model", "created": int(e.modified), "owned_by": "paddock"})
+                return JSONResponse(_model_object(e))
         raise ApiError(404, f"The model '{wanted}' does not exist", code="model_not_found", param="model")
 
     # -- chat ----------------------------------------------------------------------------
@@ -360,6 +359,13 @@ class OpenAIRoutes:
         data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]
         return JSONResponse({"object": "list", "data": data, "model": lease.entry.id,
                              "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+
+def _model_object(e: ModelEntry) -> dict[str, Any]:
+    """OpenAI's model object, with what the model takes (``capabilities``, as Ollama names them; ``vision``
+    when it can see images)."""
+    return {"id": e.id, "object": "model", "created": int(e.modified), "owned_by": "paddock",
+            "capabilities": e.capabilities}
 
 
 def _stream_options(body: P.Body, stream: bool) -> bool:

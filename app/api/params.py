@@ -8,13 +8,18 @@ an unknown field is refused too (OpenAI's own "Unrecognized request argument").
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Iterable
 from typing import Any
 
 from app.api.errors import bad_request
+from app.engine.images import IMAGE_MARKER, ImageInput, place_markers, strip_markers
 from app.engine.types import ChatMessage
+from app.errors import ImageError
+from app.imaging import decode_image
 
 MAX_N = 16  # choices per request
 # What a message may carry: OpenAI's fields, the thinking fields of llama-server, vLLM and Ollama, Ollama's
@@ -167,25 +172,78 @@ def response_format(value: Any) -> str | None:
 
 def text_content(value: Any, role: str, where: str) -> str:
     """A message's content: a string, null (an assistant turn that only calls tools), or text parts."""
+    text, images = message_content(value, role, where)
+    if images:
+        raise bad_request(f"{where}: only a user message can carry images", param="messages")
+    return text
+
+
+def message_content(value: Any, role: str, where: str) -> tuple[str, tuple[ImageInput, ...]]:
+    """A message's content and its images: a string, null (an assistant turn that only calls tools), or
+    parts (text, and ``image_url`` parts with ``data:`` URIs, each replaced by the image marker)."""
     if isinstance(value, str):
-        return value
+        return strip_markers(value), ()
     if value is None and role in ("assistant", "tool"):
-        return ""
+        return "", ()
     if isinstance(value, list):
         texts = []
+        images: list[ImageInput] = []
         for part in value:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind in ("image_url", "input_image", "image"):
-                raise bad_request(f"{where}: Paddock cannot show images to this model yet", param="messages")
-            elif kind in ("input_audio", "file"):
+                texts.append(strip_markers(part["text"]))
+            elif kind in ("image_url", "input_image"):
+                if role != "user":
+                    raise bad_request(f"{where}: only a user message can carry images", param="messages")
+                images.append(image_part(part, f"{where}.content[{len(texts) + len(images)}]"))
+                texts.append(IMAGE_MARKER)
+            elif kind in ("input_audio", "file", "image"):
                 raise bad_request(f"{where}: content parts of type {kind!r} are not supported", param="messages")
             else:
-                raise bad_request(f"{where}: each content part must be {{\"type\": \"text\", \"text\": ...}}",
-                                  param="messages")
-        return "".join(texts)
-    raise bad_request(f"{where}: 'content' must be a string or a list of text parts", param="messages")
+                raise bad_request(f"{where}: each content part must be {{\"type\": \"text\", \"text\": ...}} or "
+                                  "{\"type\": \"image_url\", \"image_url\": {\"url\": \"data:...\"}}", param="messages")
+        return "".join(texts), tuple(images)
+    raise bad_request(f"{where}: 'content' must be a string or a list of text and image parts", param="messages")
+
+
+def image_part(part: dict[str, Any], where: str) -> ImageInput:
+    """An OpenAI image part (``image_url``: ``{"url": ..., "detail": ...}`` or the Responses API's string)."""
+    ref = part.get("image_url")
+    detail = None
+    if isinstance(ref, dict):
+        unknown = sorted(k for k in ref if k not in ("url", "detail"))
+        if unknown:
+            raise bad_request(f"{where}.image_url: unrecognized field {unknown[0]!r}", param="messages")
+        detail, ref = ref.get("detail"), ref.get("url")
+    if detail not in (None, "auto", "high"):
+        raise bad_request(f"{where}.image_url.detail: Paddock shows the model the whole image (detail 'auto' or "
+                          f"'high'); {detail!r} is not offered", param="messages")
+    if not isinstance(ref, str) or not ref:
+        raise bad_request(f"{where}: an image part needs image_url.url (a data: URI)", param="messages")
+    return data_uri_image(ref, where)
+
+
+def data_uri_image(url: str, where: str) -> ImageInput:
+    """Decode a ``data:image/...;base64,...`` URI; an http(s) URL is refused (Paddock fetches nothing)."""
+    if url.startswith(("http://", "https://")):
+        raise bad_request(f"{where}: Paddock does not fetch images from the web; send the image inline as a data: "
+                          "URI (data:image/png;base64,...)", param="messages")
+    header, comma, payload = url.partition(",")
+    if not url.startswith("data:") or not comma or not header.endswith(";base64"):
+        raise bad_request(f"{where}: an image must be a base64 data: URI (data:image/png;base64,...)",
+                          param="messages")
+    return base64_image(payload, where)
+
+
+def base64_image(payload: str, where: str) -> ImageInput:
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad_request(f"{where}: the image is not valid base64", param="messages") from exc
+    try:
+        return decode_image(data, f"the image in {where}")
+    except ImageError as exc:
+        raise bad_request(str(exc), param="messages") from exc
 
 
 def chat_messages(raw: Any, *, ollama: bool = False) -> list[ChatMessage]:
@@ -205,9 +263,13 @@ def chat_messages(raw: Any, *, ollama: bool = False) -> list[ChatMessage]:
             role = "system"
         if role not in ("system", "user", "assistant", "tool"):
             raise bad_request(f"{where}: unsupported role {role!r}", param="messages")
+        content, images = message_content(m.get("content"), role, where)
         if ollama and m.get("images"):
-            raise bad_request(f"{where}: Paddock cannot show images to this model yet", param="messages")
-        content = text_content(m.get("content"), role, where)
+            raw_images = m.get("images")
+            if role != "user" or not isinstance(raw_images, list) or not all(isinstance(x, str) for x in raw_images):
+                raise bad_request(f"{where}: 'images' must be a list of base64 strings in a user message",
+                                  param="messages")
+            images += tuple(base64_image(x, f"{where}.images[{k}]") for k, x in enumerate(raw_images))
         if role == "tool":
             out.append(ChatMessage("tool", content, tool_call_id=str(m.get("tool_call_id") or ""),
                                    name=str(m.get("name") or m.get("tool_name") or "")))
@@ -216,7 +278,8 @@ def chat_messages(raw: Any, *, ollama: bool = False) -> list[ChatMessage]:
         # the model's template decides whether it goes into the prompt.
         reasoning = m.get("reasoning_content") or m.get("reasoning") or m.get("thinking") or ""
         calls = tuple(incoming_call(c, where) for c in m.get("tool_calls") or [])
-        out.append(ChatMessage(role, content, reasoning if isinstance(reasoning, str) else "", tool_calls=calls))
+        thinking = reasoning if isinstance(reasoning, str) else ""
+        out.append(ChatMessage(role, place_markers(content, len(images)), thinking, tool_calls=calls, images=images))
     return out
 
 

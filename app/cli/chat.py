@@ -85,6 +85,11 @@ def add_parser(sub: Any) -> None:
     chat.add_argument("--chat-template", metavar="FILE", default=None,
                       help="use this Jinja chat template instead of the one in the model file")
     add_lora_argument(chat)
+    chat.add_argument("--image", dest="images", action="append", default=[], metavar="FILE",
+                      help="show the model this picture with the message (repeat for more; needs a model that "
+                           "can see)")
+    chat.add_argument("--mmproj", default=None, metavar="FILE",
+                      help="the model's image projector (default: the mmproj-*.gguf beside the model)")
     chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
     chat.add_argument("prompt", nargs="?", default=None, help="the message")
 
@@ -106,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     stored = args.chat is not None or args.continue_last or args.new_chat or args.collection is not None
     if stored and args.raw:
         raise PaddockError("--raw is a plain completion: it cannot be a turn of a stored chat")
+    if stored and args.images:
+        raise PaddockError("--image works with a one-off question (paddock chat --model M --image FILE \"...\"); "
+                           "stored chats take images in the window")
+    if args.images and args.raw:
+        raise PaddockError("--raw is a plain text completion: it cannot show the model images")
     if not stored:
         if args.model is None:
             raise PaddockError("choose a model with --model (or continue a stored chat with --continue)")
@@ -135,7 +145,7 @@ def _params(args: argparse.Namespace) -> Any:
                           seed=args.seed, enable_thinking=args.think)
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace, mmproj: Path | None = None) -> Any:
     from app.engine.types import LoadSettings
 
     template = None
@@ -145,7 +155,8 @@ def _settings(args: argparse.Namespace) -> Any:
         except (OSError, UnicodeDecodeError) as exc:
             raise PaddockError(f"cannot read the chat template {args.chat_template}: {exc}") from exc
     return LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, chat_template=template,
-                        n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
+                        n_cpu_moe=n_cpu_moe(args), workers=workers_of(args),
+                        mmproj=str(mmproj) if mmproj else None)
 
 
 def add_worker_option(parser: Any) -> None:
@@ -164,16 +175,45 @@ def workers_of(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.worker)
 
 
+def _projector(args: argparse.Namespace, model: Path) -> Path | None:
+    """The projector to load: --mmproj, else (when images are given) the model's own: paired at import, or
+    the one beside it."""
+    from app.models.library import Library
+
+    if args.mmproj:
+        return Path(args.mmproj)
+    if not args.images:
+        return None
+    library = Library()
+    try:
+        found = library.projector_for(model)
+    finally:
+        library.close()
+    if found is None:
+        raise PaddockError(
+            f"{model.name} cannot see images: no image projector (mmproj-*.gguf) is beside it. Give one with "
+            "--mmproj FILE, or choose a model that can see"
+        )
+    return found
+
+
 def _one_off(args: argparse.Namespace) -> int:
     from app.engine.client import Engine
+    from app.engine.images import place_markers, strip_markers
+    from app.engine.projectors import check_projector
     from app.engine.types import ChatMessage
+    from app.imaging import load_image
     from app.models.library import loadable_model
 
     path = loadable_model(args.model)
+    images = tuple(load_image(f) for f in args.images)  # refused here, before the model loads
+    mmproj = _projector(args, path)
+    if mmproj is not None:
+        check_projector(path, mmproj)
     messages = [ChatMessage("system", args.system)] if args.system else []
-    messages.append(ChatMessage("user", args.prompt))
+    messages.append(ChatMessage("user", place_markers(strip_markers(args.prompt), len(images)), images=images))
     with Engine() as engine:
-        loaded = engine.load(str(path), _settings(args))
+        loaded = engine.load(str(path), _settings(args, mmproj))
         result = _stream(engine, loaded, messages, _params(args), args, raw=args.prompt if args.raw else None)
         _report(args, loaded, result, {})
     return 0
@@ -322,11 +362,15 @@ def _report(args: argparse.Namespace, loaded: Any, result: Any, extra: dict[str,
         "plan": loaded.plan,
         "n_cpu_moe": loaded.n_cpu_moe,
         "predicted_tokens_per_s": loaded.predicted_tokens_per_s,
+        "vision": loaded.vision,
         "notices": list(loaded.notices + result.notices),
         "devices": [d.to_dict() for d in loaded.devices],
         "adapters": [{"path": a.path, "scale": a.scale} for a in lora_adapters(args)],
         **extra,  # (a stored turn: the chat's adapters)
     }
+    if s.images:
+        out.update(images=s.images, image_tokens=s.image_tokens, images_evaluated=s.images_evaluated,
+                   image_s=round(s.image_s, 4))
     if result.reasoning:
         out["reasoning"] = result.reasoning
         out["reasoning_s"] = round(result.reasoning_s, 3)

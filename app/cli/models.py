@@ -74,6 +74,8 @@ def add_parser(sub: Any) -> None:
     imp.add_argument("--link", action="store_true", help="leave the file where it is instead of copying it")
     imp.add_argument("--base", default=None, metavar="MODEL",
                      help="a LoRA adapter's base model (path or library id); default: the library model it fits")
+    imp.add_argument("--mmproj", default=None, metavar="FILE",
+                     help="the model's image projector (default: an mmproj-*.gguf beside the file)")
 
     quant = msub.add_parser("quantize", help="(re)quantize a GGUF with llama.cpp")
     quant.add_argument("src", help="a path or library id")
@@ -120,15 +122,20 @@ def _files(args: argparse.Namespace) -> int:
         _print_json([{"name": v.name, "quant": v.quant, "size": v.size, "files": [f.name for f in v.files],
                       "fit": v.fit, "fit_label": v.fit_label, "n_ctx": v.n_ctx, "estimated_bytes": v.total_bytes,
                       "recommended": v.recommended, "plan": v.plan,
-                      "predicted_tokens_per_s": v.predicted_tokens_per_s} for v in listing.variants])
+                      "predicted_tokens_per_s": v.predicted_tokens_per_s, "vision": listing.vision,
+                      "projector": v.projector.name if v.projector and listing.vision else None,
+                      "unsupported": listing.unsupported or None} for v in listing.variants])
         return 0
+    if listing.unsupported:
+        print(f"note: {listing.unsupported}", file=sys.stderr)
     if not listing.variants:
         print(f"{args.repo_id} has no GGUF files")
     for v in listing.variants:
         mark = "★" if v.recommended else " "
         parts = f" ({len(v.files)} parts)" if v.split else ""
         speed = f"~{v.predicted_tokens_per_s:g} tok/s" if v.predicted_tokens_per_s else ""
-        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {speed:>13}  {v.name}{parts}")
+        sees = "  + sees images" if v.projector is not None and listing.vision else ""
+        print(f"{mark} {v.quant:10} {human_size(v.size):>9}  {v.fit_label:28} {speed:>13}  {v.name}{parts}{sees}")
     for name in listing.rejected:
         print(f"note: ignored unsafe file name {name!r}", file=sys.stderr)
     if listing.variants and listing.shape is not None and listing.recommended is None:
@@ -241,6 +248,8 @@ def _pull(args: argparse.Namespace) -> int:
     client = _client(args)
     details = client.details(args.repo_id)
     listing = list_variants(client, details)
+    if listing.unsupported:
+        raise PaddockError(listing.unsupported)
     variant = listing.find(args.file) if args.file else listing.recommended
     if variant is None:
         names = ", ".join(v.quant for v in listing.variants) or "none"
@@ -263,7 +272,8 @@ def _pull(args: argparse.Namespace) -> int:
                     f"the license of {args.repo_id} was not accepted: read it above, then run again with "
                     "--accept-license")
         record = library.queue_download(details, variant, acceptance)
-        print(f"Downloading {variant.name} ({human_size(variant.size)}, {variant.fit_label}) into "
+        sees = f" with its image projector {variant.projector.name}" if variant.projector is not None else ""
+        print(f"Downloading {variant.name} ({human_size(variant.size)}, {variant.fit_label}){sees} into "
               f"{record.dest_dir}", file=sys.stderr)
         task = DownloadTask(library.registry, record, client, on_progress=_progress_printer())
         try:
@@ -309,6 +319,7 @@ def _list(args: argparse.Namespace) -> int:
     try:
         models = library.models()
         adapters = library.adapters()
+        projectors = {m.id: library.projector_for(m.path) for m in models}
     finally:
         library.close()
 
@@ -321,7 +332,8 @@ def _list(args: argparse.Namespace) -> int:
     under = {m.id: [a for a in adapters if a.meta.get("base_id") == m.id] for m in models}
     loose = [a for a in adapters if a.meta.get("base_id") not in under]
     if args.json:
-        _print_json([{**entry(m), "adapters": [entry(a) for a in under[m.id]]} for m in models]
+        _print_json([{**entry(m), "adapters": [entry(a) for a in under[m.id]], "vision": projectors[m.id] is not None,
+                      "mmproj": str(projectors[m.id]) if projectors[m.id] else None} for m in models]
                     + [{**entry(a), "adapters": []} for a in loose])
         return 0
     if not models and not adapters:
@@ -330,8 +342,9 @@ def _list(args: argparse.Namespace) -> int:
         problem = library.reference_problem(m)
         missing = f"  ({problem})" if problem else "  (file missing)" if not m.path.exists() else ""
         app = f"  in {m.meta['app']}: {m.meta.get('location')}" if m.meta.get("app") else ""
+        sees = "  sees images" if projectors[m.id] is not None else ""
         print(f"#{m.id:<4} {m.name:50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
-              f"{m.license_id or ''}{app}{missing}")
+              f"{m.license_id or ''}{sees}{app}{missing}")
         for a in under[m.id]:
             print(f"  └ #{a.id:<4} LoRA {a.name:43} {human_size(a.size):>9}  {a.source:9}")
     for a in loose:
@@ -376,10 +389,15 @@ def _import(args: argparse.Namespace) -> int:
             return 0
         if args.base:
             raise PaddockError("--base is for LoRA adapters, and this file is a model")
-        model = library.import_file(Path(args.path), link=args.link)
+        if args.base and args.mmproj:
+            raise PaddockError("--mmproj is for models, --base for LoRA adapters: give one")
+        model = library.import_file(Path(args.path), link=args.link,
+                                    mmproj=Path(args.mmproj) if args.mmproj else None)
+        projector = library.projector_for(model.path)
     finally:
         library.close()
-    print(f"Added #{model.id}: {model.name} ({model.quant}, {human_size(model.size)}) at {model.path}")
+    sees = f"; sees images with {projector.name}" if projector is not None else ""
+    print(f"Added #{model.id}: {model.name} ({model.quant}, {human_size(model.size)}) at {model.path}{sees}")
     return 0
 
 

@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
 
     add_worker_option(serve)
     add_lora_argument(serve)
+    serve.add_argument("--mmproj", default=None, metavar="FILE",
+                       help="with --model: its image projector, so requests may carry images (default: the "
+                            "mmproj-*.gguf beside the model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from app.api import ApiServer
     from app.api.models import ModelPool, entries_for, library_entries
     from app.engine.lora import check_adapter
+    from app.engine.projectors import check_projector
     from app.engine.types import LoadSettings
     from app.models.library import loadable_model
 
@@ -54,12 +58,18 @@ def run(args: argparse.Namespace) -> int:
                             n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
     if args.lora and not args.model:
         raise PaddockError("--lora applies to one model: name it with --model (an adapter fits only its base model)")
+    if args.mmproj and not args.model:
+        raise PaddockError("--mmproj goes with --model (library models are paired with their projectors)")
     if args.model:
         model = loadable_model(args.model)
         adapters = lora_adapters(args)
         for adapter in adapters:  # a bad adapter stops the server before it listens
             check_adapter(adapter.path, model)
-        entries = [dataclasses.replace(e, adapters=tuple(adapters)) for e in entries_for([(model, None, None)])]
+        mmproj = Path(args.mmproj) if args.mmproj else None
+        if mmproj is not None:
+            check_projector(model, mmproj)  # refused before the server starts
+        entries = [dataclasses.replace(e, adapters=tuple(adapters))
+                   for e in entries_for([(model, None, None)], mmproj=mmproj)]
         preload = entries[0]
     else:
         entries, preload = library_entries(), None
@@ -76,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         if preload is not None:
             lease = pool.lease(preload.id)
             lease.release()
-            what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx})"
+            sees = ", sees images" if lease.loaded.vision else ""
+            what = f"{preload.id} ({lease.loaded.backend}, context {lease.loaded.n_ctx}{sees})"
             if preload.adapters:
                 what += " with LoRA " + ", ".join(f"{Path(a.path).name}×{a.scale:g}" for a in preload.adapters)
         else:

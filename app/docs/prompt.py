@@ -9,6 +9,7 @@ writes is rendered with images disabled and links inert (``app.ui.common.markdow
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from app.docs.index import Collection
 from app.docs.retrieve import Passage, Retriever
+from app.engine.images import strip_markers
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
 
@@ -80,7 +82,7 @@ def documents_turn(
     history_tokens = sum(len(m.content) for m in messages[:-1]) // CHARS_PER_TOKEN
     room = max(n_ctx - history_tokens - ANSWER_RESERVE_TOKENS - len(messages[-1].content) // CHARS_PER_TOKEN, 0)
     budget = max(int(room * DOCUMENT_SHARE) * CHARS_PER_TOKEN, 1200)
-    question = messages[-1].content
+    question = strip_markers(messages[-1].content)  # (its pictures stay with the message, placed first)
     notices: list[str] = []
     try:
         retrieval = retriever.for_question(collections, question, budget)
@@ -92,7 +94,8 @@ def documents_turn(
         given = [s.get("chunk_id") for s in earlier_sources]
         if given == [p.chunk_id for p in retrieval.passages]:
             sent = build_follow_up_turn(question)
-            return DocumentsTurn([*messages[:-1], ChatMessage("user", sent)], list(earlier_sources), notices, sent)
+            turn = [*messages[:-1], dataclasses.replace(messages[-1], content=sent)]
+            return DocumentsTurn(turn, list(earlier_sources), notices, sent)
     if retrieval.pending:
         notices.append(
             f"{len(retrieval.pending)} document(s) are still being indexed: this answer uses the "
@@ -107,7 +110,7 @@ def documents_turn(
         return DocumentsTurn(messages, notices=notices)
     sent = build_user_turn(question, retrieval.passages)
     sources = [p.to_dict() for p in retrieval.passages]
-    return DocumentsTurn([*messages[:-1], ChatMessage("user", sent)], sources, notices, sent)
+    return DocumentsTurn([*messages[:-1], dataclasses.replace(messages[-1], content=sent)], sources, notices, sent)
 
 
 def cited_numbers(answer: str, n_sources: int) -> list[int]:

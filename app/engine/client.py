@@ -240,7 +240,12 @@ class Engine:
             InvalidModelError / ModelNotFoundError: the file is not a usable GGUF.
             ModelLoadError: llama.cpp refused it.
             EngineCrashedError: llama.cpp crashed on it (the next request starts a new engine).
+            ProjectorError: ``settings.mmproj`` is not a projector for this model.
         """
+        if settings is not None and settings.mmproj:
+            from app.engine.projectors import check_projector
+
+            check_projector(path, settings.mmproj)  # refused here, before the engine sees either file
         with self._lock:
             self.start()
             self.loaded = None

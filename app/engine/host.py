@@ -37,6 +37,7 @@ from app.engine.chat_format import (
     special_markers,
 )
 from app.engine.gguf_file import GGUFInfo, read_gguf
+from app.engine.images import images_in, place_markers
 from app.engine.kvstates import (
     MIN_TOKENS,
     KeptState,
@@ -80,9 +81,11 @@ from app.engine.types import (
     LoraAdapter,
     TokenLogprob,
 )
+from app.engine.vision import MediaPrompt, Vision
 from app.errors import (
     ContextOverflowError,
     EngineError,
+    ImageError,
     InvalidModelError,
     InvalidRequestError,
     ModelLoadError,
@@ -130,6 +133,8 @@ class EngineHost:
         self.session: Session | None = None
         self.drafter: DraftModel | None = None  # the draft model, when the user chose one
         self._draft_llm: Any = None
+        self.vision: Vision | None = None  # the image projector's mtmd context, when the model has one
+        self._media: MediaPrompt | None = None  # the current prompt's image chunks (freed after the answer)
         self.states: StateStore | None = None
         # LoRA adapters on the context; kept states are keyed by the set (state_key's arguments)
         self.adapters: AdapterSet | None = None
@@ -175,6 +180,11 @@ class EngineHost:
 
         self._callbacks.append(callback)
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        with contextlib.suppress(ImportError, OSError, AttributeError):  # libmtmd (images) logs on its own
+            from llama_cpp import mtmd_cpp
+
+            mtmd_cpp.mtmd_log_set(callback, ctypes.c_void_p(0))
+            mtmd_cpp.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
 
     # -- main loop -------------------------------------------------------------
 
@@ -223,8 +233,12 @@ class EngineHost:
         elif isinstance(request, Embed):
             self.send(self._embed(request.texts, request.truncate))
         elif isinstance(request, CountTokens):
-            prompt = self._formatter().render(request.messages)
-            self.send(TokenCount(len(self._tokenize(prompt)), self.llm.n_ctx() if self.llm else 0))
+            messages = self._with_markers(request.messages)
+            prompt = self._formatter().render(messages)
+            tokens, media = self._prompt_tokens(prompt, messages)
+            if media is not None:
+                media.close()
+            self.send(TokenCount(len(tokens), self.llm.n_ctx() if self.llm else 0))
         else:
             raise EngineError(f"unknown engine request {type(request).__name__}")
 
@@ -312,6 +326,9 @@ class EngineHost:
         if self._draft_llm is not None:
             self._draft_llm.close()
         self.drafter = self._draft_llm = None
+        if self.vision is not None:  # it points into the model: freed first
+            self.vision.close()
+            self.vision = None
         if self.session is not None:
             self.session.close()
         if self.llm is not None:
@@ -412,8 +429,18 @@ class EngineHost:
         self.llm = llm
         self.session = session
         self.adapters = AdapterSet(llm)
+        if settings.mmproj and not settings.embedding:
+            try:
+                self.vision = Vision(settings.mmproj, llm, n_threads, use_gpu=gpu_layers != 0)
+            except PaddockError:
+                session.close()
+                llm.close()
+                self._unload()
+                raise
         if not settings.embedding:
-            self._states_args = (str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True],
+            # (a projector changes what an image's positions hold: part of the key when there is one)
+            extra = [os.path.realpath(settings.mmproj)] if self.vision is not None and settings.mmproj else []
+            self._states_args = (str(info.path), [llm.n_ctx(), settings.kv_cache_type, flash, True, *extra],
                                  settings.kept_states_ram_mb << 20, settings.kept_states_disk_mb << 20)
             self.states = self._state_store()
         self.embedding_mode = settings.embedding
@@ -470,6 +497,7 @@ class EngineHost:
             plan=placed.line(gpu_layers, n_cpu_moe),
             predicted_tokens_per_s=placed.predicted(gpu_layers, n_cpu_moe),
             devices=devices,
+            mmproj=settings.mmproj or "" if self.vision is not None else "",
         )
         log.info("loaded %s: n_ctx=%d threads=%d gpu_layers=%d backend=%s in %.2fs",
                  info.name, llm.n_ctx(), n_threads, gpu_layers, backend, load_s)
@@ -641,32 +669,65 @@ class EngineHost:
         tokens: list[int] = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
         return tokens
 
+    def _with_markers(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with one image marker per image in each, when the conversation has images.
+
+        Raises:
+            ImageError: the conversation has images and this model cannot see.
+        """
+        if not images_in(messages):
+            return list(messages)
+        if self.vision is None:
+            name = self.info.name if self.info is not None else "this model"
+            raise ImageError(
+                f"{name} cannot see images: it was loaded without an image projector (mmproj). Choose a model "
+                "that can see, or load this one with its projector; or send the message without images."
+            )
+        return [dataclasses.replace(m, content=place_markers(m.content, len(m.images))) for m in messages]
+
+    def _prompt_tokens(self, prompt: RenderedPrompt,
+                       messages: Sequence[ChatMessage]) -> tuple[list[int], MediaPrompt | None]:
+        """The prompt's tokens; with images, mtmd's chunks too (an image is one placeholder per position)."""
+        images = [image for m in messages for image in m.images]
+        if not images or self.vision is None:
+            return self._tokenize(prompt), None
+        media = self.vision.tokenize(prompt.text, prompt.add_bos, images)
+        return media.tokens, media
+
     def _fit(
         self, messages: Sequence[ChatMessage], max_tokens: int, enable_thinking: bool | None = None,
         continue_final: bool = False, tools: Sequence[dict[str, Any]] = (), *, room: int | None = None,
-    ) -> tuple[RenderedPrompt, list[int], int]:
+    ) -> tuple[RenderedPrompt, list[int], int, MediaPrompt | None]:
         """Render the conversation; drop the oldest turns (never the system prompt
         or the newest message) until prompt + answer room fit the context.  With ``room``
         nothing is dropped: the prompt and ``room`` answer tokens fit, or ContextOverflowError."""
         formatter = self._formatter()
         n_ctx = self.llm.n_ctx()
         reserve = max(1, min(max_tokens, n_ctx // 4))
-        msgs = list(messages)
+        msgs = self._with_markers(messages)
         dropped = 0
         while True:
             prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final,
                                       tools=tools)
-            tokens = self._tokenize(prompt)
+            tokens, media = self._prompt_tokens(prompt, msgs)
+            cells = len(tokens) + (media.extra_cells if media is not None else 0)
             if room is not None:
-                _check_room(len(tokens), room, n_ctx)
-                return prompt, tokens, 0
-            if len(tokens) + reserve <= n_ctx:
-                return prompt, tokens, dropped
+                try:
+                    _check_room(cells, room, n_ctx)
+                except ContextOverflowError:
+                    if media is not None:
+                        media.close()
+                    raise
+                return prompt, tokens, 0, media
+            if cells + reserve <= n_ctx:
+                return prompt, tokens, dropped, media
+            if media is not None:
+                media.close()
             keep_last = 2 if continue_final else 1  # a continued answer keeps its question
             droppable = [i for i, m in enumerate(msgs[:-keep_last]) if m.role != "system"]
             if not droppable:
                 raise ContextOverflowError(
-                    f"this message needs {len(tokens)} tokens plus {reserve} for the answer, but the "
+                    f"this message needs {cells} tokens plus {reserve} for the answer, but the "
                     f"model's context holds {n_ctx}: shorten it, or raise the context length in the "
                     "model settings"
                 )
@@ -674,6 +735,14 @@ class EngineHost:
             dropped += 1
 
     def _generate(self, req: Generate) -> GenerationResult:
+        try:
+            return self._answer(req)
+        finally:
+            if self._media is not None:
+                self._media.close()
+                self._media = None
+
+    def _answer(self, req: Generate) -> GenerationResult:
         llm, session = self.llm, self.session
         if llm is None or session is None:
             raise EngineError("no model is loaded: choose a model first")
@@ -681,6 +750,7 @@ class EngineHost:
         params = req.params
         notices: list[str] = []
         raw = req.raw_prompt is not None or req.raw_tokens is not None
+        media: MediaPrompt | None = None
         if raw:
             bos = bool(self.info.get("tokenizer.ggml.add_bos_token", True)) if self.info else True
             prompt = RenderedPrompt(req.raw_prompt or "", (), "raw", bos)
@@ -694,9 +764,10 @@ class EngineHost:
             _check_room(len(tokens), req.room or 1, llm.n_ctx())
         else:
             tools = req.tools if req.tool_choice != "none" else ()
-            prompt, tokens, dropped = self._fit(
+            prompt, tokens, dropped, media = self._fit(
                 req.messages, params.max_tokens, params.enable_thinking, req.continue_final, tools, room=req.room
             )
+            self._media = media
             for notice in prompt.notices:
                 if notice not in self._told:
                     self._told.add(notice)
@@ -722,6 +793,8 @@ class EngineHost:
                 prefix = common_prefix(session.cached(), tokens)
                 stats.prompt_restored = min(prefix, len(tokens) - 1)
         reuse = min(prefix, len(tokens) - 1)
+        if media is not None:
+            reuse = media.image_start(reuse)  # an image is evaluated whole
         if reuse == 0 or not session.keep(reuse):
             reuse = 0
             session.clear()
@@ -731,14 +804,16 @@ class EngineHost:
         seed = params.seed if params.seed is not None else random.randrange(2**31)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
-            if params.seed is not None and len(tokens) - reuse > 1:
+            if media is not None:
+                self._decode_images(session, media, reuse, stats)
+            if params.seed is not None and len(tokens) - session.n_past > 1:
                 # With a fixed seed the last prompt token is decoded on its own: a batched
                 # decode gives slightly different logits than a single-token one, and the
                 # answer must not depend on how much of the prompt was cached.
-                session.decode(tokens[reuse:-1])
+                session.decode(tokens[session.n_past:-1])
                 session.decode(tokens[-1:])
             else:
-                session.decode(tokens[reuse:])
+                session.decode(tokens[session.n_past:])
         except DecodeError as exc:
             if self.cancel.is_set():
                 stats.finish_reason = "cancelled"
@@ -759,7 +834,8 @@ class EngineHost:
             # The call comes in the grammar's syntax, which may not be the family's own markers.
             prompt = dataclasses.replace(prompt, tool_format=forced_call_format(prompt.tool_format))
         try:
-            sampler = Sampler(params, llm.n_vocab(), seed, tokens, grammar=grammar, vocab=session.vocab)
+            history = tokens if media is None else [t for t in tokens if t >= 0]
+            sampler = Sampler(params, llm.n_vocab(), seed, history, grammar=grammar, vocab=session.vocab)
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from exc
         parser = output_parser(prompt, continuing=req.continue_final, stops=params.stop)
@@ -776,7 +852,8 @@ class EngineHost:
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
         # No drafts while a grammar constrains the answer, nor when each token's probabilities are
         # reported (they are read from the one position each plain step leaves).
-        plain = grammar is None and params.logprobs is None
+        # Nor with images: their placeholder ids are not tokens a draft may propose.
+        plain = grammar is None and params.logprobs is None and media is None
         lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
                   and plain else None)
         drafter = self.drafter if plain else None
@@ -871,6 +948,30 @@ class EngineHost:
             stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
         return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s, tuple(tool_calls),
                                 tuple(logprobs))
+
+    def _decode_images(self, session: Session, media: MediaPrompt, reuse: int, stats: GenerationStats) -> None:
+        """Evaluate the prompt up to the end of its last image: the text between images as text, each
+        image not already in the KV cache through mtmd (encoded, then decoded as embeddings).
+
+        Raises:
+            DecodeError: llama.cpp or mtmd failed (or Stop aborted it).
+        """
+        assert self.vision is not None
+        stats.images = len(media.images)
+        stats.image_tokens = sum(end - start for start, end, _ in media.images)
+        for start, end, chunk in media.images:
+            if end <= reuse:
+                continue  # in the KV cache already
+            session.decode(media.tokens[session.n_past:start])
+            began = time.perf_counter()
+            session.arm_abort(True)
+            new_past = self.vision.eval_image(session.ctx, chunk, session.n_past, session.n_batch,
+                                              end == len(media.tokens))
+            if new_past < 0:
+                raise DecodeError(new_past)
+            session.record(media.tokens[start:end], new_past)
+            stats.images_evaluated += 1
+            stats.image_s += time.perf_counter() - began
 
     def _logprob(self, session: Session, token: int, top: int) -> TokenLogprob:
         """``token``'s log-probability at the last evaluated position, and the ``top`` likeliest."""

@@ -109,9 +109,9 @@ class Session:
         """Evaluate ``tokens`` after what is cached, ``n_batch`` at a time; only the
         last token's logits are kept (nothing is copied back to Python)."""
         lib = self.lib
-        if self._abort is not None and self._armed != (len(tokens) > 1):
-            self._armed = len(tokens) > 1
-            lib._lib.llama_set_abort_callback(self.ctx, self._abort if self._armed else self._no_abort, None)
+        if not tokens:
+            return
+        self.arm_abort(len(tokens) > 1)
         for start in range(0, len(tokens), self.n_batch):
             part = tokens[start : start + self.n_batch]
             n = len(part)
@@ -126,6 +126,18 @@ class Session:
             past = self.llm.n_tokens
             self.llm.input_ids[past : past + n] = part
             self.llm.n_tokens = past + n
+
+    def arm_abort(self, armed: bool) -> None:
+        """Let Stop abort the next decodes (batches), or not (one-token steps: cheaper)."""
+        if self._abort is not None and self._armed != armed:
+            self._armed = armed
+            self.lib._lib.llama_set_abort_callback(self.ctx, self._abort if armed else self._no_abort, None)
+
+    def record(self, tokens: Sequence[int], n_past: int) -> None:
+        """Note ``tokens`` (an image's placeholders) as evaluated by another path (mtmd), ending at ``n_past``."""
+        past = self.llm.n_tokens
+        self.llm.input_ids[past : past + len(tokens)] = tokens
+        self.llm.n_tokens = n_past
 
     def decode_all(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` as one batch keeping every position's logits (to verify a

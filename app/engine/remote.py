@@ -209,6 +209,10 @@ class RemoteGeneration:
 
 def _openai_message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.images:  # the pictures go as image_url parts with data: URIs, each where it sits in the text
+        from app.imaging import content_parts  # (Qt's image writers: outside the core)
+
+        out["content"] = content_parts(m.content, m.images)
     if m.tool_calls:
         out["tool_calls"] = [{"id": c["id"], "type": "function",
                               "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from app.engine.images import ImageInput
 
 Role = Literal["system", "user", "assistant", "tool"]
 # A piece of a streamed answer: what the user reads, or the model's thinking before it.
@@ -22,6 +25,9 @@ class ChatMessage:
     tool_calls: tuple[dict[str, Any], ...] = ()
     tool_call_id: str = ""
     name: str = ""  # the tool a "tool" message answers for
+    # Pictures shown with a user turn, in order; ``content`` holds app.engine.images.IMAGE_MARKER
+    # where each one sits (missing markers are put first). Only a model with a projector sees them.
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ class LoadSettings:
     # RPC workers (``paddock worker`` on other machines), each ``HOST:PORT``: the layers are spread
     # over this machine's device and theirs (app/engine/rpc.py); one that does not answer is left out.
     workers: tuple[str, ...] = ()
+    # The image projector (mmproj GGUF) that lets this model see images (app/engine/vision.py).
+    mmproj: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,11 @@ class LoadedModel:
     predicted_tokens_per_s: float | None = None
     # Where the layers and bytes went, device by device (see PlacedDevice).
     devices: tuple[PlacedDevice, ...] = ()
+    mmproj: str = ""  # the image projector in use: the model can see ("" for a text-only model)
+
+    @property
+    def vision(self) -> bool:
+        return bool(self.mmproj)
 
 
 @dataclass
@@ -182,6 +195,12 @@ class GenerationStats:
     # speculative decoding: tokens drafted from the context, and how many the model kept
     draft_tokens: int = 0
     draft_accepted: int = 0
+    # images: how many the prompt holds, their positions in it, how many were encoded (not reused
+    # from the KV cache) and how long encoding and evaluating them took
+    images: int = 0
+    image_tokens: int = 0
+    images_evaluated: int = 0
+    image_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 
 from app import paths
 from app.engine.gguf_file import read_gguf
+from app.engine.projectors import is_projector_name
 from app.errors import (
     DiskSpaceError,
     DownloadError,
@@ -387,6 +388,7 @@ class DownloadTask:
 
     def _register(self, finals: list[Path]) -> LibraryModel:
         rec = self.record
+        finals = [p for p in finals if not is_projector_name(p.name)]  # the projector stays beside the model
         try:
             info = read_gguf(finals[0])
         except InvalidModelError as exc:

@@ -9,6 +9,7 @@ models folder by hand are picked up by :meth:`Library.scan`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from app import paths
 from app.engine.gguf_file import SPLIT_RE, read_gguf
-from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFoundError, PaddockError
+from app.engine.projectors import check_projector, is_projector_name, projector_beside
+from app.errors import InvalidModelError, LicenseNotAcceptedError, ModelNotFoundError, PaddockError, ProjectorError
 from app.models.download import check_disk_space, part_path
 from app.models.hub import RepoDetails, safe_relative_path
 from app.models.licenses import LicenseInfo
@@ -39,6 +41,8 @@ def local_gguf_files() -> list[Path]:
     """Every GGUF file under the models folder (split models: their first part only)."""
     found = []
     for path in sorted(paths.models_dir().rglob("*.gguf")):
+        if is_projector_name(path.name):
+            continue  # an image projector belongs to the model beside it; it is not a model
         m = SPLIT_RE.search(path.name)
         if m and int(m.group(1)) != 1:
             continue
@@ -90,6 +94,8 @@ class Library:
             except PaddockError as exc:
                 log.info("not adding %s: %s", path, exc)
                 continue
+            if info.architecture == "clip":
+                continue  # a projector under another name
             added.append(self.registry.add_model(
                 path, name=path.stem, source="found", parts=parts if len(parts) > 1 else None,
                 quant=info.quantization, size=sum(p.stat().st_size for p in parts), license_id=info.license,
@@ -216,41 +222,71 @@ class Library:
 
     def queue_download(self, details: RepoDetails, variant: Variant, acceptance: Acceptance) -> DownloadRecord:
         """A download record for ``variant`` (an unfinished one for the same file is reused: resume)."""
-        for f in variant.files:
+        # the projector comes with the model, verified like it, under the same license acceptance
+        wanted = [*variant.files, *([variant.projector] if variant.projector is not None else [])]
+        for f in wanted:
             safe_relative_path(f.name)
         existing = self.registry.find_download(details.repo_id, variant.name)
         if existing is not None:
             return existing
         dest = paths.models_dir() / details.repo_id
-        files = [RemoteFile(f.name, f.size, f.sha256) for f in variant.files]
+        files = [RemoteFile(f.name, f.size, f.sha256) for f in wanted]
         return self.registry.add_download(details.repo_id, details.commit, variant.name, files=files, dest_dir=dest,
                                           acceptance_id=acceptance.id)
 
     # -- import, delete ----------------------------------------------------------
 
+    def projector_for(self, model: Path) -> Path | None:
+        """The image projector paired with ``model``: the one chosen at import, else the one beside it."""
+        known = self.registry.model_by_path(model)
+        chosen = known.meta.get("mmproj") if known is not None else None
+        if isinstance(chosen, str) and Path(chosen).is_file():
+            return Path(chosen)
+        return projector_beside(model)
+
     def import_file(self, source: Path, link: bool = False,
-                    on_progress: Callable[[int, int], None] | None = None) -> LibraryModel:
-        """Add a GGUF file (and its split parts) to the library, copied into the models folder or linked in place.
+                    on_progress: Callable[[int, int], None] | None = None, mmproj: Path | None = None) -> LibraryModel:
+        """Add a GGUF file (and its split parts) to the library, copied into the models folder or linked in place,
+        with its image projector: ``mmproj``, else one beside the file (LM Studio's layout), copied along.
 
         Raises:
             ModelNotFoundError / InvalidModelError: not a readable GGUF model.
+            ProjectorError: ``mmproj`` cannot work with this model (checked before anything is copied).
             DiskSpaceError: not enough room for the copy.
         """
         source = source.expanduser().resolve()
         info = read_gguf(source)  # validates before anything is copied
+        if info.architecture == "clip":
+            raise ProjectorError(f"{source.name} is an image projector, not a model: import the model it belongs "
+                                 "to (the projector beside it comes along), or give it with the model's --mmproj")
         parts = split_parts(source)
+        projector = mmproj.expanduser().resolve() if mmproj is not None else projector_beside(source)
+        if projector is not None:
+            try:
+                check_projector(source, projector)
+            except ProjectorError:
+                if mmproj is not None:
+                    raise
+                log.warning("not pairing %s with %s: it is not its projector", projector.name, source.name)
+                projector = None
         existing = self.registry.model_by_path(source)
         if existing is not None:
             return existing
         size = sum(p.stat().st_size for p in parts)
         meta = model_meta(info)
         if link or _inside(source, paths.models_dir()):
+            if projector is not None:
+                meta["mmproj"] = str(projector)
             return self.registry.add_model(
                 source, name=source.stem, source="link" if link else "found", parts=parts if len(parts) > 1 else None,
                 quant=info.quantization, size=size, license_id=info.license, meta=meta,
             )
-        dest_dir = paths.models_dir() / "local"
-        targets = [dest_dir / p.name for p in parts]
+        # a model with a projector gets a folder of its own, so that the two stay paired
+        dest_dir = paths.models_dir() / "local" / (source.stem if projector is not None else "")
+        extra = [projector] if projector is not None else []
+        size += sum(p.stat().st_size for p in extra)
+        targets = [dest_dir / p.name for p in [*parts, *extra]]
+        parts = [*parts, *extra]
         if any(t.exists() for t in targets):
             raise PaddockError(f"a model named {source.name} is already in {dest_dir}: rename the file first")
         check_disk_space(dest_dir, size, source.name)
@@ -272,6 +308,10 @@ class Library:
                 part_path(dst).unlink(missing_ok=True)
                 dst.unlink(missing_ok=True)
             raise
+        if projector is not None:
+            meta["mmproj"] = str(targets[-1])
+            targets = targets[:-1]
+            size -= extra[0].stat().st_size
         return self.registry.add_model(
             targets[0], name=source.stem, source="import", parts=targets if len(targets) > 1 else None,
             quant=info.quantization, size=size, license_id=info.license, meta=meta,
@@ -289,6 +329,12 @@ class Library:
                 freed += p.stat().st_size
                 p.unlink()
         folder = model.path.parent
+        with contextlib.suppress(OSError):  # a projector left with no model beside it goes too
+            rest = [p for p in folder.iterdir() if p.suffix.lower() == ".gguf"]
+            if rest and all(is_projector_name(p.name) for p in rest):
+                for p in rest:
+                    freed += p.stat().st_size
+                    p.unlink()
         while folder != paths.models_dir() and _inside(folder, paths.models_dir()):
             try:
                 folder.rmdir()  # only when empty

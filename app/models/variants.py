@@ -1,7 +1,9 @@
 """The GGUF files of a repo as users choose among them: one row per quantization.
 
-Split files (``-00001-of-00003.gguf``) are one model; vision projectors
-(``mmproj-*``) are not models on their own; unsafe names are dropped. Each
+Split files (``-00001-of-00003.gguf``) are one model; image projectors
+(``mmproj-*``) are not models on their own: each variant carries the repo's
+projector, downloaded with it, and the listing says the models can see (or, for
+Llama 3.2 Vision, that llama.cpp cannot run them); unsafe names are dropped. Each
 variant gets a fit label from the same estimator the engine uses
 (:func:`app.engine.hardware.plan_load`: weights + KV cache at the context it
 would load with + compute buffers), with the model's shape read from the first
@@ -18,6 +20,7 @@ from app.engine import hardware
 from app.engine.gguf_file import FULL_PRECISION, SPLIT_RE, quant_from_filename, shape_from_metadata
 from app.engine.hardware import FIT_LABELS, Fit, Hardware, ModelShape
 from app.engine.placement import ModelTable
+from app.engine.projectors import is_projector_name
 from app.errors import HubError, InvalidModelError, UnsafePathError
 from app.models.hub import HubClient, RepoDetails, RepoFile, safe_relative_path
 
@@ -38,6 +41,8 @@ class Variant:
     # The placement planner's line and decode speed for this variant (app/models/fit.py).
     plan: str | None = None
     predicted_tokens_per_s: float | None = None
+    # the repo's image projector, downloaded with the variant (verified like it): the model can see
+    projector: RepoFile | None = None
 
     @property
     def name(self) -> str:
@@ -64,6 +69,13 @@ class VariantList:
     shape: ModelShape | None = None
     rejected: list[str] = field(default_factory=list)  # unsafe file names from the listing
     incomplete: list[str] = field(default_factory=list)  # split models with parts missing
+    # why the repo's models cannot be used even though it has GGUF files (Llama 3.2 Vision); "" when they can
+    unsupported: str = ""
+
+    @property
+    def vision(self) -> bool:
+        """The repo has an image projector that this llama.cpp can use: its models can see."""
+        return not self.unsupported and any(v.projector is not None for v in self.variants)
 
     @property
     def recommended(self) -> Variant | None:
@@ -81,6 +93,7 @@ def group_files(details: RepoDetails) -> tuple[list[Variant], list[str], list[st
     """GGUF files grouped into variants (split parts together), plus rejected and incomplete names."""
     groups: dict[str, list[RepoFile]] = {}
     rejected: list[str] = []
+    projectors: list[RepoFile] = []
     for f in details.files:
         if not f.name.lower().endswith(".gguf"):
             continue
@@ -90,7 +103,8 @@ def group_files(details: RepoDetails) -> tuple[list[Variant], list[str], list[st
             rejected.append(f.name)
             continue
         base = f.name.rsplit("/", 1)[-1]
-        if base.lower().startswith("mmproj"):
+        if is_projector_name(base):
+            projectors.append(f)
             continue
         key = SPLIT_RE.sub(".gguf", f.name)
         groups.setdefault(key, []).append(f)
@@ -103,7 +117,7 @@ def group_files(details: RepoDetails) -> tuple[list[Variant], list[str], list[st
             incomplete.append(key)
             continue
         quant = quant_from_filename(files[0].name) or "unknown"
-        variants.append(Variant(quant=quant, files=tuple(files)))
+        variants.append(Variant(quant=quant, files=tuple(files), projector=best_projector(projectors, files[0].name)))
     variants.sort(key=lambda v: v.size)
     return variants, rejected, incomplete
 
@@ -124,7 +138,7 @@ def label(variants: list[Variant], shape: ModelShape | None, hw: Hardware, n_ctx
         fit: Fit = plan.fit
         if fit != "too_large" and plan.total_bytes > hw.ram_total + hw.gpu_budget * (not hw.unified_memory):
             fit = "too_large"
-        labelled.append(Variant(v.quant, v.files, fit=fit, n_ctx=ctx, total_bytes=plan.total_bytes))
+        labelled.append(dataclasses.replace(v, fit=fit, n_ctx=ctx, total_bytes=plan.total_bytes))
     fitting = [v for v in labelled if _fits_fully(v.fit, hw) and (v.total_bytes or 0) <= hw.ram_available
                + hw.gpu_budget * (not hw.unified_memory)]
     if not fitting:
@@ -133,7 +147,24 @@ def label(variants: list[Variant], shape: ModelShape | None, hw: Hardware, n_ctx
     if choice is None:
         quantized = [v for v in fitting if v.quant not in FULL_PRECISION] or fitting
         choice = max(quantized, key=lambda v: v.size, default=None)
-    return [Variant(v.quant, v.files, v.fit, v.n_ctx, v.total_bytes, recommended=v is choice) for v in labelled]
+    return [dataclasses.replace(v, recommended=v is choice) for v in labelled]
+
+
+_PROJECTOR_PRECISION = ("f16", "bf16", "q8_0", "f32")  # the usual choice first: what llama.cpp's own docs use
+
+
+def best_projector(projectors: list[RepoFile], model_name: str) -> RepoFile | None:
+    """The projector to download with ``model_name``: in its folder, F16 first (projectors are small; their
+    precision matters more than their size)."""
+    folder = model_name.rsplit("/", 1)[0] if "/" in model_name else ""
+    near = [p for p in projectors if (p.name.rsplit("/", 1)[0] if "/" in p.name else "") == folder] or projectors
+
+    def rank(p: RepoFile) -> tuple[int, str]:
+        name = p.name.lower()
+        hits = [i for i, q in enumerate(_PROJECTOR_PRECISION) if q in name.replace("-", "_").replace(".", "_")]
+        return (hits[0] if hits else len(_PROJECTOR_PRECISION), p.name)
+
+    return min(near, key=rank) if near else None
 
 
 def list_variants(client: HubClient, details: RepoDetails, hw: Hardware | None = None,
@@ -155,10 +186,10 @@ def list_variants(client: HubClient, details: RepoDetails, hw: Hardware | None =
         except (HubError, InvalidModelError) as exc:
             # Gated repos hide file contents until access is granted: list without fit labels.
             log.info("no GGUF header for %s: %s", details.repo_id, exc)
-    labelled = label(variants, shape, hw, n_ctx)
+    labelled = label(variants, shape, hw or hardware.detect(), n_ctx)
     if table is not None and table.total_bytes > 0:
-        labelled = [_predicted(v, table, hw, n_ctx) for v in labelled]
-    return VariantList(details.repo_id, labelled, shape, rejected, incomplete)
+        labelled = [_predicted(v, table, hw or hardware.detect(), n_ctx) for v in labelled]
+    return VariantList(details.repo_id, labelled, shape, rejected, incomplete, _unsupported(client, details, variants))
 
 
 def _predicted(variant: Variant, table: ModelTable, hw: Hardware, n_ctx: int | None) -> Variant:
@@ -168,3 +199,20 @@ def _predicted(variant: Variant, table: ModelTable, hw: Hardware, n_ctx: int | N
     report = fit(table.scaled(variant.size / table.total_bytes), hw, n_ctx=n_ctx or variant.n_ctx)
     speed = report.prediction.decode_tokens_per_s if report.placement.fit != "too_large" else None
     return dataclasses.replace(variant, plan=report.line, predicted_tokens_per_s=speed)
+
+
+def _unsupported(client: HubClient, details: RepoDetails, variants: list[Variant]) -> str:
+    """Why the repo's models cannot work here: its projector (or its name) says Llama 3.2 Vision (mllama)."""
+    projector = next((v.projector for v in variants if v.projector is not None), None)
+    kind = ""
+    if projector is not None:
+        try:
+            metadata = client.read_gguf_metadata(details.repo_id, projector.name, details.commit)
+            kind = str(metadata.get("clip.projector_type") or metadata.get("general.architecture") or "")
+        except (HubError, InvalidModelError) as exc:
+            log.info("no projector header for %s: %s", details.repo_id, exc)
+    named = details.repo_id.lower().replace("_", "-")
+    if kind == "mllama" or ("llama-3.2" in named and "vision" in named):
+        return (f"{details.repo_id} is Llama 3.2 Vision (mllama), which llama.cpp does not support: its files "
+                "cannot be loaded. For a Llama that sees, choose Llama 4 Scout, or Gemma 3 or Qwen 2.5-VL.")
+    return ""

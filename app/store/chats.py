@@ -8,6 +8,7 @@ was generated; at the next start, answers still marked ``streaming`` become
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -118,7 +119,30 @@ def _v6(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id, id)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(conn: sqlite3.Connection) -> None:
+    # Pictures shown with a user message, in order: the file's own bytes (PNG, JPEG...), decoded again
+    # when the conversation is sent (the same pixels, so the KV cache keeps matching). Every chat stays.
+    conn.execute(
+        """CREATE TABLE message_images (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            data BLOB NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX message_images_by_message ON message_images(message_id, position)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A picture attached to a message: its file name and encoded bytes (as the user gave them)."""
+
+    name: str
+    data: bytes
 
 
 @dataclass
@@ -149,6 +173,7 @@ class Message:
     sent: str | None = None  # a user message as the model was given it (with passages)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     parent_id: int | None = None  # the message this one follows (None: the chat's first)
+    images: list[StoredImage] = field(default_factory=list)
 
     @property
     def sent_to_model(self) -> bool:
@@ -159,6 +184,13 @@ class Message:
         """The message as the model sees it in the history."""
         calls = tuple({"id": str(c.get("id", "")), "name": str(c.get("name", "")), "arguments": c.get("arguments", {})}
                       for c in self.tool_calls)
+        if self.images:
+            from app.engine.images import place_markers
+            from app.imaging import decode_image_cached  # (Qt's image readers: outside the core)
+
+            pictures = tuple(decode_image_cached(i.data, i.name) for i in self.images)
+            text = place_markers(self.sent or self.content, len(pictures))
+            return ChatMessage(self.role, text, self.reasoning, tool_calls=calls, images=pictures)
         return ChatMessage(self.role, self.sent or self.content, self.reasoning, tool_calls=calls)
 
     def as_chat_messages(self) -> list[ChatMessage]:
@@ -320,7 +352,23 @@ class ChatStore:
             f"{_BRANCH} SELECT messages.* FROM path JOIN messages ON messages.id = path.id ORDER BY path.depth DESC",
             (conv_id,),
         )
-        return [_message(r) for r in rows]
+        return self._with_images([_message(r) for r in rows])
+
+    def _with_images(self, messages: list[Message]) -> list[Message]:
+        ids = [m.id for m in messages if m.role == "user"]
+        if not ids:
+            return messages
+        found: dict[int, list[StoredImage]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.db.query(
+                f"SELECT message_id, name, data FROM message_images WHERE message_id IN ({','.join('?' * len(part))}) "
+                "ORDER BY message_id, position", tuple(part))
+            for r in rows:
+                found.setdefault(r["message_id"], []).append(StoredImage(r["name"], bytes(r["data"])))
+        for m in messages:
+            m.images = found.get(m.id, [])
+        return messages
 
     def branch_ids(self, conv_id: int) -> list[int]:
         """The ids of the branch the chat shows, oldest first: what a long chat's view needs up front."""
@@ -333,7 +381,7 @@ class ChatStore:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.db.query(f"SELECT * FROM messages WHERE id IN ({marks})", tuple(ids))
-        return {int(r["id"]): _message(r) for r in rows}
+        return {m.id: m for m in self._with_images([_message(r) for r in rows])}
 
     def latest_answer_stats(self, conv_id: int) -> dict[str, Any]:
         """The figures of the newest answer with figures on the branch shown ({} if none)."""
@@ -349,7 +397,7 @@ class ChatStore:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
         if not rows:
             raise StoreError(f"message {message_id} does not exist")
-        return _message(rows[0])
+        return self._with_images([_message(rows[0])])[0]
 
     def add_message(
         self,
@@ -358,8 +406,11 @@ class ChatStore:
         content: str,
         status: MessageStatus = "complete",
         model: str | None = None,
+        *,
+        images: Sequence[StoredImage] = (),
     ) -> Message:
-        """Add a message at the end of the branch shown; it becomes that branch's end."""
+        """Add a message at the end of the branch shown; it becomes that branch's end (a user message with
+        the pictures it shows the model, in order)."""
         now = time.time()
         with self.db.transaction() as conn:
             row = conn.execute("SELECT current_leaf FROM conversations WHERE id = ?", (conv_id,)).fetchone()
@@ -370,6 +421,9 @@ class ChatStore:
                 (conv_id, role, content, status, model, now, now, parent),
             )
             message_id = int(cur.lastrowid or 0)
+            for position, image in enumerate(images):
+                conn.execute("INSERT INTO message_images (message_id, position, name, data) VALUES (?, ?, ?, ?)",
+                             (message_id, position, image.name, image.data))
             conn.execute("UPDATE conversations SET updated_at = ?, current_leaf = ? WHERE id = ?",
                          (now, message_id, conv_id))
         return self.message(message_id)
@@ -505,6 +559,8 @@ class ChatStore:
                     "created_at": m.created_at,
                     **({"reasoning": m.reasoning} if m.reasoning else {}),
                     **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+                    **({"images": [{"name": i.name, "data": base64.b64encode(i.data).decode("ascii")}
+                                   for i in m.images]} if m.images else {}),
                 }
                 for m in self.messages(conv_id)
             ],
@@ -526,6 +582,9 @@ class ChatStore:
                 quoted = [f"> {line}" if line else ">" for line in m.reasoning.splitlines()]
                 lines += ["> **Thinking**", ">", *quoted, ""]
             lines += [m.content, ""]
+            for image in m.images:  # the picture itself, inline, so the export stands on its own
+                lines += [f"![{image.name}](data:{_mime(image.data)};base64,{base64.b64encode(image.data).decode()})",
+                          ""]
             for c in m.tool_calls:
                 args = json.dumps(c.get("arguments", {}), ensure_ascii=False)
                 lines += [f"> **Tool call** `{c.get('name')}` {args} — {c.get('status', '')}", ">",
@@ -584,11 +643,37 @@ class ChatStore:
                     ),
                 )
                 parent = int(inserted.lastrowid or 0)
+                for position, image in enumerate(_exported_images(m.get("images"))):
+                    conn.execute("INSERT INTO message_images (message_id, position, name, data) VALUES (?, ?, ?, ?)",
+                                 (parent, position, image.name, image.data))
             conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (parent, conv_id))
         adapters = data.get("adapters")
         if isinstance(adapters, list) and adapters:
             self.set_setting(_adapters_key(conv_id), adapters)  # read back (and sifted) by chat_adapters
         return self.conversation(conv_id)
+
+
+def _exported_images(value: Any) -> list[StoredImage]:
+    """The pictures of an exported message (``[{name, data: base64}]``).
+
+    Raises:
+        StoreError: the list is malformed.
+    """
+    if value is None:
+        return []
+    try:
+        return [StoredImage(str(i.get("name") or "image"), base64.b64decode(i["data"], validate=True)) for i in value]
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise StoreError("the conversation export has a damaged image") from exc
+
+
+def _mime(data: bytes) -> str:
+    """The MIME type of encoded image bytes, from their signature (for data: URIs in exports)."""
+    for sig, mime in ((b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"),
+                      (b"BM", "image/bmp")):
+        if data.startswith(sig):
+            return mime
+    return "image/webp" if data[8:12] == b"WEBP" else "application/octet-stream"
 
 
 def sent_history(system_prompt: str, history: Sequence[Message]) -> list[ChatMessage]:

@@ -263,3 +263,28 @@ def test_the_branch_migration_keeps_every_existing_chat(tmp_path: Path) -> None:
     assert [m.content for m in store.messages(1)] == ["m0", "m2", "m3", "m5"]
     assert [m.content for m in store.messages(2)] == ["m1", "m4"]
     assert [m.parent_id for m in store.messages(2)] == [None, store.messages(2)[0].id]
+
+
+def test_the_image_migration_keeps_every_chat_and_pictures_stay_with_their_message(tmp_path: Path) -> None:
+    from app.store.chats import StoredImage
+
+    path = tmp_path / "c.sqlite3"
+    old = Database(path, MIGRATIONS[:6])  # a chat file of the previous version (v6)
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 't', 0, 0)")
+        conn.execute("INSERT INTO messages (conversation_id, role, content, created_at, updated_at) "
+                     "VALUES (1, 'user', 'before', 0, 0)")
+        conn.execute("UPDATE conversations SET current_leaf = 1 WHERE id = 1")
+    old.close()
+    store = ChatStore(path)
+    assert store.db.version == len(MIGRATIONS) == 7
+    assert [(m.content, m.images) for m in store.messages(1)] == [("before", [])]
+    pictures = [StoredImage("a.png", b"\x89PNG first"), StoredImage("b.jpg", b"\xff\xd8 second")]
+    added = store.add_message(1, "user", "look", images=pictures)
+    store.close()
+    store = ChatStore(path)  # reopened: the pictures are there, in order
+    assert store.message(added.id).images == pictures
+    assert store.messages(1)[-1].images == pictures
+    store.delete_conversation(1)
+    assert store.db.query("SELECT COUNT(*) AS n FROM message_images")[0]["n"] == 0  # gone with their message
+    store.close()

@@ -18,11 +18,16 @@ def local_files(mime: QMimeData) -> list[Path]:
 
 
 class Composer(QPlainTextEdit):
-    """Message box: Enter sends, Shift+Enter starts a new line."""
+    """Message box: Enter sends, Shift+Enter starts a new line; a pasted picture goes to ``on_images``.
 
-    def __init__(self, send: Callable[[], None]) -> None:
+    Args:
+        on_images: takes pasted or dropped data; returns False when it carries no pictures (then it is text).
+    """
+
+    def __init__(self, send: Callable[[], None], on_images: Callable[[QMimeData], bool] | None = None) -> None:
         super().__init__()
         self._send = send
+        self._on_images = on_images
         self.setPlaceholderText("Message Paddock…  (Enter to send, Shift+Enter for a new line)")
         self.setObjectName("composer")
         self.setFixedHeight(84)
@@ -34,6 +39,14 @@ class Composer(QPlainTextEdit):
             self._send()
             return
         super().keyPressEvent(event)
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return source.hasImage() or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        if self._on_images is not None and (source.hasImage() or source.hasUrls()) and self._on_images(source):
+            return  # pictures (Ctrl+V of a screenshot or a copied file): attached, not pasted as text
+        super().insertFromMimeData(source)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if local_files(event.mimeData()):

@@ -11,10 +11,11 @@ No widgets here: the window connects to the signals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,19 @@ from PySide6.QtCore import QObject, Signal
 
 from app.docs.prompt import DocumentsTurn
 from app.engine.client import Engine, Generation
+from app.engine.projectors import projector_beside
 from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
 from app.engine.types import ChatMessage, LoadedModel, LoadSettings, SamplingParams
 from app.errors import EngineCrashedError, PaddockError
-from app.store.chats import ChatStore, Conversation, MessageStatus, latest_sources, sent_history, title_from
+from app.store.chats import (
+    ChatStore,
+    Conversation,
+    MessageStatus,
+    StoredImage,
+    latest_sources,
+    sent_history,
+    title_from,
+)
 from app.tools.hub import MAX_ROUNDS, ToolHub, find_tool
 from app.tools.mcp_client import ToolError, ToolSpec
 
@@ -108,6 +118,8 @@ class ChatController(QObject):
         self._decision: str | None = None
         self._decided = threading.Event()
         self.on_delete: Callable[[int], None] | None = None  # a conversation was deleted
+        # The image projector paired with a model (the window passes the library's pairing).
+        self.projector_for: Callable[[Path], Path | None] = projector_beside
         self.remotes = RemoteServers(store.get_setting, store.set_setting)
 
     # -- state -----------------------------------------------------------------
@@ -151,19 +163,37 @@ class ChatController(QObject):
 
     # -- turns -----------------------------------------------------------------
 
-    def send(self, conv_id: int, text: str) -> None:
-        """Add the user's message and generate an answer.
+    def can_see(self, model: str | Path) -> bool:
+        """Whether ``model`` has an image projector (paired in the library, or beside it)."""
+        return self.projector_for(Path(model)) is not None
+
+    def vision_refusal(self, conv_id: int) -> str:
+        """Why pictures cannot go to this chat's model ("" when they can)."""
+        conv = self.store.conversation(conv_id)
+        if not conv.model or parse_ref(conv.model) is not None:
+            return ""  # a server's model: the pictures go to the server, which answers whether it can see
+        if self.can_see(conv.model):
+            return ""
+        return (f"{Path(conv.model).name} cannot see images: choose a model marked “sees images” in the model menu, "
+                "or remove the pictures to send the text alone.")
+
+    def send(self, conv_id: int, text: str, images: Sequence[StoredImage] = ()) -> None:
+        """Add the user's message (and the pictures it shows) and generate an answer.
 
         Raises:
-            PaddockError: a turn is already running, or the conversation has no model.
+            PaddockError: a turn is already running, the conversation has no model, or it cannot see the pictures.
         """
         text = text.strip()
-        if not text:
+        if not text and not images:
             return
         conv = self._check_can_start(conv_id)
-        self.store.add_message(conv_id, "user", text)
+        if images:
+            refusal = self.vision_refusal(conv_id)
+            if refusal:
+                raise PaddockError(refusal)
+        self.store.add_message(conv_id, "user", text, images=images)
         if conv.title == "New chat":
-            self.store.update_conversation(conv_id, title=title_from(text))
+            self.store.update_conversation(conv_id, title=title_from(text or images[0].name))
         self.conversationsChanged.emit()
         self._start_turn(conv)
 
@@ -201,7 +231,7 @@ class ChatController(QObject):
         msg = self.store.message(message_id)
         conv = self._check_can_start(msg.conversation_id)
         self.store.fork_at(message_id)
-        self.store.add_message(msg.conversation_id, "user", new_text.strip())
+        self.store.add_message(msg.conversation_id, "user", new_text.strip(), images=msg.images)
         self._start_turn(conv)
 
     def decide_tool_call(self, decision: str) -> None:
@@ -324,7 +354,11 @@ class ChatController(QObject):
             if self.before_load is not None:
                 self.before_load(Path(path))  # e.g. the license of a downloaded model is still accepted
             self.modelLoading.emit(path)
-            loaded = self.engine.load(path, self.load_settings)
+            projector = self.projector_for(Path(path))
+            settings = self.load_settings
+            if projector is not None:  # the model can see: its projector loads with it
+                settings = dataclasses.replace(settings, mmproj=str(projector))
+            loaded = self.engine.load(path, settings)
             self.modelLoaded.emit(loaded)
             for n in loaded.notices:
                 self.notice.emit(n)
@@ -359,7 +393,8 @@ class ChatController(QObject):
                 messages[-1] = ChatMessage("assistant", active.text, active.thinking)
             elif history and history[-1].role == "user":
                 question = history[-1]
-                messages[-1] = ChatMessage("user", question.content)  # the question as typed, passages anew
+                # the question as typed (with its pictures), passages anew
+                messages[-1] = dataclasses.replace(question, sent=None).as_chat()
                 if self.with_documents is not None:
                     turn = self.with_documents(conv.id, messages, n_ctx, latest_sources(history[:-1]))
                     messages = turn.messages

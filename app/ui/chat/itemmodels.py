@@ -88,6 +88,7 @@ class MsgRole(IntEnum):
     Reasoning = Qt.ItemDataRole.UserRole + 7  # the model's thinking, apart from the answer
     ToolCalls = Qt.ItemDataRole.UserRole + 8  # the tools an answer called, with their results
     Versions = Qt.ItemDataRole.UserRole + 9  # the ids of this message's versions (edits, regenerations)
+    Images = Qt.ItemDataRole.UserRole + 10  # the pictures a user message showed the model (StoredImage list)
 
 
 PAGE = 40  # messages read from the store at a time: a chat of any length opens after one page
@@ -241,6 +242,8 @@ class MessageListModel(QAbstractListModel):
             return msg.tool_calls
         if role == MsgRole.Versions:
             return self._rows.versions(index.row())
+        if role == MsgRole.Images:
+            return msg.images
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -255,6 +258,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Reasoning: b"reasoning",
             MsgRole.ToolCalls: b"toolCalls",
             MsgRole.Versions: b"versions",
+            MsgRole.Images: b"images",
         }.items()}
 
 

@@ -63,6 +63,10 @@ class ModelChoices:
             return []
         return [(a.name, str(a.path)) for a in self.library.adapters_for(base) if a.path.exists()]
 
+    def sees(self, path: str) -> bool:
+        """The model has an image projector (paired in the library, or beside it)."""
+        return self.library.projector_for(Path(path)) is not None
+
     def name(self, path: str) -> str:
         info = self.info(path)
         return info.name if info else Path(path).name
@@ -105,9 +109,13 @@ class ModelPicker(QComboBox):
         if selected is None:
             self.addItem("Choose a model…", None)
         for path, info in self.choices.known():
-            self.addItem(f"{info.name} · {info.quantization}" if info else Path(path).name, path)
+            sees = self.choices.sees(path)
+            label = f"{info.name} · {info.quantization}" if info else Path(path).name
+            self.addItem(label + (" · sees images" if sees else ""), path)
             plan = self.choices.plan(path)
-            self.setItemData(self.count() - 1, f"{path}\n{plan}" if plan else path, Qt.ItemDataRole.ToolTipRole)
+            tip = path + (f"\n{plan}" if plan else "")
+            tip += "\nCan see images: drop or paste pictures into the message box." if sees else ""
+            self.setItemData(self.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         if selected is not None and self.findData(selected) < 0:
             self.addItem(Path(selected).name + " (missing)", selected)
         for label, ref in self.choices.servers.cached_models():

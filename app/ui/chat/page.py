@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -37,6 +37,7 @@ from app.engine.types import LoadedModel, SamplingParams
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.tools.hub import ToolHub
+from app.ui.chat.attachments import ImageStrip, image_suffixes, is_image_file
 from app.ui.chat.composer import Composer
 from app.ui.chat.controller import ChatController
 from app.ui.chat.edit_dialog import EditMessageDialog
@@ -65,6 +66,7 @@ class ChatPage(QWidget):
         self.store: ChatStore = controller.store
         self.docs = docs
         self.choices = choices
+        controller.projector_for = choices.library.projector_for  # models that see load their paired projector
         self.servers = servers
         self.bridge = bridge
         self.current_conv: int | None = None
@@ -135,8 +137,12 @@ class ChatPage(QWidget):
         box.setObjectName("composerBox")
         row = QHBoxLayout(box)
         row.setContentsMargins(16, 8, 16, 12)
-        self.composer = Composer(self.send)
-        row.addWidget(self.composer, 1)
+        self.composer = Composer(self.send, self.paste_images)
+        self.image_strip = ImageStrip()  # pictures for the next message: thumbnails with a remove button
+        column = QVBoxLayout()
+        column.addWidget(self.image_strip)
+        column.addWidget(self.composer, 1)
+        row.addLayout(column, 1)
         buttons = QVBoxLayout()
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("primaryButton")
@@ -151,6 +157,7 @@ class ChatPage(QWidget):
         attach_menu = QMenu(self.attach_button)
         attach_menu.addAction("Files…", lambda: self.attach_paths(choose_files(self)))
         attach_menu.addAction("Folder…", lambda: self.attach_paths(choose_folder(self)))
+        attach_menu.addAction("Images…", self.choose_images)
         self.attach_button.setMenu(attach_menu)
         for button in (self.send_button, self.stop_button, self.attach_button):
             buttons.addWidget(button)
@@ -300,18 +307,20 @@ class ChatPage(QWidget):
 
     def send(self) -> None:
         text = self.composer.toPlainText().strip()
-        if not text or self.current_conv is None:
+        images = self.image_strip.images()
+        if (not text and not images) or self.current_conv is None:
             return
         if self.controller.busy:  # Enter while an answer streams: no modal box, the text stays in the box
             self.bridge.status("Still answering: your message stays in the box. Press Stop (Esc) to end the answer.")
             return
         try:
             self.save_chat_settings()
-            self.controller.send(self.current_conv, text)
+            self.controller.send(self.current_conv, text, images)
         except PaddockError as exc:
-            self.bridge.error(str(exc))
+            self.bridge.error(str(exc))  # the text and the pictures stay in the box
             return
         self.composer.clear()
+        self.image_strip.clear()
 
     def regenerate(self) -> None:
         self._answer_again(self.controller.regenerate)
@@ -411,8 +420,39 @@ class ChatPage(QWidget):
 
     # -- documents -------------------------------------------------------------
 
+    def choose_images(self) -> None:
+        suffixes = " ".join(f"*{s}" for s in sorted(image_suffixes()))
+        files, _ = QFileDialog.getOpenFileNames(self, "Attach images", "", f"Images ({suffixes})")
+        self.add_images([Path(f) for f in files])
+
+    def paste_images(self, mime: QMimeData) -> bool:
+        """Pictures pasted or dropped into the composer go with the next message; False if none were."""
+        errors = self.image_strip.add_mime(mime)
+        if errors is None:
+            return False
+        self._images_added(errors)
+        return True
+
+    def add_images(self, paths: list[Path]) -> None:
+        if paths:
+            self._images_added(self.image_strip.add_files(paths))
+
+    def _images_added(self, errors: list[str]) -> None:
+        for error in errors:
+            self.bridge.error(error, title="This image cannot be shown to the model")
+        if self.current_conv is None or not self.image_strip.images():
+            return
+        refusal = self.controller.vision_refusal(self.current_conv)
+        if refusal:
+            self.bridge.status(refusal)  # told now, not after sending
+
     def attach_paths(self, items: list[Path]) -> None:
-        """Add files and folders to the current chat (a new chat if there is none)."""
+        """Add files and folders to the current chat (a new chat if there is none): pictures go with the next
+        message, documents are indexed for the chat."""
+        pictures = [p for p in items if is_image_file(p)]
+        if pictures:
+            self.add_images(pictures)
+            items = [p for p in items if p not in pictures]
         if not items:
             return
         if self.current_conv is None:

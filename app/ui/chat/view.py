@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.docs.prompt import cited_numbers
+from app.ui.chat.attachments import MessageImages
 from app.ui.chat.itemmodels import MessageListModel, MsgRole
 from app.ui.common.elided import ElidedLabel
 from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
@@ -102,6 +103,8 @@ class MessageWidget(QFrame):
         self.body.document().setDocumentMargin(2)
         self.body.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.body.anchorClicked.connect(self._on_anchor)
+        self.images = MessageImages()  # the pictures a question showed the model
+        layout.addWidget(self.images)
         layout.addWidget(self.body)
         layout.addLayout(self.tools_box)
         self.error = QLabel()
@@ -189,6 +192,7 @@ class MessageWidget(QFrame):
         self._thinking_s = float(stats.get("reasoning_s") or 0.0)
         self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
         self.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
+        self.images.set_images(list(index.data(MsgRole.Images) or []))
         if stats.get("completion_tokens"):
             self.stats_label.setText(
                 f"{stats['completion_tokens']} tokens · {stats.get('tokens_per_s', 0):.1f} tok/s · "

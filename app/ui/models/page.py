@@ -265,8 +265,10 @@ class DiscoverTab(QWidget):
         for row, v in enumerate(variants):
             star = "★ " if v.recommended else ""
             speed = f" · about {v.predicted_tokens_per_s:g} tokens/s" if v.predicted_tokens_per_s else ""
+            sees = view.variants.vision and v.projector is not None
             cells = [f"{star}{v.quant}", human_size(v.size), v.fit_label + speed,
-                     v.name + (f"  ({len(v.files)} parts)" if v.split else "")]
+                     v.name + (f"  ({len(v.files)} parts)" if v.split else "")
+                     + (f"  + sees images ({v.projector.name})" if sees and v.projector else "")]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(REPO_ROLE, row)
@@ -284,7 +286,9 @@ class DiscoverTab(QWidget):
         if variants:
             self.variants.selectRow(select)
         shape = view.variants.shape
-        if not variants:
+        if view.variants.unsupported:  # Llama 3.2 Vision: no download that cannot work
+            self.fit_note.setText(f"<b>{html.escape(view.variants.unsupported)}</b>")
+        elif not variants:
             self.fit_note.setText("This repo has no GGUF files Paddock can use.")
         elif shape is None:
             self.fit_note.setText("The fit on this machine is unknown: the file header could not be read "
@@ -296,7 +300,9 @@ class DiscoverTab(QWidget):
             self.fit_note.setText(
                 f"Estimated for a {ctx:,}-token context on this machine (weights + context memory)."
                 + (f" {html.escape(moe)}" if moe else "")
-                + ("" if rec else " <b>No variant fits this machine's memory.</b>"))
+                + ("" if rec else " <b>No variant fits this machine's memory.</b>")
+                + (" These models <b>see images</b>: the projector downloads with the variant you choose."
+                   if view.variants.vision else ""))
 
     def selected_variant(self) -> Variant | None:
         if self.view is None:
@@ -314,8 +320,10 @@ class DiscoverTab(QWidget):
 
     def _update_download_button(self) -> None:
         accepted = self.view is not None and self.view.accepted_at is not None
-        self.download_button.setEnabled(accepted and bool(self.view and self.view.variants.variants))
-        self.download_button.setToolTip("" if accepted else "Accept the license first")
+        unsupported = self.view.variants.unsupported if self.view is not None else ""
+        usable = not unsupported and bool(self.view and self.view.variants.variants)
+        self.download_button.setEnabled(accepted and usable)
+        self.download_button.setToolTip(unsupported or ("" if accepted else "Accept the license first"))
 
     def download(self) -> None:
         variant = self.selected_variant()
@@ -516,7 +524,8 @@ class LibraryTab(QWidget):
                 m.name + state, m.quant or "?", human_size(m.size),
                 str(meta.get("architecture", "?")), f"{params / 1e9:.2f} B" if params else "?",
                 f"{meta.get('context_length', 0):,}", m.license_id or "not stated",
-                "yes" if meta.get("has_template") else "none (plain prompt)", source,
+                "yes" if meta.get("has_template") else "none (plain prompt)",
+                source + ("; sees images" if self.manager.library.projector_for(m.path) else ""),
             ]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
