@@ -186,7 +186,7 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     with Engine() as engine:
         loaded = engine.load(model, _settings(args))
         sources: list[dict[str, Any]] = []
-        if collections and choose_mode(args, args.prompt) == "whole":
+        if collections and choose_mode(args, args.prompt, docs.index, collections, loaded.n_ctx) == "whole":
             return _whole_turn(store, engine, docs, conv, collections, question=question, model=model, loaded=loaded,
                                args=args)
         if collections:

@@ -62,10 +62,12 @@ def add_mode_arguments(parser: Any) -> None:
                       help="answer from the best-matching passages only")
 
 
-def choose_mode(args: argparse.Namespace, question: str) -> str:
-    from app.docs.whole import propose_mode
+def choose_mode(args: argparse.Namespace, question: str, index: Any, collections: list[Any], n_ctx: int) -> str:
+    """--whole / --passages as given, else Paddock's proposal for the question (whole documents
+    for summaries, lists, counts and comparisons over documents larger than the context)."""
+    from app.docs.whole import fits_context, propose_mode
 
-    return str(args.mode or propose_mode(question))
+    return str(args.mode or propose_mode(question, fits_context(index, collections, n_ctx)))
 
 
 def read_whole(engine: Any, index: Any, collections: list[Any], question: str, *, quiet: bool) -> Any:
@@ -188,10 +190,9 @@ def _ask(docs: Any, args: argparse.Namespace) -> int:
     collection = docs.collection_for(args.collection)
     path = loadable_model(args.model)
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
-    mode = choose_mode(args, args.question)
     with Engine() as engine:
         loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx))
-        if mode == "whole":
+        if choose_mode(args, args.question, docs.index, [collection], loaded.n_ctx) == "whole":
             return _print_whole(read_whole(engine, docs.index, [collection], args.question, quiet=args.json), args)
         budget = max(1000, (loaded.n_ctx - args.max_tokens - 300) * CHARS_PER_TOKEN)
         retrieval = docs.retriever.for_question([collection], args.question, budget, k=args.k)

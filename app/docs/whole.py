@@ -82,12 +82,32 @@ def question_kind(question: str) -> Kind:
     return "general"
 
 
-def propose_mode(question: str) -> Mode:
+def propose_mode(question: str, fits: bool = False) -> Mode:
     """Whole documents for summaries, lists, counts, comparisons and "all"/"each" questions;
-    the best passages otherwise.  Only a proposal: the user can switch either way."""
-    if question_kind(question) != "general" or _ALL.search(question):
+    the best passages otherwise.  Only a proposal: the user can switch either way.
+
+    Args:
+        fits: the documents fit the context whole (:func:`fits_context`): then a passages answer
+            is given every passage in one prompt already, which is faster than map and reduce.
+    """
+    if not fits and (question_kind(question) != "general" or _ALL.search(question)):
         return "whole"
     return "passages"
+
+
+def fits_context(index: DocIndex, collections: Sequence[Collection], n_ctx: int) -> bool:
+    """Whether the ready documents fit a passages answer's budget whole (as ``documents_turn`` gives them)."""
+    from app.docs.prompt import ANSWER_RESERVE_TOKENS, CHARS_PER_TOKEN, DOCUMENT_SHARE
+
+    budget = int(max(n_ctx - ANSWER_RESERVE_TOKENS, 0) * DOCUMENT_SHARE) * CHARS_PER_TOKEN
+    ids = [c.id for c in collections]
+    if not ids:
+        return True
+    marks = ",".join("?" * len(ids))
+    rows = index.db.query(
+        "SELECT COALESCE(sum(length(c.text)), 0) AS n FROM chunks c JOIN documents d ON d.id = c.document_id "
+        f"WHERE d.collection_id IN ({marks}) AND d.state = 'ready'", tuple(ids))
+    return int(rows[0]["n"]) <= budget
 
 
 # -- results -------------------------------------------------------------------------------------
