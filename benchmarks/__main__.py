@@ -25,7 +25,10 @@ before it, and ratios are medians of the pair ratios.
 9. kept states and speculative decoding (``benchmarks/kv_reuse.py``): document
    follow-ups, chat switches and restarts, quoting answers against llama-bench;
 10. soak: 200 answers over 10 chats in the real window, then File > Quit
-   (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
+   (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code);
+11. whole documents against passages (``benchmarks/whole_docs.py``): list recall, count
+   exactness, summary coverage, time and KV reuse of the map prompt on a generated log
+   larger than the context.
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
 matplotlib is installed).  Not part of CI: it takes several minutes.
@@ -381,9 +384,10 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import kv_reuse, soak
+    from benchmarks import kv_reuse, soak, whole_docs
 
     kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
+    whole_docs.main([])  # whole-document answers against passages (results/whole_docs.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 
