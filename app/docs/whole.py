@@ -720,11 +720,13 @@ class WholeReader:
                       by_number: dict[int, Passage], groups: Sequence[Group],
                       on_progress: Callable[[Progress], None] | None, started: float) -> None:
         notes: list[tuple[str, str]] = []
+        by_document: dict[int, list[tuple[str, str]]] = {}  # per document, in reading order
         for group, res in zip(groups, results, strict=False):
             if res.note:
                 last = group.first + len(group.passages) - 1
                 span = f"passage {group.first}" if last == group.first else f"passages {group.first}–{last}"
                 notes.append((f"{group.document.name} ({span})", _keep_valid_cites(res.note, by_number)))
+                by_document.setdefault(group.document.id, []).append(notes[-1])
         renumber = _Renumber(by_number)
         if not out.complete:
             body = _notes_block(notes) if notes else "(nothing relevant in what was read)"
@@ -737,7 +739,10 @@ class WholeReader:
             return
         self._report(on_progress, "reduce", out, done=len(groups), n_groups=len(groups), started=started, eta=None)
         try:
-            text = self._reduce(question, notes, out)
+            if out.kind in ("summary", "compare") and len(by_document) > 1:
+                text = self._per_document(question, by_document, groups, out)
+            else:
+                text = self._reduce(question, notes, out)
         except Stopped:
             out.complete = False
             out.text = renumber.text(f"Stopped while writing the answer — every passage was read; the notes:\n\n"
@@ -747,6 +752,24 @@ class WholeReader:
         text = _keep_valid_cites(text.strip(), by_number)
         out.text = renumber.text(f"{text}\n\n_({out.coverage()})_")
         out.sources = renumber.sources()
+
+    def _per_document(self, question: str, by_document: dict[int, list[tuple[str, str]]], groups: Sequence[Group],
+                      out: WholeAnswer) -> str:
+        """A summary or comparison that covers every document by construction: each document's
+        notes are reduced on their own, then the model writes the overview from those, and
+        the answer lists each document's part under it."""
+        names = {g.document.id: g.document.name for g in groups}
+        parts: list[tuple[str, str]] = []
+        for doc_id, doc_notes in by_document.items():
+            if len(doc_notes) == 1:
+                parts.append((names[doc_id], doc_notes[0][1]))
+            else:
+                parts.append((names[doc_id], self._reduce(question, doc_notes, out).strip()))
+        overview = self._reduce(question, parts, out).strip()
+        sections = "\n\n".join(f"**{name}**: {text.strip()}" for name, text in parts)
+        silent = [names[g.document.id] for g in groups if g.document.id not in by_document]
+        quiet = ("\n\nNothing relevant in: " + ", ".join(dict.fromkeys(silent)) + ".") if silent else ""
+        return f"{overview}\n\n**By document**\n\n{sections}{quiet}"
 
     def _fits(self, prompt: str, max_tokens: int) -> bool:
         n, n_ctx = self.engine.count_tokens([ChatMessage("user", prompt)])

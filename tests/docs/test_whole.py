@@ -197,6 +197,19 @@ def test_stop_leaves_an_honest_partial_answer(engine: Engine, logs: tuple[Docume
     assert after.stats.finish_reason != "cancelled"
 
 
+def test_a_summary_covers_every_document(engine: Engine, logs: tuple[Documents, Collection, Path]) -> None:
+    docs, collection, _folder = logs
+    summary = WholeReader(engine, docs.index, SETTINGS).answer([collection], "Summarise these logs.")
+    assert summary.complete
+    assert summary.kind == "summary"
+    assert summary.reduce_calls >= 1
+    # each document has its part, under the model's overview, whatever the model wrote
+    assert "**By document**" in summary.text
+    for name in ("harwick.md", "tarnby.md"):
+        assert f"**{name}**:" in summary.text
+    assert summary.text.endswith("(read all 2 documents, 8 passages)_")
+
+
 def test_a_document_added_afterwards_invalidates_the_kept_map_results(
     engine: Engine, logs: tuple[Documents, Collection, Path]
 ) -> None:
