@@ -225,7 +225,7 @@ def _whole_turn(store: Any, engine: Any, docs: Any, conv: Any, collections: list
     except PaddockError as exc:
         store.update_message(answer_msg.id, status="error", error=str(exc))
         raise
-    stats = {**answer.stats, "whole": answer.to_dict() | {"text": None, "sources": None}}
+    stats = {**answer.stats, "whole": answer.figures()}
     store.update_message(answer_msg.id, content=answer.text, status="complete" if answer.complete else "interrupted",
                          stats=stats, sources=answer.sources or None)
     store.touch(conv.id)

@@ -182,6 +182,10 @@ class WholeAnswer:
         return (f"stopped after reading {self.passages_read} of {self.passages_total} passages "
                 f"({self.documents_read} of {self.documents_total} documents to the end)")
 
+    def figures(self) -> dict[str, Any]:
+        """What was read and what it cost, without the text (kept with the stored answer's stats)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("text", "sources", "items", "unverified")}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "kind": self.kind, "text": self.text, "complete": self.complete,

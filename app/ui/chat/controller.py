@@ -302,10 +302,7 @@ class ChatController(QObject):
         if answer.sources:
             self.store.update_message(active.message_id, sources=answer.sources)
             self.sourcesReady.emit(conv_id, active.message_id)
-        summary = answer.to_dict()
-        for key in ("text", "sources", "items", "unverified"):
-            summary.pop(key)
-        stats = {**answer.stats, "whole": summary}
+        stats = {**answer.stats, "whole": answer.figures()}
         if answer.complete:
             return "complete", "", stats
         return "interrupted", f"Stopped: {answer.coverage()}", stats
