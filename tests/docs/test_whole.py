@@ -262,10 +262,24 @@ def test_docs_ask_whole_json(tmp_path: Path, instruct_model: Path, paddock_home:
     assert result["count"] == len(result["items"])
     assert all(item["sources"] and "passage" in item["sources"][0] for item in result["items"])
     chat = subprocess.run([sys.executable, "-m", "app.cli", "chat", "--model", str(instruct_model), "--collection",
-                           "logs", "--ctx", str(N_CTX), "--passages", "--json", "--max-tokens", "8",
-                           "How many incidents involved fog?"], capture_output=True, text=True, timeout=300, env=env)
+                           "logs", "--ctx", str(N_CTX), "--whole", "--json", "What happened at the harbours?"],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert chat.returncode == 0, chat.stderr
-    assert "mode" not in json.loads(chat.stdout)  # --passages: retrieval, as before
+    turn = json.loads(chat.stdout)
+    assert turn["mode"] == "whole"  # asked for, though Paddock would have proposed passages
+    assert turn["passages_read"] == turn["passages_total"] == result["passages_total"]
+    from app import paths
+    from app.store.chats import ChatStore
+
+    store = ChatStore(paths.database_path())
+    try:
+        question, answer = store.messages(turn["chat"])
+        assert question.content == "What happened at the harbours?"
+        assert answer.status == "complete"
+        assert answer.content == turn["text"]
+        assert answer.stats["whole"]["passages_read"] == turn["passages_total"]
+    finally:
+        store.close()
     refused = subprocess.run([sys.executable, "-m", "app.cli", "chat", "--model", str(instruct_model), "--whole",
                               "hello"], capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode != 0
