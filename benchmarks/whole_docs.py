@@ -132,7 +132,8 @@ def score(kind: str, text: str, truth: Truth, count: int | None = None) -> dict[
     return {"coverage": len(covered) / len(truth.harbours), "documents": len(covered), "of": len(truth.harbours)}
 
 
-def run(model: Path, ctx: int, n_files: int, records: int) -> dict[str, Any]:
+def run(model: Path, ctx: int, n_files: int, records: int, kinds: tuple[str, ...] = tuple(QUESTIONS)
+        ) -> dict[str, Any]:
     import os
 
     report: dict[str, Any] = {"model": model.name, "n_ctx": ctx, "files": n_files, "records_per_file": records}
@@ -140,7 +141,7 @@ def run(model: Path, ctx: int, n_files: int, records: int) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["PADDOCK_HOME"] = str(Path(tmp) / "home")
-            _run(report, Path(tmp), model, ctx, n_files, records)
+            _run(report, Path(tmp), model, ctx, n_files, records, kinds)
     finally:  # `python -m benchmarks` runs other benchmarks after this one
         if home is None:
             os.environ.pop("PADDOCK_HOME", None)
@@ -149,7 +150,8 @@ def run(model: Path, ctx: int, n_files: int, records: int) -> dict[str, Any]:
     return report
 
 
-def _run(report: dict[str, Any], tmp: Path, model: Path, ctx: int, n_files: int, records: int) -> None:
+def _run(report: dict[str, Any], tmp: Path, model: Path, ctx: int, n_files: int, records: int,
+         kinds: tuple[str, ...]) -> None:
     from app.docs.prompt import CHARS_PER_TOKEN, build_user_turn
     from app.docs.service import Documents
     from app.docs.whole import WholeReader, WholeSettings
@@ -175,7 +177,8 @@ def _run(report: dict[str, Any], tmp: Path, model: Path, ctx: int, n_files: int,
                                 "times_context": round(corpus_tokens / loaded.n_ctx, 2)}
             reader = WholeReader(engine, docs.index, WholeSettings(map_tokens=160, reduce_tokens=256))
             rows: dict[str, Any] = {}
-            for kind, question in QUESTIONS.items():
+            for kind in kinds:
+                question = QUESTIONS[kind]
                 # passages: retrieval into one prompt, as `paddock docs ask --passages`
                 max_tokens = 256
                 budget = max(1000, (loaded.n_ctx - max_tokens - 300) * CHARS_PER_TOKEN)
@@ -243,6 +246,10 @@ def render(r: dict[str, Any]) -> str:
             read = (f"{row['passages_read']} of {row['passages_total']}" if mode == "whole"
                     else str(row["passages_read"]))
             lines.append(f"| {q['question']} | {mode} | {read} | {value} | {row['s']} |")
+    commits = {k: q.get("commit", r["commit"]) for k, q in r["questions"].items()}
+    if len(set(commits.values())) > 1:
+        lines += ["", "Rows measured at different commits: " + ", ".join(f"{k} at {c}" for k, c in commits.items())
+                  + "."]
     lines += ["", "| question | map calls | reduce calls | map prompt fixed part | fixed part reused from KV, "
               "later map calls | prompt tokens reused / total | follow-up from kept map results |",
               "|---|---|---|---|---|---|---|"]
@@ -260,16 +267,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--records", type=int, default=16)
+    parser.add_argument("--questions", default=",".join(QUESTIONS),
+                        help="which to measure (list,count,summary); a subset updates those rows of the last results")
     args = parser.parse_args(argv)
+    kinds = tuple(k for k in args.questions.split(",") if k)
+    if not kinds or any(k not in QUESTIONS for k in kinds):
+        parser.error(f"--questions takes some of {','.join(QUESTIONS)}")
     import psutil
 
     from scripts.test_models import smollm2
 
     model = args.model or smollm2()
-    report = run(model, args.ctx, args.files, args.records)
+    report = run(model, args.ctx, args.files, args.records, kinds)
     report["date"] = time.strftime("%Y-%m-%d")
     report["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
                                       text=True).stdout.strip()
+    for row in report["questions"].values():
+        row["commit"] = report["commit"]
+    last = RESULTS / "whole_docs.json"
+    if set(kinds) != set(QUESTIONS) and last.exists():
+        earlier = json.loads(last.read_text())
+        same = ("model", "n_ctx", "files", "records_per_file")
+        if all(earlier.get(k) == report[k] for k in same):
+            report["questions"] = {**earlier.get("questions", {}), **report["questions"]}
+            report["questions"] = {k: report["questions"][k] for k in QUESTIONS if k in report["questions"]}
     report["machine"] = (f"{platform.machine()}, {psutil.cpu_count(logical=False)} cores, "
                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
     RESULTS.mkdir(exist_ok=True)
