@@ -474,7 +474,8 @@ class WholeReader:
         self._stop = threading.Event()
 
     def stop(self) -> None:
-        """Stop reading (from any thread): the answer then covers what was read so far."""
+        """Stop reading (from any thread, also just before :meth:`answer` begins): the answer then
+        covers what was read so far."""
         self._stop.set()
         self.engine.cancel()
 
@@ -535,7 +536,13 @@ class WholeReader:
             PaddockError: no model, no indexed text, or a context too small for one passage.
             EngineCrashedError: the engine died (the caller restarts it).
         """
-        self._stop.clear()
+        try:
+            return self._answer(collections, question, kind, on_progress)
+        finally:
+            self._stop.clear()  # a Stop pressed before this answer began still stops it; the next is fresh
+
+    def _answer(self, collections: Sequence[Collection], question: str, kind: Kind | None,
+                on_progress: Callable[[Progress], None] | None) -> WholeAnswer:
         kind = kind or question_kind(question)
         started = self.clock()
         docs = self.passages(collections)

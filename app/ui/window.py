@@ -65,7 +65,6 @@ class MainWindow(QMainWindow):
         controller.before_load = self.manager.library.check_loadable
         self.docs = docs or DocsHub()
         controller.with_documents = self.docs.with_documents
-        controller.whole_documents = self.docs.whole_reader
         self.tools = controller.tools = controller.tools or tool_hub(self.store)
         controller.on_delete = self.docs.forget_conversation
         self.docs.skipped.connect(lambda reasons: self.bridge.notice("Not added: " + "; ".join(reasons[:5]) + (

@@ -103,6 +103,7 @@ class ChatPage(QWidget):
         main.addWidget(self._build_composer())
         self.composer.textChanged.connect(lambda: self.reading.propose(self.composer.toPlainText()))
         docs.changed.connect(self._update_reading)
+        controller.whole_documents = docs.whole_reader  # answers over every passage of the chat's documents
         outer.addLayout(main, 1)
         self.settings_panel = SettingsPanel(self.save_chat_settings)
         self.tools_panel: ChatToolsPanel | None = None
