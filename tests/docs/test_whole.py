@@ -262,19 +262,23 @@ def test_docs_ask_whole_json(tmp_path: Path, instruct_model: Path, paddock_home:
     assert result["count"] == len(result["items"])
     assert all(item["sources"] and "passage" in item["sources"][0] for item in result["items"])
     chat = subprocess.run([sys.executable, "-m", "app.cli", "chat", "--model", str(instruct_model), "--collection",
-                           "logs", "--ctx", str(N_CTX), "--whole", "--json", "What happened at the harbours?"],
+                           "logs", "--ctx", str(N_CTX), "--whole", "--json", "How many incidents involved fog?"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert chat.returncode == 0, chat.stderr
     turn = json.loads(chat.stdout)
-    assert turn["mode"] == "whole"  # asked for, though Paddock would have proposed passages
+    assert turn["mode"] == "whole"
     assert turn["passages_read"] == turn["passages_total"] == result["passages_total"]
+    # the same reading, kept by the first process: nothing is read again
+    assert turn["passages_from_cache"] == turn["passages_total"]
+    assert turn["map_calls"] == 0
+    assert turn["count"] == result["count"]
     from app import paths
     from app.store.chats import ChatStore
 
     store = ChatStore(paths.database_path())
     try:
         question, answer = store.messages(turn["chat"])
-        assert question.content == "What happened at the harbours?"
+        assert question.content == "How many incidents involved fog?"
         assert answer.status == "complete"
         assert answer.content == turn["text"]
         assert answer.stats["whole"]["passages_read"] == turn["passages_total"]
