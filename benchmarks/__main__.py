@@ -26,7 +26,10 @@ before it, and ratios are medians of the pair ratios.
    follow-ups, chat switches and restarts, quoting answers against llama-bench;
 10. images (``benchmarks/images.py``): encode time and tokens per picture, time to first
    token with a picture against its words, and of a follow-up (never encoded twice);
-11. soak: 200 answers over 10 chats in the real window, then File > Quit
+11. whole documents against passages (``benchmarks/whole_docs.py``): list recall, count
+   exactness, summary coverage, time and KV reuse of the map prompt on a generated log
+   larger than the context;
+12. soak: 200 answers over 10 chats in the real window, then File > Quit
    (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
@@ -383,10 +386,11 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import images, kv_reuse, soak
+    from benchmarks import images, kv_reuse, soak, whole_docs
 
     kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
     images.main([])  # encode time, tokens per picture, TTFT with a picture and of a follow-up (results/images.md)
+    whole_docs.main([])  # whole-document answers against passages (results/whole_docs.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 

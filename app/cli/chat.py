@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli.docs import add_mode_arguments, choose_mode, read_whole
 from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import EngineCrashedError, PaddockError
 
@@ -66,6 +67,7 @@ def add_parser(sub: Any) -> None:
     chat.add_argument("--collection", default=None, metavar="NAME",
                       help="answer from this indexed document collection (`paddock docs add`); the turn is "
                            "stored, so --continue can follow up")
+    add_mode_arguments(chat)  # --whole / --passages, with --collection
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=0.7)
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tokens <= 0:
         raise PaddockError("--max-tokens must be a positive number")
     stored = args.chat is not None or args.continue_last or args.new_chat or args.collection is not None
+    if args.mode is not None and not stored:
+        raise PaddockError(f"--{args.mode} chooses how documents are read: add --collection NAME")
     if stored and args.raw:
         raise PaddockError("--raw is a plain completion: it cannot be a turn of a stored chat")
     if stored and args.images:
@@ -257,6 +261,8 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     if collection is not None:
         docs.index.attach(conv.id, collection.id)
     collections = docs.index.attached(conv.id)  # also those attached in the window
+    if args.mode is not None and not collections:
+        raise PaddockError(f"chat {conv.id} has no documents for --{args.mode}: add --collection NAME")
     history = store.messages(conv.id)
     question = store.add_message(conv.id, "user", args.prompt.strip())
     if conv.title == "New chat":
@@ -266,6 +272,9 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
     with Engine() as engine:
         loaded = engine.load(model, _settings(args))
         sources: list[dict[str, Any]] = []
+        if collections and choose_mode(args, args.prompt, docs.index, collections, loaded.n_ctx) == "whole":
+            return _whole_turn(store, engine, docs, conv, collections, question=question, model=model, loaded=loaded,
+                               args=args)
         if collections:
             turn = documents_turn(docs.retriever, collections, messages, loaded.n_ctx, latest_sources(history))
             messages, sources = turn.messages, turn.sources
@@ -295,6 +304,30 @@ def _turn(store: Any, docs: Any, args: argparse.Namespace) -> int:
                                        "adapters": [{"path": a.path, "scale": a.scale} for a in adapters]})
         if not args.json:
             print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
+    return 0
+
+
+def _whole_turn(store: Any, engine: Any, docs: Any, conv: Any, collections: list[Any], *, question: Any,
+                model: str, loaded: Any, args: argparse.Namespace) -> int:
+    """A stored turn answered over whole documents (map and reduce, ``app.docs.whole``)."""
+    answer_msg = store.add_message(conv.id, "assistant", "", status="streaming", model=model)
+    try:
+        answer = read_whole(engine, docs.index, collections, question.content, quiet=args.json)
+    except PaddockError as exc:
+        store.update_message(answer_msg.id, status="error", error=str(exc))
+        raise
+    stats = {**answer.stats, "whole": answer.figures()}
+    store.update_message(answer_msg.id, content=answer.text, status="complete" if answer.complete else "interrupted",
+                         stats=stats, sources=answer.sources or None)
+    store.touch(conv.id)
+    if args.json:
+        print(json.dumps({**answer.to_dict(), "sources": len(answer.sources), "chat": conv.id,
+                          "model": loaded.name, "n_ctx": loaded.n_ctx}, ensure_ascii=False))
+    else:
+        sys.stdout.write(answer.text + "\n")
+        for notice in answer.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        print(f"note: chat {conv.id}; follow up with: paddock chat --continue \"...\"", file=sys.stderr)
     return 0
 
 

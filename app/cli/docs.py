@@ -37,7 +37,10 @@ def add_parser(sub: Any) -> None:
     ask.add_argument("--temperature", type=float, default=0.2)
     ask.add_argument("--seed", type=int, default=None)
     ask.add_argument("--ctx", type=int, default=None)
-    ask.add_argument("--json", action="store_true")
+    ask.add_argument("--json", action="store_true",
+                     help="one JSON object: text, mode, passages_read, passages_total, sources (and items and "
+                          "count for list and count questions over whole documents)")
+    add_mode_arguments(ask)
     ask.add_argument("question")
 
     ls = dsub.add_parser("list", help="collections, or the documents of one")
@@ -47,6 +50,63 @@ def add_parser(sub: Any) -> None:
     rm = dsub.add_parser("rm", help="remove a document from a collection, or the whole collection")
     rm.add_argument("--collection", required=True)
     rm.add_argument("path", nargs="?", type=Path)
+
+
+def add_mode_arguments(parser: Any) -> None:
+    """--whole / --passages (also on ``paddock chat``); neither: Paddock proposes per question."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--whole", dest="mode", action="store_const", const="whole", default=None,
+                      help="read every passage of the documents (map and reduce): for summaries, lists, counts "
+                           "and comparisons; default: Paddock chooses from the question")
+    mode.add_argument("--passages", dest="mode", action="store_const", const="passages",
+                      help="answer from the best-matching passages only")
+
+
+def choose_mode(args: argparse.Namespace, question: str, index: Any, collections: list[Any], n_ctx: int) -> str:
+    """--whole / --passages as given, else Paddock's proposal for the question (whole documents
+    for summaries, lists, counts and comparisons over documents larger than the context)."""
+    from app.docs.whole import fits_context, propose_mode
+
+    return str(args.mode or propose_mode(question, fits_context(index, collections, n_ctx)))
+
+
+def read_whole(engine: Any, index: Any, collections: list[Any], question: str, *, quiet: bool) -> Any:
+    """A whole-document answer, with progress on stderr; Ctrl+C stops the reading and keeps
+    an answer about what was read."""
+    import threading
+
+    from app.docs.whole import Progress, WholeReader
+
+    reader = WholeReader(engine, index)
+    box: dict[str, Any] = {}
+    tty = sys.stderr.isatty()
+
+    def progress(p: Progress) -> None:
+        if quiet:
+            return
+        line = p.describe()
+        sys.stderr.write(f"\r\x1b[K{line}" if tty else f"{line}\n")
+        sys.stderr.flush()
+
+    def work() -> None:
+        try:
+            box["answer"] = reader.answer(collections, question, on_progress=progress)
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="whole-documents", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        reader.stop()
+        worker.join()
+    if tty and not quiet:
+        sys.stderr.write("\r\x1b[K")
+    if "error" in box:
+        raise box["error"]
+    return box["answer"]
 
 
 def _embed_model(value: str) -> Path | str | None:
@@ -132,6 +192,8 @@ def _ask(docs: Any, args: argparse.Namespace) -> int:
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     with Engine() as engine:
         loaded = engine.load(str(path), LoadSettings(n_ctx=args.ctx))
+        if choose_mode(args, args.question, docs.index, [collection], loaded.n_ctx) == "whole":
+            return _print_whole(read_whole(engine, docs.index, [collection], args.question, quiet=args.json), args)
         budget = max(1000, (loaded.n_ctx - args.max_tokens - 300) * CHARS_PER_TOKEN)
         retrieval = docs.retriever.for_question([collection], args.question, budget, k=args.k)
         if retrieval.pending:
@@ -151,6 +213,9 @@ def _ask(docs: Any, args: argparse.Namespace) -> int:
         print(json.dumps({
             "text": result.text,
             "cited": cited,
+            "mode": "passages",
+            "passages_read": len(retrieval.passages),
+            "passages_total": sum(d.n_chunks for d in retrieval.ready),
             "whole_documents": retrieval.whole,
             "sources": [{"number": i, "source": p.source, "location": p.location, "text": p.text}
                         for i, p in enumerate(retrieval.passages, start=1)],
@@ -160,6 +225,21 @@ def _ask(docs: Any, args: argparse.Namespace) -> int:
     for number in cited or range(1, len(retrieval.passages) + 1):
         p = retrieval.passages[number - 1]
         sys.stdout.write(f"  [{number}] {p.label}\n")
+    return 0
+
+
+def _print_whole(answer: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return 0
+    sys.stdout.write(answer.text + "\n")
+    if answer.sources:
+        sys.stdout.write("\nSources:\n")
+        for number, s in enumerate(answer.sources, start=1):
+            where = f"{s['source']}, {s['location']}" if s.get("location") else s["source"]
+            sys.stdout.write(f"  [{number}] {where} (passage {s['passage']} of {answer.passages_total})\n")
+    for notice in answer.notices:
+        print(f"note: {notice}", file=sys.stderr)
     return 0
 
 

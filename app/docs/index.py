@@ -101,7 +101,22 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    # Whole-document answers (app/docs/whole.py): what the model read in each document for a
+    # question, kept for the document version it was read from.
+    conn.execute(
+        """CREATE TABLE map_results (
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,               -- the question, its kind, the model and the context size
+            version TEXT NOT NULL,           -- the document version read (sha256, indexing, chunks)
+            result TEXT NOT NULL,            -- JSON: per passage group, items or notes by chunk id
+            created_at REAL NOT NULL,
+            PRIMARY KEY (document_id, key)
+        )"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 
 
 @dataclass(frozen=True)

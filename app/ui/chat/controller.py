@@ -22,7 +22,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.docs.index import Collection
 from app.docs.prompt import DocumentsTurn
+from app.docs.whole import Mode as ReadingMode
+from app.docs.whole import Progress, WholeReader
 from app.engine.client import Engine, Generation
 from app.engine.projectors import projector_beside
 from app.engine.remote import RemoteError, RemoteGeneration, RemoteServers, parse_ref
@@ -43,6 +46,8 @@ from app.tools.mcp_client import ToolError, ToolSpec
 log = logging.getLogger(__name__)
 
 DocumentsHook = Callable[[int, list[ChatMessage], int, list[dict[str, Any]]], DocumentsTurn]
+# (conversation id, engine) -> a reader of every passage of the chat's documents, and their collections.
+WholeHook = Callable[[int, Engine], tuple[WholeReader, list[Collection]]]
 REMOTE_CONTEXT_GUESS = 8192  # a server's context is not reported by the OpenAI API
 
 DISPLAY_INTERVAL_S = 1 / 30  # text is pushed to the GUI at most this often
@@ -61,6 +66,9 @@ class ActiveStream:
     stop_tools: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
     remote: RemoteGeneration | None = field(default=None, repr=False)
+    # How documents are read for this answer: the best passages, or every passage (app/docs/whole.py).
+    mode: ReadingMode = "passages"
+    reader: WholeReader | None = field(default=None, repr=False)
 
 
 class ChatController(QObject):
@@ -82,6 +90,7 @@ class ChatController(QObject):
         notice(str): something the user should know (context trimmed, template fallback...).
         busyChanged(bool): a turn started or ended.
         sourcesReady(int, int): (conversation, answer) the answer's document passages are stored.
+        readingProgress(int, int, str): (conv, message, what is being read) during a whole-document answer.
     """
 
     conversationsChanged = Signal()
@@ -98,6 +107,7 @@ class ChatController(QObject):
     notice = Signal(str)
     busyChanged = Signal(bool)
     sourcesReady = Signal(int, int)
+    readingProgress = Signal(int, int, str)
 
     def __init__(self, store: ChatStore, engine: Engine, load_settings: LoadSettings | None = None) -> None:
         super().__init__()
@@ -114,6 +124,7 @@ class ChatController(QObject):
         # messages to send (the last user turn carrying document passages), the passages as
         # dicts for the answer's citations, and notices.  Set by the documents panel.
         self.with_documents: DocumentsHook | None = None
+        self.whole_documents: WholeHook | None = None  # answers over every passage (set by the window)
         self.tools: ToolHub | None = None  # MCP tools (set by the window)
         self._decision: str | None = None
         self._decided = threading.Event()
@@ -177,8 +188,9 @@ class ChatController(QObject):
         return (f"{Path(conv.model).name} cannot see images: choose a model marked “sees images” in the model menu, "
                 "or remove the pictures to send the text alone.")
 
-    def send(self, conv_id: int, text: str, images: Sequence[StoredImage] = ()) -> None:
-        """Add the user's message (and the pictures it shows) and generate an answer.
+    def send(self, conv_id: int, text: str, images: Sequence[StoredImage] = (), mode: ReadingMode = "passages") -> None:
+        """Add the user's message (and the pictures it shows) and generate an answer (``mode``: how the chat's
+        documents are read).
 
         Raises:
             PaddockError: a turn is already running, the conversation has no model, or it cannot see the pictures.
@@ -195,17 +207,17 @@ class ChatController(QObject):
         if conv.title == "New chat":
             self.store.update_conversation(conv_id, title=title_from(text or images[0].name))
         self.conversationsChanged.emit()
-        self._start_turn(conv)
+        self._start_turn(conv, mode=mode)
 
-    def regenerate(self, conv_id: int) -> None:
-        """Replace the last answer with a new one."""
+    def regenerate(self, conv_id: int, mode: ReadingMode = "passages") -> None:
+        """Replace the last answer with a new one (also to read the documents the other way)."""
         conv = self._check_can_start(conv_id)
         messages = self.store.messages(conv_id)
         if not messages:
             return
         if messages[-1].role == "assistant":
             self.store.fork_at(messages[-1].id)  # the earlier answer stays, as a version
-        self._start_turn(conv)
+        self._start_turn(conv, mode=mode)
 
     def continue_answer(self, conv_id: int) -> None:
         """Write on from the end of the last answer, which stopped at the token limit."""
@@ -250,6 +262,8 @@ class ChatController(QObject):
                 remote.cancel()
             else:
                 self.engine.cancel()
+            if active.reader is not None:
+                active.reader.stop()
 
     def wait(self, timeout: float = 30.0) -> None:
         """Join the worker (used at shutdown and by tests)."""
@@ -285,10 +299,11 @@ class ChatController(QObject):
             raise PaddockError("choose a model for this chat first (the model menu above the chat)")
         return conv
 
-    def _start_turn(self, conv: Conversation, active: ActiveStream | None = None) -> None:
+    def _start_turn(self, conv: Conversation, active: ActiveStream | None = None,
+                    mode: ReadingMode = "passages") -> None:
         if active is None:
             answer = self.store.add_message(conv.id, "assistant", "", status="streaming", model=conv.model)
-            active = ActiveStream(conv.id, answer.id)
+            active = ActiveStream(conv.id, answer.id, mode=mode)
         with self._lock:
             self.active = active
         self.messagesChanged.emit(conv.id)
@@ -297,6 +312,31 @@ class ChatController(QObject):
         thread = threading.Thread(target=self._turn_worker, args=(conv, active), name="chat-turn", daemon=True)
         active.thread = thread
         thread.start()
+
+    def _read_whole(self, conv_id: int, active: ActiveStream, question: str) -> tuple[MessageStatus, str,
+                                                                                    dict[str, Any]]:
+        """Answer over every passage of the chat's documents (map and reduce), with progress;
+        Stop ends the reading and the answer says what it covered."""
+        assert self.whole_documents is not None
+        reader, collections = self.whole_documents(conv_id, self.engine)
+        active.reader = reader
+        if active.cancel_requested:
+            raise _Cancelled
+
+        def progress(p: Progress) -> None:
+            self.readingProgress.emit(conv_id, active.message_id, p.describe())
+
+        answer = reader.answer(collections, question, on_progress=progress)
+        active.text = answer.text
+        for n in answer.notices:
+            self.notice.emit(n)
+        if answer.sources:
+            self.store.update_message(active.message_id, sources=answer.sources)
+            self.sourcesReady.emit(conv_id, active.message_id)
+        stats = {**answer.stats, "whole": answer.figures()}
+        if answer.complete:
+            return "complete", "", stats
+        return "interrupted", f"Stopped: {answer.coverage()}", stats
 
     def _run_tool_calls(self, conv_id: int, active: ActiveStream, calls: list[dict[str, Any]],
                         specs: list[ToolSpec]) -> list[dict[str, Any]]:
@@ -395,6 +435,12 @@ class ChatController(QObject):
                 question = history[-1]
                 # the question as typed (with its pictures), passages anew
                 messages[-1] = dataclasses.replace(question, sent=None).as_chat()
+                if active.mode == "whole" and self.whole_documents is not None:
+                    if remote_ref is None:
+                        status, error, stats = self._read_whole(conv.id, active, question.content)
+                        return  # the answer is stored and reported below, like a streamed one
+                    self.notice.emit("Whole documents are read with a model on this computer: this answer "
+                                     "uses the best passages.")
                 if self.with_documents is not None:
                     turn = self.with_documents(conv.id, messages, n_ctx, latest_sources(history[:-1]))
                     messages = turn.messages

@@ -43,6 +43,7 @@ from app.ui.chat.controller import ChatController
 from app.ui.chat.edit_dialog import EditMessageDialog
 from app.ui.chat.itemmodels import MessageListModel
 from app.ui.chat.model_picker import ModelChoices, ModelPicker
+from app.ui.chat.reading import ReadingBar
 from app.ui.chat.settings_panel import SettingsPanel
 from app.ui.chat.view import ChatView
 from app.ui.common.elided import ElidedLabel
@@ -101,7 +102,14 @@ class ChatPage(QWidget):
         self.approval = ApprovalBar()
         self.approval.decided.connect(controller.decide_tool_call)
         main.addWidget(self.approval)
+        self.reading = ReadingBar()  # passages or whole documents, by the composer
+        self.reading.answerAgain.connect(self.answer_again_as)
+        self.reading.hide()
+        main.addWidget(self.reading)
         main.addWidget(self._build_composer())
+        self.composer.textChanged.connect(lambda: self.reading.propose(self.composer.toPlainText()))
+        docs.changed.connect(self._update_reading)
+        controller.whole_documents = docs.whole_reader  # answers over every passage of the chat's documents
         outer.addLayout(main, 1)
         self.settings_panel = SettingsPanel(self.save_chat_settings, self._adapter_choices)
         self.tools_panel: ChatToolsPanel | None = None
@@ -179,6 +187,7 @@ class ChatPage(QWidget):
             (c.modelFailed, self._on_model_failed),
             (c.busyChanged, self._on_busy),
             (c.sourcesReady, self._on_sources_ready),
+            (c.readingProgress, self._on_reading_progress),
         ]
 
     # -- conversations ---------------------------------------------------------
@@ -200,6 +209,7 @@ class ChatPage(QWidget):
         self.docs_panel.set_conversation(conv_id)
         if self.tools_panel is not None:
             self.tools_panel.show_chat(conv_id, conv.sampling.tool_choice == "required")
+        self._update_reading()
         self.conversationShown.emit(conv_id)
         self.composer.setFocus()
 
@@ -315,15 +325,22 @@ class ChatPage(QWidget):
             return
         try:
             self.save_chat_settings()
-            self.controller.send(self.current_conv, text, images)
+            self.controller.send(self.current_conv, text, images,
+                                 self.reading.mode() if self.reading.isVisible() else "passages")
         except PaddockError as exc:
             self.bridge.error(str(exc))  # the text and the pictures stay in the box
             return
         self.composer.clear()
         self.image_strip.clear()
+        self.reading.question_sent()
 
     def regenerate(self) -> None:
         self._answer_again(self.controller.regenerate)
+
+    def answer_again_as(self, mode: str) -> None:
+        """The last answer again, with the documents read the other way (passages / whole)."""
+        self.reading.set_mode("whole" if mode == "whole" else "passages")
+        self._answer_again(lambda conv: self.controller.regenerate(conv, "whole" if mode == "whole" else "passages"))
 
     def continue_answer(self) -> None:
         self._answer_again(self.controller.continue_answer)
@@ -391,6 +408,31 @@ class ChatPage(QWidget):
     def _on_stream_finished(self, conv_id: int, message_id: int, _status: str, _error: str, _stats: dict) -> None:
         if conv_id == self.current_conv:
             self.messages.finish(message_id)
+            self.reading.clear_progress()
+            self._update_reading()
+
+    def _on_reading_progress(self, conv_id: int, _message_id: int, text: str) -> None:
+        if conv_id == self.current_conv and not self.closed:
+            self.reading.show_progress(text)
+
+    def _update_reading(self) -> None:
+        """The reading bar shows when the chat has documents; after an answer from them, it offers
+        the answer again read the other way."""
+        if self.closed:
+            return
+        conv_id = self.current_conv
+        has_docs = conv_id is not None and bool(self.docs.documents(conv_id))
+        self.reading.setVisible(has_docs)
+        if has_docs and conv_id is not None:
+            loaded = self.controller.loaded
+            n_ctx = loaded.n_ctx if loaded is not None else (self.controller.load_settings.n_ctx or 4096)
+            self.reading.fits = self.docs.fits_context(conv_id, n_ctx)
+        last = self.store.messages(conv_id)[-1:] if has_docs and conv_id is not None else []
+        answered = [m for m in last if m.role == "assistant" and m.status != "streaming" and not self.controller.busy]
+        if answered and (answered[0].sources or (answered[0].stats or {}).get("whole")):
+            self.reading.offer_again("whole" if (answered[0].stats or {}).get("whole") else "passages")
+        else:
+            self.reading.offer_again(None)
 
     def _on_sources_ready(self, conv_id: int, message_id: int) -> None:
         if conv_id == self.current_conv and not self.closed:

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from app.docs.prompt import cited_numbers
 from app.ui.chat.attachments import MessageImages
 from app.ui.chat.itemmodels import MessageListModel, MsgRole
+from app.ui.chat.reading import whole_label
 from app.ui.common.elided import ElidedLabel
 from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
 from app.ui.common.textbrowser import SafeTextBrowser
@@ -193,7 +194,9 @@ class MessageWidget(QFrame):
         self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
         self.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
         self.images.set_images(list(index.data(MsgRole.Images) or []))
-        if stats.get("completion_tokens"):
+        if stats.get("whole"):  # an answer over whole documents: what it read, not the last call's figures
+            self.stats_label.setText(whole_label(stats["whole"]))
+        elif stats.get("completion_tokens"):
             self.stats_label.setText(
                 f"{stats['completion_tokens']} tokens · {stats.get('tokens_per_s', 0):.1f} tok/s · "
                 f"first token {stats.get('ttft_s', 0):.2f}s"

@@ -45,6 +45,8 @@ from PySide6.QtWidgets import (
 from app.docs.index import Collection, Document
 from app.docs.prompt import DocumentsTurn, documents_turn
 from app.docs.service import Documents
+from app.docs.whole import WholeReader, fits_context
+from app.engine.client import Engine
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
 from app.ui.common.elided import ElidedLabel
@@ -180,6 +182,14 @@ class DocsHub(QObject):
         """The conversation with the passages for its last user message (``app.docs.prompt.documents_turn``)."""
         return documents_turn(self.docs.retriever, self.docs.index.attached(conv_id), messages, n_ctx,
                               earlier_sources)
+
+    def whole_reader(self, conv_id: int, engine: Engine) -> tuple[WholeReader, list[Collection]]:
+        """A reader of every passage of the chat's documents (``app.docs.whole``), and its collections."""
+        return WholeReader(engine, self.docs.index), self.docs.index.attached(conv_id)
+
+    def fits_context(self, conv_id: int, n_ctx: int) -> bool:
+        """The chat's documents fit the context whole: a passages answer already reads all of them."""
+        return fits_context(self.docs.index, self.docs.index.attached(conv_id), n_ctx)
 
     def shutdown(self) -> None:
         self._stop.set()
