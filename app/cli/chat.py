@@ -132,13 +132,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(store: Any, args: argparse.Namespace) -> int:
+    from app import paths
+    from app.models.names import chat_model_name
+    from app.models.registry import Registry
+
+    def remote_label(ref: str) -> str:
+        from app.engine.remote import RemoteServers
+
+        return RemoteServers(store.get_setting, store.set_setting).label(ref)
+
     convs = store.conversations()
+    registry = Registry(paths.library_path())  # the models' names as the window and `paddock models list` say them
+    try:
+        names = {c.model: chat_model_name(c.model, registry, remote_label) for c in convs}
+    finally:
+        registry.close()
     if args.json:
-        print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "updated_at": c.updated_at}
-                          for c in convs], ensure_ascii=False))
+        print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "model_name": names[c.model],
+                           "updated_at": c.updated_at} for c in convs], ensure_ascii=False))
         return 0
     for c in convs:
-        print(f"{c.id:5}  {c.title}  ({Path(c.model).name if c.model else 'no model'})")
+        print(f"{c.id:5}  {c.title}  ({names[c.model]})")
     return 0
 
 

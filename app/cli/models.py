@@ -314,6 +314,7 @@ def _progress_printer() -> Any:
 
 def _list(args: argparse.Namespace) -> int:
     from app.models.library import Library
+    from app.models.names import library_display_name
 
     library = Library()
     try:
@@ -327,7 +328,7 @@ def _list(args: argparse.Namespace) -> int:
         return {"id": m.id, "name": m.name, "path": str(m.path), "source": m.source, "repo_id": m.repo_id,
                 "quant": m.quant, "size": m.size, "sha256": m.sha256, "parent_id": m.parent_id,
                 "license": m.license_id, "exists": m.path.exists(), "problem": library.reference_problem(m),
-                **m.meta}
+                **m.meta, "gguf_name": m.meta.get("display_name"), "display_name": library_display_name(m)}
 
     under = {m.id: [a for a in adapters if a.meta.get("base_id") == m.id] for m in models}
     loose = [a for a in adapters if a.meta.get("base_id") not in under]
@@ -343,7 +344,7 @@ def _list(args: argparse.Namespace) -> int:
         missing = f"  ({problem})" if problem else "  (file missing)" if not m.path.exists() else ""
         app = f"  in {m.meta['app']}: {m.meta.get('location')}" if m.meta.get("app") else ""
         sees = "  sees images" if projectors[m.id] is not None else ""
-        print(f"#{m.id:<4} {m.name:50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
+        print(f"#{m.id:<4} {library_display_name(m):50} {m.quant or '?':8} {human_size(m.size):>9}  {m.source:9} "
               f"{m.license_id or ''}{sees}{app}{missing}")
         for a in under[m.id]:
             print(f"  └ #{a.id:<4} LoRA {a.name:43} {human_size(a.size):>9}  {a.source:9}")

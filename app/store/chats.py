@@ -537,13 +537,16 @@ class ChatStore:
 
     # -- export / import -------------------------------------------------------
 
-    def export_json(self, conv_id: int) -> dict[str, Any]:
+    def export_json(self, conv_id: int, model_name: str | None = None) -> dict[str, Any]:
+        """The chat as data; ``model`` is the model's path (or remote reference), ``model_name`` its display
+        name (:mod:`app.models.names`) when the caller gives it."""
         conv = self.conversation(conv_id)
         return {
             "format": "paddock-conversation",
             "version": 1,
             "title": conv.title,
             "model": conv.model,
+            **({"model_name": model_name} if model_name else {}),
             "system_prompt": conv.system_prompt,
             "sampling": conv.sampling.to_dict(),
             "adapters": [{"path": a.path, "scale": a.scale} for a in self.chat_adapters(conv_id)],
@@ -566,11 +569,12 @@ class ChatStore:
             ],
         }
 
-    def export_markdown(self, conv_id: int) -> str:
+    def export_markdown(self, conv_id: int, model_name: str | None = None) -> str:
+        """The chat as Markdown; the model is named ``model_name`` (its display name) when given."""
         conv = self.conversation(conv_id)
         lines = [f"# {conv.title}", ""]
         if conv.model:
-            lines += [f"*Model: {Path(conv.model).name}*", ""]
+            lines += [f"*Model: {model_name or Path(conv.model).name}*", ""]
         if conv.system_prompt:
             lines += ["**System prompt:**", "", conv.system_prompt, ""]
         for m in self.messages(conv_id):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import QFrame, QLabel, QProgressBar, QStatusBar
 
+from app.engine.remote import parse_ref
 from app.engine.types import LoadedModel
+from app.errors import StoreError
 from app.store.chats import ChatStore
 from app.ui.common.elided import ElidedLabel
 
@@ -21,11 +24,13 @@ class StatusPanel:
         self.model_name = model_name
         self.model = ElidedLabel("No model loaded")
         self._predicted: float | None = None  # the placement planner's decode speed for the loaded model
+        self._loaded: LoadedModel | None = None
+        self._loading: str | None = None  # the path being loaded
         self.speed = QLabel("")
         self.speed.setObjectName("statusSpeed")
         self.api = QLabel("")
         self.api.setObjectName("statusApi")
-        self.current: int | None = None  # the chat on screen: the speed shown is its last answer's
+        self.current: int | None = None  # the chat on screen: the speed shown is its last answer's, the model its
         self.ctx_meter = QProgressBar()
         self.ctx_meter.setObjectName("contextMeter")
         self.ctx_meter.setFixedWidth(160)
@@ -41,23 +46,52 @@ class StatusPanel:
         self._show_speed({})
 
     def on_model_loading(self, path: str) -> None:
-        self.model.setText(f"Loading {self.model_name(path)}…")
+        self._loading = path
         self.ctx_meter.setRange(0, 0)  # busy indicator
+        self.show_model()
 
     def on_model_loaded(self, loaded: LoadedModel) -> None:
         self.ctx_meter.setRange(0, 100)
-        where = "CPU" if loaded.n_gpu_layers == 0 else f"{loaded.backend.upper()} ({loaded.n_gpu_layers} layers)"
-        # The name the model menu shows for this file, so that the header and the status bar agree.
-        self.model.setText(f"Loaded: {self.model_name(loaded.path)} · {where} · {loaded.n_ctx} tokens context · "
-                           f"loaded in {loaded.load_s:.1f}s")
-        self.model.setToolTip(loaded.plan)
+        self._loaded, self._loading = loaded, None
         self._predicted = loaded.predicted_tokens_per_s
+        self.show_model()
 
     def on_model_failed(self, _message: str) -> None:
         self.ctx_meter.setRange(0, 100)
+        self._loading = None
+        self.show_model()
+
+    def show_model(self) -> None:
+        """The model line names the model of the chat on screen, as its model menu does (never another):
+        loading, loaded and where, a remote model, or that it loads with the next message."""
+        try:
+            chat_model = self.store.conversation(self.current).model if self.current is not None else None
+        except StoreError:  # the chat was deleted
+            self.current = chat_model = None
+        loaded = self._loaded
+        tip = ""
+        if self.current is None:
+            text = (f"Loaded: {self.model_name(loaded.path)}" if loaded else "No model loaded")
+        elif not chat_model:
+            text = "No model chosen for this chat: pick one in the model menu above"
+        elif parse_ref(chat_model) is not None:
+            text = f"{self.model_name(chat_model)} · remote model"
+        elif self._loading is not None and Path(self._loading) == Path(chat_model):
+            text = f"Loading {self.model_name(chat_model)}…"
+        elif loaded is not None and Path(loaded.path) == Path(chat_model):
+            where = "CPU" if loaded.n_gpu_layers == 0 else f"{loaded.backend.upper()} ({loaded.n_gpu_layers} layers)"
+            text = (f"Loaded: {self.model_name(loaded.path)} · {where} · {loaded.n_ctx} tokens context · "
+                    f"loaded in {loaded.load_s:.1f}s")
+            tip = loaded.plan
+        else:
+            text = f"{self.model_name(chat_model)} · loads when you send a message"
+            tip = f"Loaded now: {self.model_name(loaded.path)} (another chat's model)" if loaded else ""
+        self.model.setText(text)
+        self.model.setToolTip(tip)
 
     def on_stream_finished(self, conv: int, _message: int, status: str, error: str, stats: dict) -> None:
         if status == "error" and "crashed" in error:
+            self._loaded = None
             self.model.setText("The engine stopped; the model will be loaded again on the next message")
         if conv != self.current:
             return  # an answer in another chat: its figures show when that chat does
@@ -87,6 +121,7 @@ class StatusPanel:
         stats = self.store.latest_answer_stats(conv_id) if conv_id else {}
         self._show_speed(stats)
         self.show_context(stats)
+        self.show_model()
 
     def show_context(self, stats: dict[str, Any]) -> None:
         n_ctx = stats.get("n_ctx") or 0

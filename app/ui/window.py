@@ -71,14 +71,15 @@ class MainWindow(QMainWindow):
         self.servers = ServerHub(controller)
         self.choices = ModelChoices(self.store, self.manager.library, self.servers)
         self.settings = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
-        self.transfer = ChatTransfer(self, self.store, self.bridge, self.settings, self._show_imported)
+        self.transfer = ChatTransfer(self, self.store, self.bridge, self.settings, self._show_imported,
+                                     model_name=self.choices.name)
         self._closed = False
         self._api_notice = ""
         self.setAcceptDrops(True)
         self.setWindowTitle("Paddock")
         self.resize(1180, 760)
 
-        self.sidebar = Sidebar(self.store)
+        self.sidebar = Sidebar(self.store, self.choices.name)
         self.welcome = WelcomePage()
         self.chat_page = ChatPage(controller, self.docs, self.choices, self.servers, bridge=self.bridge, dark=dark,
                                   tools=self.tools)
@@ -128,7 +129,7 @@ class MainWindow(QMainWindow):
         self.welcome.modelsRequested.connect(self.show_models)
         self.chat_page.conversationShown.connect(self._on_conversation_shown)
         self.chat_page.addServerRequested.connect(self.show_servers)
-        self.chat_page.remoteModelChosen.connect(self.status.model.setText)
+        self.chat_page.modelChosen.connect(lambda _model: self.status.show_model())
         self.models_page.chatRequested.connect(self.new_chat)
         self.models_page.backRequested.connect(self.back_to_chat)
 

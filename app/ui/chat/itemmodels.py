@@ -7,6 +7,7 @@ changes, and only that row emits ``dataChanged``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ class ConvRole(IntEnum):
 class ConversationListModel(QAbstractListModel):
     """Conversations, most recently used first, filtered by a search string."""
 
-    def __init__(self, store: ChatStore, parent: QObject | None = None) -> None:
+    def __init__(self, store: ChatStore, parent: QObject | None = None,
+                 model_name: Callable[[str], str] | None = None) -> None:
         super().__init__(parent)
         self.store = store
+        self.model_name = model_name or (lambda model: Path(model).name)  # the window's: the display name
         self.search = ""
         self._rows: list[Conversation] = []
         self.refresh()
@@ -59,7 +62,7 @@ class ConversationListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return conv.title
         if role == Qt.ItemDataRole.ToolTipRole:
-            model = Path(conv.model).name if conv.model else "no model chosen"
+            model = self.model_name(conv.model) if conv.model else "no model chosen"
             return f"{conv.title}\n{model}\nlast used {_ago(conv.updated_at)}"
         if role == ConvRole.Id:
             return conv.id

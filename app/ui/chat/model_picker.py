@@ -10,8 +10,10 @@ from PySide6.QtWidgets import QComboBox, QSizePolicy
 from app.engine import hardware, placement
 from app.engine.gguf_file import GGUFInfo, read_gguf
 from app.engine.hardware import Hardware
+from app.engine.remote import parse_ref
 from app.errors import PaddockError
 from app.models.library import Library
+from app.models.names import file_display_name
 from app.store.chats import ChatStore
 from app.ui.settings.servers import ServerHub
 
@@ -68,8 +70,11 @@ class ModelChoices:
         return self.library.projector_for(Path(path)) is not None
 
     def name(self, path: str) -> str:
-        info = self.info(path)
-        return info.name if info else Path(path).name
+        """The model's one display name (:mod:`app.models.names`), as My models, the CLI and exports say it."""
+        if parse_ref(path) is not None:
+            return self.servers.remotes.label(path)
+        info = self.info(path)  # read once: the menu names each model at every fill
+        return file_display_name(Path(path), self.library.registry, info.quantization if info else None)
 
 
 class ModelPicker(QComboBox):
@@ -108,16 +113,15 @@ class ModelPicker(QComboBox):
         self.clear()
         if selected is None:
             self.addItem("Choose a model…", None)
-        for path, info in self.choices.known():
+        for path, _info in self.choices.known():
             sees = self.choices.sees(path)
-            label = f"{info.name} · {info.quantization}" if info else Path(path).name
-            self.addItem(label + (" · sees images" if sees else ""), path)
+            self.addItem(self.choices.name(path) + (" · sees images" if sees else ""), path)
             plan = self.choices.plan(path)
             tip = path + (f"\n{plan}" if plan else "")
             tip += "\nCan see images: drop or paste pictures into the message box." if sees else ""
             self.setItemData(self.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         if selected is not None and self.findData(selected) < 0:
-            self.addItem(Path(selected).name + " (missing)", selected)
+            self.addItem(self.choices.name(selected) + " (missing)", selected)
         for label, ref in self.choices.servers.cached_models():
             self.addItem(label, ref)
         self.addItem("Open GGUF file…", OPEN_FILE)

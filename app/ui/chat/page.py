@@ -7,8 +7,8 @@ Attach, and the per-chat settings panel.  Turns go through the
 
 Signals:
     conversationShown(int): a conversation is now on the page (-1: none).
-    addServerRequested(): *Add a server…* in the model menu.
-    remoteModelChosen(str): a server's model was picked (its label, for the status bar).
+    addServerRequested(): *Add remote models…* in the model menu.
+    modelChosen(str): the chat's model changed (a path or a remote model reference; the status bar names it).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ NO_CONVERSATION = -1
 class ChatPage(QWidget):
     conversationShown = Signal(int)
     addServerRequested = Signal()
-    remoteModelChosen = Signal(str)
+    modelChosen = Signal(str)
 
     def __init__(self, controller: ChatController, docs: DocsHub, choices: ModelChoices, servers: ServerHub, *,
                  bridge: MessageBridge, dark: bool = False, tools: ToolHub | None = None) -> None:
@@ -291,17 +291,18 @@ class ChatPage(QWidget):
         else:
             self.store.update_conversation(self.current_conv, model=path)
             self.show_conversation(self.current_conv)
+        self.modelChosen.emit(path)
         self.preload(path)
 
     def _on_model_chosen(self, ref: str) -> None:
         if self.current_conv is not None:
             self.store.update_conversation(self.current_conv, model=ref)
+            self.modelChosen.emit(ref)
             self.preload(ref)
 
     def preload(self, path: str) -> None:
         if parse_ref(path) is not None:
-            self.remoteModelChosen.emit(f"{self.servers.remotes.label(path)} · remote server")
-            return
+            return  # a remote model: nothing to load here
         loaded = self.controller.loaded
         if self.controller.busy or (loaded is not None and Path(loaded.path) == Path(path)):
             return

@@ -32,10 +32,10 @@ class Sidebar(QFrame):
     deleteRequested = Signal(int)
     exportRequested = Signal(int, str)
 
-    def __init__(self, store: ChatStore) -> None:
+    def __init__(self, store: ChatStore, model_name: Callable[[str], str] | None = None) -> None:
         super().__init__()
         self.setObjectName("sidebar")
-        self.conversations = ConversationListModel(store, self)
+        self.conversations = ConversationListModel(store, self, model_name)
         side = QVBoxLayout(self)
         side.setContentsMargins(10, 12, 10, 10)
         side.addWidget(QLabel("<span style='font-size:17px; font-weight:600'>Paddock</span>"))

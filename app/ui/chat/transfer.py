@@ -19,8 +19,9 @@ class ChatTransfer:
     """Export and import; what happened (or why not) goes to the message bridge."""
 
     def __init__(self, parent: QWidget, store: ChatStore, bridge: MessageBridge, settings: QSettings,
-                 imported: Callable[[Conversation], None]) -> None:
+                 imported: Callable[[Conversation], None], *, model_name: Callable[[str], str]) -> None:
         self.parent = parent
+        self.model_name = model_name  # the model's display name, as the window's menus say it
         self.imported = imported
         self.store = store
         self.bridge = bridge
@@ -46,11 +47,13 @@ class ChatTransfer:
             self.write_export(conv_id, kind, Path(path))
 
     def write_export(self, conv_id: int, kind: str, path: Path) -> None:
+        model = self.store.conversation(conv_id).model
+        name = self.model_name(model) if model else None
         try:
             if kind == "md":
-                path.write_text(self.store.export_markdown(conv_id), encoding="utf-8")
+                path.write_text(self.store.export_markdown(conv_id, name), encoding="utf-8")
             else:
-                data = self.store.export_json(conv_id)
+                data = self.store.export_json(conv_id, name)
                 path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
         except OSError as exc:
             self.bridge.error(f"Could not write {path}: {exc.strerror or exc}")

@@ -42,6 +42,7 @@ from app.errors import PaddockError
 from app.models.catalog import STARTERS
 from app.models.download import Progress, human_size
 from app.models.hub import RepoSummary
+from app.models.names import library_display_name
 from app.models.other_apps import FoundModel
 from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel, is_adapter
@@ -521,7 +522,7 @@ class LibraryTab(QWidget):
                 source = f"in {meta['app']}: {meta.get('location')}"
             state = "  (missing or changed)" if problem else "" if m.path.exists() else "  (file missing)"
             cells = [
-                m.name + state, m.quant or "?", human_size(m.size),
+                library_display_name(m) + state, m.quant or "?", human_size(m.size),
                 str(meta.get("architecture", "?")), f"{params / 1e9:.2f} B" if params else "?",
                 f"{meta.get('context_length', 0):,}", m.license_id or "not stated",
                 "yes" if meta.get("has_template") else "none (plain prompt)",

@@ -1,0 +1,75 @@
+"""Issue 30, items 9 and 10: one name per model everywhere, the chat search's matches highlighted, file
+dialogs that start in the last folder used, and an import that can be cancelled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.cli import main as cli
+from app.models.names import library_display_name
+from app.ui.window import MainWindow
+from tests.ui.windows import WAIT_MS, make_window
+
+
+@pytest.fixture
+def window(qtbot: QtBot, test_model: Path) -> Iterator[MainWindow]:
+    w = make_window(qtbot, test_model)
+    yield w
+    w.close()
+    w.store.close()
+
+
+def test_a_model_has_one_name_in_the_menu_status_bar_my_models_cli_and_exports(
+        qtbot: QtBot, window: MainWindow, test_model: Path, instruct_model: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    w, page, status = window, window.chat_page, window.status
+    smol = w.manager.library.import_file(instruct_model, link=True)  # in My models, by the library's name
+    smol_name = library_display_name(smol)
+    gemma_name = w.choices.name(str(test_model))
+    assert smol_name != gemma_name
+    first = w.current_conv
+    assert first is not None
+    with qtbot.waitSignal(w.controller.modelLoaded, timeout=WAIT_MS):
+        page.preload(str(test_model))
+    assert page.model_combo.currentText().startswith(gemma_name)
+    assert status.model.text().startswith(f"Loaded: {gemma_name} · ")
+
+    w.store.add_message(first, "user", "Hello")  # so that the next chat is a new one
+    w.new_chat(str(smol.path))  # another chat, another model, not loaded: the status bar names this one
+    second = w.current_conv
+    assert second != first
+    assert page.model_combo.currentText().startswith(smol_name)
+    assert status.model.text().startswith(smol_name)
+    assert gemma_name not in status.model.text()  # never the other chat's model beside this chat's menu
+
+    w.select_conversation(first)
+    assert page.model_combo.currentText().startswith(gemma_name)
+    assert status.model.text().startswith(f"Loaded: {gemma_name} · ")
+
+    w.show_models()
+    table = w.models_page.library_tab.table
+    names = [table.item(row, 0).text() for row in range(table.rowCount())]
+    assert smol_name in names  # My models: the very name the model menu shows
+
+    assert cli(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert smol_name in listed
+    assert cli(["models", "list", "--json"]) == 0
+    assert [m["display_name"] for m in json.loads(capsys.readouterr().out)] == [smol_name]
+    assert cli(["chat", "--list"]) == 0
+    chats = capsys.readouterr().out
+    assert f"({smol_name})" in chats
+    assert f"({gemma_name})" in chats
+
+    assert second is not None
+    w.transfer.write_export(second, "md", tmp_path / "chat.md")
+    assert f"*Model: {smol_name}*" in (tmp_path / "chat.md").read_text(encoding="utf-8")
+    w.transfer.write_export(second, "json", tmp_path / "chat.json")
+    exported = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert exported["model"] == str(smol.path)  # the path stays (an import finds the file again)
+    assert exported["model_name"] == smol_name
