@@ -308,6 +308,20 @@ class ChatStore:
         )
         return [_conversation(r) for r in self.db.query(sql, (like, fts))]
 
+    def search_snippets(self, search: str, words: int = 10) -> dict[int, str]:
+        """For each conversation whose messages match ``search``: a few words of its latest matching message
+        around the match (what the sidebar shows under the title, so a user sees why a chat is listed)."""
+        if not search.strip():
+            return {}
+        sql = (
+            "SELECT m.conversation_id, snippet(messages_fts, 0, '', '', '…', ?) FROM messages_fts "
+            "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? ORDER BY m.id DESC"
+        )
+        found: dict[int, str] = {}
+        for conv_id, text in self.db.query(sql, (words, _fts_query(search))):
+            found.setdefault(conv_id, " ".join(str(text).split()))
+        return found
+
     def update_conversation(self, conv_id: int, **changes: Any) -> Conversation:
         allowed = {"title", "model", "system_prompt", "sampling"}
         unknown = set(changes) - allowed

@@ -8,10 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QStyleOptionViewItem, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.cli import main as cli
 from app.models.names import library_display_name
+from app.ui.chat.itemmodels import ConvRole
+from app.ui.chat.sidebar import MATCH_COLOUR
 from app.ui.window import MainWindow
 from tests.ui.windows import WAIT_MS, make_window
 
@@ -73,3 +77,32 @@ def test_a_model_has_one_name_in_the_menu_status_bar_my_models_cli_and_exports(
     exported = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
     assert exported["model"] == str(smol.path)  # the path stays (an import finds the file again)
     assert exported["model_name"] == smol_name
+
+
+def _has_colour(widget: QWidget, colour: str) -> bool:
+    image = widget.grab().toImage()
+    wanted = QColor(colour).rgb()
+    return any(image.pixel(x, y) == wanted for y in range(0, image.height(), 2) for x in range(0, image.width(), 2))
+
+
+def test_chat_search_shows_and_highlights_what_matched(qtbot: QtBot, window: MainWindow) -> None:
+    w, side = window, window.sidebar
+    first = w.current_conv
+    assert first is not None
+    w.store.add_message(first, "user", "Which way to the zebra crossing near the station, please?")
+    w.refresh_conversations()
+    viewport = side.conv_list.viewport()
+    assert not _has_colour(viewport, MATCH_COLOUR)
+
+    side.search.setText("zebra")
+    row = side.conversations.row_of(first)
+    assert row >= 0
+    index = side.conversations.index(row)
+    assert "zebra crossing" in index.data(ConvRole.Snippet)  # the message that matched, under the title
+    option = QStyleOptionViewItem()
+    option.initFrom(side.conv_list)
+    assert f'background:{MATCH_COLOUR}; color:#1f2328">zebra</span>' in side.marks.row_html(index, 400, option)
+    qtbot.waitUntil(lambda: _has_colour(viewport, MATCH_COLOUR), timeout=5000)  # painted, not only said
+
+    side.search.clear()
+    qtbot.waitUntil(lambda: not _has_colour(viewport, MATCH_COLOUR), timeout=5000)

@@ -23,6 +23,7 @@ class ConvRole(IntEnum):
     Id = Qt.ItemDataRole.UserRole + 1
     Updated = Qt.ItemDataRole.UserRole + 2
     Model = Qt.ItemDataRole.UserRole + 3
+    Snippet = Qt.ItemDataRole.UserRole + 4  # while searching: the matching message text ("" if the title matched)
 
 
 class ConversationListModel(QAbstractListModel):
@@ -35,11 +36,13 @@ class ConversationListModel(QAbstractListModel):
         self.model_name = model_name or (lambda model: Path(model).name)  # the window's: the display name
         self.search = ""
         self._rows: list[Conversation] = []
+        self._snippets: dict[int, str] = {}
         self.refresh()
 
     def refresh(self) -> None:
         self.beginResetModel()
         self._rows = self.store.conversations(self.search)
+        self._snippets = self.store.search_snippets(self.search)
         self.endResetModel()
 
     def set_search(self, text: str) -> None:
@@ -70,6 +73,8 @@ class ConversationListModel(QAbstractListModel):
             return conv.updated_at
         if role == ConvRole.Model:
             return conv.model
+        if role == ConvRole.Snippet:
+            return self._snippets.get(conv.id, "")
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QMouseEvent
-from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListView, QMenu, QPushButton, QVBoxLayout
+import html
+import re
+from collections.abc import Callable
+
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPersistentModelIndex, QPoint, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QPalette, QTextDocument
+from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+)
 
 from app.store.chats import ChatStore
 from app.ui.chat.itemmodels import ConversationListModel, ConvRole
+
+MATCH_COLOUR = "#fff3a3"  # as the Sources window marks a passage
 
 
 class Sidebar(QFrame):
@@ -51,6 +69,8 @@ class Sidebar(QFrame):
         self.conv_list = QListView()
         self.conv_list.setObjectName("conversationList")
         self.conv_list.setModel(self.conversations)
+        self.marks = SearchMarks(self.conversations, self.conv_list)  # the searched words, highlighted
+        self.conv_list.setItemDelegate(self.marks)
         self.conv_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conv_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -143,6 +163,71 @@ class Sidebar(QFrame):
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self.deleteRequested.emit(conv_id))
         menu.exec(self.conv_list.viewport().mapToGlobal(pos))
+
+
+def mark_words(text: str, words: list[str]) -> str:
+    """``text`` as HTML with each searched word (a prefix, any case, as the search matches) highlighted."""
+    if not words:
+        return html.escape(text)
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)), re.IGNORECASE)
+    out, last = [], 0
+    for m in pattern.finditer(text):
+        out += [html.escape(text[last:m.start()]),
+                f'<span style="background:{MATCH_COLOUR}; color:#1f2328">{html.escape(m.group())}</span>']
+        last = m.end()
+    return "".join([*out, html.escape(text[last:])])
+
+
+class SearchMarks(QStyledItemDelegate):
+    """While the chats are searched: each title with the searched words highlighted and, for a chat listed
+    for its messages, a line of the message that matched (highlighted too), so a user sees why it is there.
+    Without a search the list is drawn as Qt draws it."""
+
+    def __init__(self, model: ConversationListModel, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.model = model
+
+    def words(self) -> list[str]:
+        return self.model.search.split()
+
+    def row_html(self, index: QModelIndex | QPersistentModelIndex, width: int, option: QStyleOptionViewItem) -> str:
+        """What a row shows while searching (titles and snippets elided to ``width`` first)."""
+        metrics = option.fontMetrics
+        title = metrics.elidedText(str(index.data() or ""), Qt.TextElideMode.ElideRight, width)
+        snippet = str(index.data(ConvRole.Snippet) or "")
+        text = mark_words(title, self.words())
+        if snippet:
+            snippet = metrics.elidedText(snippet, Qt.TextElideMode.ElideRight, width)
+            text += f'<br><span style="color:#6b7280">{mark_words(snippet, self.words())}</span>'
+        return text
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        if not self.words():
+            super().paint(painter, option, index)
+            return
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""  # the background and the selection as the style draws them; the text is ours
+        style = opt.widget.style() if opt.widget is not None else QApplication.style()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        area = opt.rect.adjusted(8, 3, -8, -3)
+        doc = QTextDocument()
+        doc.setDocumentMargin(2)
+        doc.setDefaultFont(opt.font)
+        colour = opt.palette.color(QPalette.ColorRole.Text).name()  # the theme's, light or dark
+        doc.setHtml(f'<div style="color:{colour}">{self.row_html(index, area.width() - 6, opt)}</div>')
+        painter.save()
+        painter.translate(area.topLeft())
+        painter.setClipRect(QRectF(0, 0, area.width(), area.height()))
+        doc.drawContents(painter, QRectF(0, 0, area.width(), area.height()))
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        hint = super().sizeHint(option, index)
+        if self.words() and index.data(ConvRole.Snippet):
+            hint.setHeight(hint.height() + option.fontMetrics.height() + 2)  # the snippet's line
+        return hint
 
 
 class _SearchBox(QLineEdit):
