@@ -66,7 +66,7 @@ class RemoteError(EngineError):
 def explain(exc: BaseException, server: RemoteServer, model: str | None, partial: str) -> RemoteError:
     where = f"{server.name} ({server.base_url})"
     if isinstance(exc, openai.AuthenticationError):
-        msg = f"{where} refused the API key (HTTP 401): check the key in Settings → Servers."
+        msg = f"{where} refused the API key (HTTP 401): check the key in File → Remote models."
     elif isinstance(exc, openai.PermissionDeniedError):
         msg = f"{where} does not allow this (HTTP 403): {exc.message}"
     elif isinstance(exc, openai.NotFoundError):
@@ -278,7 +278,8 @@ class RemoteServers:
         for s in self.all():
             if s.id == server_id:
                 return s
-        raise EngineError("this chat's server was removed: add it again in Settings → Servers, or pick a model")
+        raise EngineError("this chat's remote models were removed: add their address again in File → Remote models, "
+                          "or pick a model")
 
     def add(self, name: str, base_url: str, api_key: str | None = None) -> tuple[RemoteServer, SaveResult | None]:
         base_url = base_url.strip().rstrip("/")

@@ -71,7 +71,7 @@ class ToolServers:
         for s in self.all():
             if s.id == server_id:
                 return s
-        raise ToolConfigError("this tool server was removed: add it again in File → Tools")
+        raise ToolConfigError("this tool was removed: add it again in File → Tools")
 
     def add(self, server: ToolServer, secrets: ServerSecrets | None = None) -> ToolServer:
         _check(server)
@@ -107,7 +107,7 @@ class ToolServers:
         raw = self._secret(server.id).get()
         if not raw:
             raise ToolConfigError(
-                f"the secrets of tool server {server.name!r} are not in the keyring any more: add the server again"
+                f"the secrets of the tool {server.name!r} are not in the keyring any more: add the tool again"
             )
         data = json.loads(raw)
         return ServerSecrets(dict(data.get("env") or {}), dict(data.get("headers") or {}))
@@ -127,12 +127,12 @@ def _plain(server: ToolServer) -> dict[str, Any]:
 
 def _check(server: ToolServer) -> None:
     if not server.name.strip():
-        raise ToolConfigError("give the tool server a name")
+        raise ToolConfigError("give the tool a name")
     if server.kind == "stdio" and not server.command.strip():
-        raise ToolConfigError("give the command that starts the tool server (e.g. npx -y @modelcontextprotocol/"
+        raise ToolConfigError("give the command that starts the tool (e.g. npx -y @modelcontextprotocol/"
                               "server-filesystem ~/Documents)")
     if server.kind == "http" and not re.match(r"^https?://", server.url):
-        raise ToolConfigError("the tool server's address must start with http:// or https://")
+        raise ToolConfigError("the tool's address must start with http:// or https://")
 
 
 def from_command_line(name: str, line: str) -> ToolServer:
@@ -142,7 +142,7 @@ def from_command_line(name: str, line: str) -> ToolServer:
     except ValueError as exc:
         raise ToolConfigError(f"cannot read that command line: {exc}") from exc
     if not parts:
-        raise ToolConfigError("give the command that starts the tool server")
+        raise ToolConfigError("give the command that starts the tool")
     return ToolServer("", name.strip() or parts[0], "stdio", command=parts[0], args=tuple(parts[1:]))
 
 

@@ -212,7 +212,7 @@ class McpConnection:
         timeout = self.server.timeout_s if timeout is None else timeout
         client = self._client
         if client is None or not self.alive:
-            raise ToolError(f"tool server {self.server.name!r} is not running (it may have crashed; see "
+            raise ToolError(f"the tool {self.server.name!r} is not running (it may have crashed; see "
                             f"{self.log_path})")
         future = self._submit(client.call_tool(name, arguments))
         waited = 0.0
@@ -230,13 +230,13 @@ class McpConnection:
                     raise ToolError(f"{name} on {self.server.name!r} did not answer within {timeout:.0f} s "
                                     "and was abandoned") from None
                 if self._done is not None and self._done.done():
-                    raise ToolError(f"tool server {self.server.name!r} stopped during the call to {name} "
+                    raise ToolError(f"the tool {self.server.name!r} stopped during the call to {name} "
                                     f"(see {self.log_path})") from None
             except Exception as exc:
                 reason = _reason(exc)
                 if "closed" in reason.lower():  # the SDK's word for a server process that ended
                     self._client = None  # started again on next use
-                    raise ToolError(f"tool server {self.server.name!r} has stopped (it may have crashed; see "
+                    raise ToolError(f"the tool {self.server.name!r} has stopped (it may have crashed; see "
                                     f"{self.log_path}); it starts again on the next call") from exc
                 raise ToolError(f"{name} on {self.server.name!r} failed: {reason}") from exc
         return _outcome(result)

@@ -133,7 +133,7 @@ class StatusPanel:
         )
 
     def show_api(self, url: str) -> None:
-        self.api.setText(f"API on {url}" if url else "")
+        self.api.setText(f"Local API on {url}" if url else "")
         self.api.setToolTip("The loaded model answers OpenAI-compatible requests here (this computer only)"
                             if url else "")
         self.api.setVisible(bool(url))

@@ -143,9 +143,9 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Import chat from JSON…", None, self.transfer.import_chat)
         file_menu.addSeparator()
         self._action(file_menu, "Settings…", QKeySequence.StandardKey.Preferences, self.show_settings)
-        self._action(file_menu, "Servers…", None, self.show_servers)
-        self._action(file_menu, "Tools (MCP servers)…", None, self.show_tools)
-        self.serve_action = self._action(file_menu, f"Serve the loaded model (OpenAI API on port {API_PORT})", None,
+        self._action(file_menu, "Remote models…", None, self.show_servers)
+        self._action(file_menu, "Tools (MCP)…", None, self.show_tools)
+        self.serve_action = self._action(file_menu, f"Local API: serve the loaded model on port {API_PORT}", None,
                                          self.toggle_api)
         self.serve_action.setCheckable(True)
         file_menu.addSeparator()
@@ -363,12 +363,12 @@ class MainWindow(QMainWindow):
             url = self.servers.serve(on)
         except PaddockError as exc:
             self.serve_action.setChecked(False)
-            self.bridge.error(str(exc), title="Cannot serve the model")
+            self.bridge.error(str(exc), title="The local API cannot start")
             return
         self.status.show_api(url)
         self.chat_page.withdraw_notice(self._api_notice)  # no longer true (or said anew below)
         if url:
-            self._api_notice = f"The loaded model answers OpenAI-compatible requests at {url} (this computer only)."
+            self._api_notice = f"Local API: the loaded model answers OpenAI requests at {url} (this computer only)."
             self.bridge.notice(self._api_notice)
 
     # -- window state ----------------------------------------------------------

@@ -78,12 +78,12 @@ class ModelChoices:
 
 
 class ModelPicker(QComboBox):
-    """The chat's model: known GGUF files, servers' models, then *Open GGUF file…* and *Add a server…*.
+    """The chat's model: known GGUF files, remote models, then *Open GGUF file…* and *Add remote models…*.
 
     Signals:
         chosen(str): a model path or a server model reference was picked.
         openFileRequested(): *Open GGUF file…* was picked.
-        addServerRequested(): *Add a server…* was picked.
+        addServerRequested(): *Add remote models…* was picked.
     """
 
     chosen = Signal(str)
@@ -125,7 +125,7 @@ class ModelPicker(QComboBox):
         for label, ref in self.choices.servers.cached_models():
             self.addItem(label, ref)
         self.addItem("Open GGUF file…", OPEN_FILE)
-        self.addItem("Add a server…", ADD_SERVER)
+        self.addItem("Add remote models…", ADD_SERVER)
         self.setCurrentIndex(max(0, self.findData(selected)) if selected else 0)
         self.blockSignals(False)
 

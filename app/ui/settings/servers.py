@@ -77,7 +77,7 @@ class ServerHub(QObject):
             cache = self.store.get_setting(MODELS_KEY, {}) or {}
             cache[server_id] = models
             self.store.set_setting(MODELS_KEY, cache)
-            self.modelsListed.emit(server_id, "" if models else "the server lists no models")
+            self.modelsListed.emit(server_id, "" if models else "this address lists no models")
 
         threading.Thread(target=work, name="list-remote-models", daemon=True).start()
 
@@ -108,12 +108,12 @@ class ServersDialog(QDialog):
     def __init__(self, parent: QWidget, hub: ServerHub) -> None:
         super().__init__(parent)
         self.hub = hub
-        self.setWindowTitle("Servers")
+        self.setWindowTitle("Remote models")
         layout = QVBoxLayout(self)
         intro = QLabel(
-            "Chat with models on an OpenAI-compatible server — vLLM, llama.cpp's llama-server, Ollama "
-            "(http://localhost:11434/v1), LM Studio. The address usually ends in <code>/v1</code>. "
-            "API keys are kept in your system keyring."
+            "Chat with models another program or computer runs behind an OpenAI-compatible address — vLLM, "
+            "llama.cpp's llama-server, Ollama (http://localhost:11434/v1), LM Studio. The address usually ends "
+            "in <code>/v1</code>. API keys are kept in your system keyring."
         )
         intro.setWordWrap(True)
         layout.addWidget(intro)
@@ -138,7 +138,7 @@ class ServersDialog(QDialog):
         form.addRow("Address", self.url)
         form.addRow("API key", self.key)
         layout.addLayout(form)
-        self.add_button = QPushButton("Add server")
+        self.add_button = QPushButton("Add these remote models")
         self.add_button.clicked.connect(self._add)
         layout.addWidget(self.add_button)
         self.status = QLabel()
@@ -171,7 +171,7 @@ class ServersDialog(QDialog):
         except PaddockError as exc:
             self.status.setText(f"<span style='color:#c62828'>{html.escape(str(exc))}</span>")
             return
-        if warning and not keep_for_session(self, f"the API key of “{server.name}”", "the server is removed again"):
+        if warning and not keep_for_session(self, f"the API key of “{server.name}”", "the address is removed"):
             self.hub.remove(server.id)
             self.status.setText(f"{html.escape(server.name)} was not added: its API key could not be kept.")
             self._fill()
@@ -191,8 +191,9 @@ class ServersDialog(QDialog):
 
     def _remove(self) -> None:
         server_id = self._selected()
-        if server_id and QMessageBox.question(self, "Remove server?", "Remove this server? Chats that use it "
-                                              "keep their messages.") == QMessageBox.StandardButton.Yes:
+        if server_id and QMessageBox.question(self, "Remove remote models?", "Remove this address and its models? "
+                                              "Chats that use them keep their messages.") \
+                == QMessageBox.StandardButton.Yes:
             self.hub.remove(server_id)
             self._fill()
 

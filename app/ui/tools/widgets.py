@@ -85,8 +85,9 @@ class ApprovalBar(QFrame):
         self.hide()
 
     def ask(self, call: dict[str, Any]) -> None:
-        server = call.get("server") or "a tool server"
-        self.title.setText(f"The model wants to run the tool “{call.get('name')}” of {server}. Run it?")
+        server = call.get("server") or "a tool"
+        where = f" of the tool “{call['server']}”" if call.get("server") else ""
+        self.title.setText(f"The model wants to run “{call.get('name')}”{where}. Run it?")
         # exactly what will run, as plain text
         self.details.setPlainText(f"{server} › {call.get('name')}\n"
                                   + json.dumps(call.get("arguments", {}), indent=2, ensure_ascii=False))
@@ -166,7 +167,7 @@ class ChatToolsPanel(QFrame):
             self.layout_.addWidget(box)
             self.boxes[server.id] = box
         self.hint.setText("Each call asks you first." if servers else
-                          "No tool servers yet: add one in File → Tools.")
+                          "No tools yet: add one in File → Tools.")
         self.require.setVisible(bool(servers))
         self.layout_.removeWidget(self.require)
         self.layout_.addWidget(self.require)  # below the servers
@@ -204,14 +205,14 @@ class ToolsDialog(QDialog):
         super().__init__(parent)
         self.hub = hub
         self.editing: str | None = None  # the id of the server whose fields are shown, if any
-        self.setWindowTitle("Tools (MCP servers)")
+        self.setWindowTitle("Tools (MCP)")
         layout = QVBoxLayout(self)
         problem = keyring_problem()
         kept = ("Secrets (environment values, headers) are kept in your system keyring." if problem is None else
                 f"Secrets (environment values, headers): {problem} on this computer, so Paddock can keep them "
                 "only until you quit; you are asked first.")
-        intro = QLabel("Tool servers give the model tools (files, search, calculators…). Each call asks you "
-                       f"first. Select a server to change it. {kept}")
+        intro = QLabel("Tools let the model use files, search, calculators…: each is a program or an address "
+                       f"that speaks MCP. Each call asks you first. Select a tool to change it. {kept}")
         intro.setWordWrap(True)
         self.intro = intro
         layout.addWidget(intro)
@@ -236,12 +237,13 @@ class ToolsDialog(QDialog):
         self.add_button.setObjectName("primaryButton")
         self.add_button.clicked.connect(self.add)
         self.test_button = QPushButton("Test")
-        self.test_button.setToolTip("Start the server once and list its tools")
+        self.test_button.setToolTip("Start the tool once and list what it offers")
         self.test_button.clicked.connect(self.test)
         self.new_button = QPushButton("New")
-        self.new_button.setToolTip("Empty the fields to add another server")
+        self.new_button.setToolTip("Empty the fields to add another tool")
         self.new_button.clicked.connect(lambda: self.list.setCurrentRow(-1))
-        self.import_button = QPushButton("Import mcpServers JSON…")
+        self.import_button = QPushButton("Import from Claude Desktop…")
+        self.import_button.setToolTip("Add the tools of a claude_desktop_config.json (its \"mcpServers\")")
         self.import_button.clicked.connect(self.import_file)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self.remove)
@@ -269,7 +271,7 @@ class ToolsDialog(QDialog):
         bar.addWidget(self.keyring_note, 1)
         self.keep_button = QPushButton(KEEP)
         self.keep_button.clicked.connect(self._keep_session_server)
-        self.drop_button = QPushButton("Remove the server")
+        self.drop_button = QPushButton("Remove the tool")
         self.drop_button.clicked.connect(self._drop_session_server)
         bar.addWidget(self.keep_button)
         bar.addWidget(self.drop_button)
@@ -356,7 +358,7 @@ class ToolsDialog(QDialog):
             problem = keyring_problem() or "the system keyring did not keep them"
             self.keyring_note.setText(
                 f"Paddock cannot save the secrets of “{saved.name}”: {problem}. They are kept in memory until "
-                "you quit (and asked for again next time), or remove the server now.")
+                "you quit (and asked for again next time), or remove the tool now.")
             self.keyring_bar.show()
 
     def _keep_session_server(self) -> None:
