@@ -8,14 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import QFileDialog, QStyleOptionViewItem, QWidget
 from pytestqt.qtbot import QtBot
 
+from app import paths
 from app.cli import main as cli
 from app.models.names import library_display_name
 from app.ui.chat.itemmodels import ConvRole
 from app.ui.chat.sidebar import MATCH_COLOUR
+from app.ui.documents.panel import choose_files
+from app.ui.tools.widgets import ToolsDialog
 from app.ui.window import MainWindow
 from tests.ui.windows import WAIT_MS, make_window
 
@@ -106,3 +110,31 @@ def test_chat_search_shows_and_highlights_what_matched(qtbot: QtBot, window: Mai
 
     side.search.clear()
     qtbot.waitUntil(lambda: not _has_colour(viewport, MATCH_COLOUR), timeout=5000)
+
+
+def test_file_dialogs_open_in_the_last_folder_used(
+        window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Qt's file dialog is modal and drawn by the platform: what it is asked (its starting folder) is
+    # recorded at that boundary, and the file a user would pick is returned.
+    config = tmp_path / "configs" / "claude_desktop_config.json"
+    config.parent.mkdir()
+    config.write_text('{"mcpServers": {}}', encoding="utf-8")
+    asked: list[str] = []
+
+    def pick_one(_parent: object, _title: str, folder: str, _filters: str) -> tuple[str, str]:
+        asked.append(folder)
+        return str(config), ""
+
+    def pick_none(_parent: object, _title: str, folder: str, _filters: str) -> tuple[list[str], str]:
+        asked.append(folder)
+        return [], ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", pick_one)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", pick_none)
+    ToolsDialog(window, window.tools).import_file()  # File → Tools → Import…: the home folder the first time
+    assert asked == [str(Path.home())]
+    window.chat_page.choose_images()  # Attach → Images…: where the last file was picked
+    choose_files(window.chat_page)  # Attach → Files…: there too
+    assert asked[1:] == [str(config.parent)] * 2
+    fresh = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
+    assert fresh.value("last_folder") == str(config.parent)  # kept for the next start

@@ -20,7 +20,6 @@ from pathlib import Path
 from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -47,6 +46,7 @@ from app.ui.chat.reading import ReadingBar
 from app.ui.chat.settings_panel import SettingsPanel
 from app.ui.chat.view import ChatView
 from app.ui.common.elided import ElidedLabel
+from app.ui.common.folders import open_file, open_files
 from app.ui.common.messages import MessageBridge
 from app.ui.documents.panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
 from app.ui.settings.servers import ServerHub
@@ -271,9 +271,9 @@ class ChatPage(QWidget):
     # -- models ----------------------------------------------------------------
 
     def open_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()), "GGUF models (*.gguf)")
-        if path:
-            self.use_model_file(path)
+        path = open_file(self, "Open a GGUF model", "GGUF models (*.gguf)")
+        if path is not None:
+            self.use_model_file(str(path))
         else:
             self.refill_models()
 
@@ -465,8 +465,7 @@ class ChatPage(QWidget):
 
     def choose_images(self) -> None:
         suffixes = " ".join(f"*{s}" for s in sorted(image_suffixes()))
-        files, _ = QFileDialog.getOpenFileNames(self, "Attach images", "", f"Images ({suffixes})")
-        self.add_images([Path(f) for f in files])
+        self.add_images(open_files(self, "Attach images", f"Images ({suffixes})"))
 
     def paste_images(self, mime: QMimeData) -> bool:
         """Pictures pasted or dropped into the composer go with the next message; False if none were."""

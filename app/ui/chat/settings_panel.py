@@ -8,7 +8,6 @@ from pathlib import Path
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.types import LoraAdapter, SamplingParams
+from app.ui.common.folders import open_file
 
 # (name, path) of the library's adapters that fit the chat's model
 AdapterChoices = Callable[[], list[tuple[str, str]]]
@@ -203,9 +203,9 @@ class AdapterList(QWidget):
         self.menu.addAction("Adapter file…").triggered.connect(self._choose_file)
 
     def _choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add a LoRA adapter", "", "GGUF adapters (*.gguf)")
-        if path:
-            self.add(path)
+        path = open_file(self, "Add a LoRA adapter", "GGUF adapters (*.gguf)")
+        if path is not None:
+            self.add(str(path))
 
 
 def _spin(lo: float, hi: float, step: float, decimals: int) -> QDoubleSpinBox:

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 
 from app.errors import PaddockError
 from app.store.chats import ChatStore, Conversation
+from app.ui.common.folders import last_folder, remember_folder
 from app.ui.common.messages import MessageBridge
 
 
@@ -28,11 +29,10 @@ class ChatTransfer:
         self.settings = settings
 
     def last_folder(self) -> Path:
-        folder = Path(str(self.settings.value("last_folder", str(Path.home()))))
-        return folder if folder.is_dir() else Path.home()
+        return last_folder(self.settings)
 
     def remember_folder(self, folder: Path) -> None:
-        self.settings.setValue("last_folder", str(folder))
+        remember_folder(folder, self.settings)
 
     def export_chat(self, conv_id: int, kind: str) -> None:
         conv = self.store.conversation(conv_id)

@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QHeaderView,
@@ -50,6 +49,7 @@ from app.engine.client import Engine
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
 from app.ui.common.elided import ElidedLabel
+from app.ui.common.folders import open_files, open_folder
 from app.ui.common.textbrowser import SafeTextBrowser
 
 log = logging.getLogger(__name__)
@@ -373,17 +373,16 @@ class DocumentsPanel(QFrame):
 
 
 def choose_files(parent: QWidget) -> list[Path]:
-    files, _ = QFileDialog.getOpenFileNames(
-        parent, "Attach documents", "",
+    return open_files(
+        parent, "Attach documents",
         "Documents (*.pdf *.docx *.md *.markdown *.txt *.html *.htm *.csv *.tsv *.py *.js *.ts *.java *.c *.cpp "
         "*.h *.go *.rs *.rb *.json *.yaml *.yml *.toml);;All files (*)",
     )
-    return [Path(f) for f in files]
 
 
 def choose_folder(parent: QWidget) -> list[Path]:
-    folder = QFileDialog.getExistingDirectory(parent, "Attach a folder of documents")
-    return [Path(folder)] if folder else []
+    folder = open_folder(parent, "Attach a folder of documents")
+    return [folder] if folder is not None else []
 
 
 # -- citations ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QHeaderView,
@@ -47,6 +46,7 @@ from app.models.other_apps import FoundModel
 from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel, is_adapter
 from app.models.variants import Variant
+from app.ui.common.folders import open_file
 from app.ui.common.messages import MessageBridge
 from app.ui.common.secrets import keep_for_session
 from app.ui.models.manager import ModelManager, RepoView
@@ -574,8 +574,8 @@ class LibraryTab(QWidget):
             self.page.chatRequested.emit(str(m.path))
 
     def import_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", str(Path.home()), "GGUF models (*.gguf)")
-        if not path:
+        path = open_file(self, "Import a GGUF model", "GGUF models (*.gguf)")
+        if path is None:
             return
         box = QMessageBox(QMessageBox.Icon.Question, "Import", "Copy the file into Paddock's models folder, "
                           "or use it where it is?", parent=self)
@@ -585,7 +585,7 @@ class LibraryTab(QWidget):
         box.exec()
         if box.clickedButton() is None or box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.RejectRole:
             return
-        self.start_import(Path(path), link=box.clickedButton() is not copy)
+        self.start_import(path, link=box.clickedButton() is not copy)
 
     def start_import(self, path: Path, link: bool) -> None:
         self._progress_dialog("Importing…", cancellable=False)

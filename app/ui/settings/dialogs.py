@@ -135,11 +135,11 @@ class SettingsDialog(QDialog):
         self.resize(520, 300)
 
     def _choose_draft(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
+        from app.ui.common.folders import open_file
 
-        path, _ = QFileDialog.getOpenFileName(self, "Draft model", "", "GGUF models (*.gguf)")
-        if path:
-            self.draft_model.setText(path)
+        path = open_file(self, "Draft model", "GGUF models (*.gguf)")
+        if path is not None:
+            self.draft_model.setText(str(path))
 
     def _edit_devices(self) -> None:
         from app.ui.settings.devices import DevicesDialog

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -37,6 +36,7 @@ from app.errors import PaddockError
 from app.models.auth import keyring_problem
 from app.tools.config import ServerSecrets, ToolServer, from_command_line, import_claude_config
 from app.tools.hub import ToolHub
+from app.ui.common.folders import open_file
 from app.ui.common.secrets import KEEP
 
 
@@ -402,7 +402,8 @@ class ToolsDialog(QDialog):
     def import_file(self, path: str | None = None) -> None:
         self.error.clear()
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Import MCP servers", str(Path.home()), "JSON (*.json)")
+            chosen = open_file(self, "Import tools from a Claude Desktop config", "JSON (*.json)")
+            path = str(chosen) if chosen is not None else None
         if not path:
             return
         try:
