@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,6 +36,10 @@ from app.models.registry import (
 from app.models.variants import Variant
 
 log = logging.getLogger(__name__)
+
+
+class ImportCancelledError(PaddockError):
+    """The user cancelled an import while its file was being copied (the partial copy is deleted)."""
 
 
 def local_gguf_files() -> list[Path]:
@@ -245,14 +250,17 @@ class Library:
         return projector_beside(model)
 
     def import_file(self, source: Path, link: bool = False,
-                    on_progress: Callable[[int, int], None] | None = None, mmproj: Path | None = None) -> LibraryModel:
+                    on_progress: Callable[[int, int], None] | None = None, mmproj: Path | None = None,
+                    cancel: threading.Event | None = None) -> LibraryModel:
         """Add a GGUF file (and its split parts) to the library, copied into the models folder or linked in place,
         with its image projector: ``mmproj``, else one beside the file (LM Studio's layout), copied along.
+        Setting ``cancel`` stops a copy between two blocks; what was copied is deleted.
 
         Raises:
             ModelNotFoundError / InvalidModelError: not a readable GGUF model.
             ProjectorError: ``mmproj`` cannot work with this model (checked before anything is copied).
             DiskSpaceError: not enough room for the copy.
+            ImportCancelledError: ``cancel`` was set during the copy.
         """
         source = source.expanduser().resolve()
         info = read_gguf(source)  # validates before anything is copied
@@ -296,6 +304,8 @@ class Library:
                 tmp = part_path(dst)
                 with src.open("rb") as fin, tmp.open("wb") as fout:
                     while block := fin.read(8 << 20):
+                        if cancel is not None and cancel.is_set():
+                            raise ImportCancelledError(f"the import of {source.name} was cancelled: nothing was added")
                         fout.write(block)
                         copied += len(block)
                         if on_progress:

@@ -4,17 +4,19 @@ dialogs that start in the last folder used, and an import that can be cancelled.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QFileDialog, QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import QFileDialog, QPushButton, QStyleOptionViewItem, QWidget
 from pytestqt.qtbot import QtBot
 
 from app import paths
 from app.cli import main as cli
+from app.models.library import ImportCancelledError, Library
 from app.models.names import library_display_name
 from app.ui.chat.itemmodels import ConvRole
 from app.ui.chat.sidebar import MATCH_COLOUR
@@ -138,3 +140,31 @@ def test_file_dialogs_open_in_the_last_folder_used(
     assert asked[1:] == [str(config.parent)] * 2
     fresh = QSettings(str(paths.config_dir() / "ui.ini"), QSettings.Format.IniFormat)
     assert fresh.value("last_folder") == str(config.parent)  # kept for the next start
+
+
+def test_an_import_can_be_cancelled_and_leaves_nothing(
+        qtbot: QtBot, window: MainWindow, test_model: Path, tmp_path: Path) -> None:
+    library = Library()
+    try:
+        cancel = threading.Event()
+        with pytest.raises(ImportCancelledError, match="cancelled: nothing was added"):
+            library.import_file(test_model, on_progress=lambda _done, _total: cancel.set(), cancel=cancel)
+        assert library.registry.models() == []
+        assert not list((paths.models_dir() / "local").glob("*"))  # the partial copy is gone
+    finally:
+        library.close()
+
+    large = tmp_path / "large-model.gguf"  # a real model followed by sparse padding: a copy that takes a while
+    large.write_bytes(test_model.read_bytes())
+    with large.open("r+b") as fh:
+        fh.truncate(900 << 20)
+    tab = window.models_page.library_tab
+    with qtbot.waitSignal(window.manager.jobFinished, timeout=WAIT_MS) as finished:
+        tab.start_import(large, link=False)
+        assert tab.progress is not None
+        (cancel_button,) = [b for b in tab.progress.findChildren(QPushButton) if b.text() == "Cancel"]
+        cancel_button.click()  # the user's Cancel, while the file is copied
+    assert finished.args == ["import-cancelled", ""]
+    assert not list((paths.models_dir() / "local").glob("*"))
+    assert "cancelled" in window.statusBar().currentMessage()
+    assert window.manager.library.registry.models() == []

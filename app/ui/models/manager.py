@@ -22,7 +22,7 @@ from app.errors import PaddockError
 from app.models.auth import SaveResult, TokenStore, token_store
 from app.models.download import DownloadTask, discard_download, sweep_orphans
 from app.models.hub import HubClient, RepoDetails, default_endpoint
-from app.models.library import Library
+from app.models.library import ImportCancelledError, Library
 from app.models.licenses import LicenseInfo, describe
 from app.models.quantize import QuantizeJob, register_quantized
 from app.models.registry import DownloadRecord
@@ -63,6 +63,7 @@ class ModelManager(QObject):
         self._waiting: deque[int] = deque()
         self._lock = threading.Lock()
         self._job: QuantizeJob | None = None
+        self._import_cancel = threading.Event()  # set by Cancel during an import's copy
         self.swept = sweep_orphans(self.library.registry)
 
     # -- helpers -----------------------------------------------------------------
@@ -83,6 +84,7 @@ class ModelManager(QObject):
             task.pause()  # resumable next time
         if self._job is not None:
             self._job.cancel()
+        self._import_cancel.set()
         self.library.close()
 
     # -- discover ----------------------------------------------------------------
@@ -205,12 +207,18 @@ class ModelManager(QObject):
     # -- library jobs --------------------------------------------------------------
 
     def import_file(self, path: Path, link: bool) -> None:
+        """Copy (or link) a GGUF file into the library off the GUI thread; :meth:`cancel_job` stops the copy
+        (``jobFinished("import-cancelled", "")``)."""
+        cancel = self._import_cancel = threading.Event()
+
         def work() -> None:
             try:
-                self.library.import_file(path, link=link,
+                self.library.import_file(path, link=link, cancel=cancel,
                                          on_progress=lambda d, t: self.jobProgress.emit("import", d >> 20, t >> 20))
                 self.jobFinished.emit("import", "")
                 self.libraryChanged.emit()
+            except ImportCancelledError:
+                self.jobFinished.emit("import-cancelled", "")
             except PaddockError as exc:
                 self.jobFinished.emit("import", str(exc))
 
@@ -253,6 +261,8 @@ class ModelManager(QObject):
         self._spawn(work, "quantize")
 
     def cancel_job(self) -> None:
+        """Cancel the quantization or the import that is running."""
         if self._job is not None:
             self._job.cancel()
+        self._import_cancel.set()
 

@@ -588,7 +588,7 @@ class LibraryTab(QWidget):
         self.start_import(path, link=box.clickedButton() is not copy)
 
     def start_import(self, path: Path, link: bool) -> None:
-        self._progress_dialog("Importing…", cancellable=False)
+        self._progress_dialog(f"Importing {path.name}…", cancellable=True)
         self.manager.import_file(path, link)
 
     def quantize(self) -> None:
@@ -633,7 +633,9 @@ class LibraryTab(QWidget):
             self.progress.deleteLater()
             self.progress = None
         self.refresh()
-        if error:
+        if what == "import-cancelled":
+            self.page.bridge.status("Import cancelled: nothing was added to the library")
+        elif error:
             self.page.bridge.error(error, title="Quantization failed" if what == "quantize" else "Import failed")
 
     def reveal(self) -> None:
