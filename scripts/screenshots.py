@@ -88,6 +88,8 @@ def main() -> int:
             app.processEvents()
             dialog.grab().save(str(args.out / "screenshot-passage.png"))
             dialog.close()
+        _documents_shot(app, window, args.out)
+        _tools_shot(app, window, args.out)
         if args.check is not None:
             args.check.mkdir(parents=True, exist_ok=True)
             page.settings_button.setChecked(True)
@@ -104,6 +106,75 @@ def main() -> int:
         window.close()
         store.close()
     return 0
+
+
+def _ask(app: object, window: object, question: str) -> None:
+    """Send ``question`` in the chat on screen and wait for the whole answer."""
+    from app.ui.window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    finished: list[object] = []
+    window.controller.streamFinished.connect(lambda *a: finished.append(a))
+    window.chat_page.composer.setPlainText(question)
+    window.chat_page.send_button.click()
+    _wait(app, lambda: bool(finished), timeout=300)
+    _wait(app, lambda: not window.controller.busy)
+
+
+def _documents_shot(app: object, window: object, out: Path) -> None:
+    """A chat with a few documents of different kinds, and an answer from their passages."""
+    from app.ui.window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    folder = Path(os.environ["PADDOCK_HOME"]) / "kitchen"
+    folder.mkdir()
+    (folder / "bread.md").write_text(
+        "# Bread\n\n## Rye\n\nRye bread bakes at 230 degrees for the first ten minutes, then at 200.\n\n"
+        "## Wheat\n\nWheat bread bakes at 220 degrees for forty minutes.\n", encoding="utf-8")
+    (folder / "opening hours.html").write_text(
+        "<html><body><h1>Bakery hours</h1><p>The bakery opens at seven and closes at two.</p>"
+        "<p>On Sundays it is closed.</p></body></html>", encoding="utf-8")
+    (folder / "orders.csv").write_text("item,price\nrye loaf,4.20\nwheat loaf,3.80\n", encoding="utf-8")
+    window.new_chat()
+    page = window.chat_page
+    page.attach_paths(sorted(folder.iterdir()))
+    _wait(app, lambda: "3 ready" in page.docs_panel.summary.text())
+    _ask(app, window, "What temperature does rye bread bake at?")
+    window.grab().save(str(out / "screenshot-documents.png"))
+
+
+def _tools_shot(app: object, window: object, out: Path) -> None:
+    """A tool (the tests' MCP server) switched on in a chat, and a call waiting for the user's approval."""
+    from app.ui.tools.widgets import ToolsDialog
+    from app.ui.window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    dialog = ToolsDialog(window, window.tools)  # File → Tools (MCP)…, as a user fills it
+    dialog.name.setText("Calculator")
+    dialog.command.setText(f'"{sys.executable}" "{ROOT / "tests" / "tools" / "mcp_server.py"}"')
+    dialog.add_button.click()
+    dialog.accept()
+    window.new_chat()
+    page = window.chat_page
+    assert page.tools_panel is not None
+    assert window.current_conv is not None
+    window.controller.rename(window.current_conv, "Sums")
+    window.refresh_conversations()
+    page.show_conversation(window.current_conv)
+    (server_id, box), = page.tools_panel.boxes.items()
+    box.setChecked(True)  # starts the tool in the background
+    _wait(app, lambda: box.isEnabled() and window.tools.connection(server_id).alive)
+    page.tools_panel.require.setChecked(True)
+    page.composer.setPlainText("What is 2+3? Use the add tool.")
+    page.send_button.click()
+    _wait(app, lambda: not page.approval.isHidden(), timeout=300)
+    settle = time.monotonic() + 0.3
+    _wait(app, lambda: time.monotonic() > settle)
+    window.grab().save(str(out / "screenshot-tools.png"))
+    finished: list[object] = []
+    window.controller.streamFinished.connect(lambda *a: finished.append(a))
+    page.approval.deny.click()
+    _wait(app, lambda: bool(finished), timeout=300)
 
 
 if __name__ == "__main__":
