@@ -29,7 +29,9 @@ before it, and ratios are medians of the pair ratios.
 11. whole documents against passages (``benchmarks/whole_docs.py``): list recall, count
    exactness, summary coverage, time and KV reuse of the map prompt on a generated log
    larger than the context;
-12. soak: 200 answers over 10 chats in the real window, then File > Quit
+12. long chats (``benchmarks/long_chat.py``): switching to chats of 10, 100 and 1,000
+   messages and scrolling the longest, event-loop stalls and memory;
+13. soak: 200 answers over 10 chats in the real window, then File > Quit
    (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
@@ -386,11 +388,12 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import images, kv_reuse, soak, whole_docs
+    from benchmarks import images, kv_reuse, long_chat, soak, whole_docs
 
     kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
     images.main([])  # encode time, tokens per picture, TTFT with a picture and of a follow-up (results/images.md)
     whole_docs.main([])  # whole-document answers against passages (results/whole_docs.md)
+    long_chat.main([])  # switching to and scrolling long chats (results/long_chat.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 

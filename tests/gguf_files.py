@@ -3,19 +3,70 @@
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type: bytes
+_STRING, _ARRAY = 8, 9
+TEMPLATE_KEY = b"tokenizer.chat_template"
+
 
 def gguf_with_template(src: Path, dest: Path, template: str) -> Path:
-    """A copy of ``src`` with ``tokenizer.chat_template`` set, written by the gguf package's own tool."""
-    subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(src), str(dest),
-         "--chat-template", template, "--force"],
-        check=True, capture_output=True,
-    )
+    """A copy of ``src`` with ``tokenizer.chat_template`` set: the header rewritten with every other key and
+    tensor info as it was, the tensor data copied after it at the file's alignment (what the gguf package's
+    ``gguf_new_metadata`` writes, in a fraction of the time: that tool decodes the whole vocabulary)."""
+    with src.open("rb") as f:
+        head = f.read(64 << 20)  # the header of a small model (vocabulary included) is well inside this
+    view = memoryview(head)
+    pos = 4 + 4
+    n_tensors, n_kv = struct.unpack_from("<QQ", head, pos)
+    pos += 16
+
+    def string_end(at: int) -> int:
+        return at + 8 + int(struct.unpack_from("<Q", head, at)[0])
+
+    def value_end(vtype: int, at: int) -> int:
+        if vtype == _STRING:
+            return string_end(at)
+        if vtype == _ARRAY:
+            etype, count = struct.unpack_from("<IQ", head, at)
+            at += 12
+            if etype in _FIXED:
+                return int(at + count * _FIXED[etype])
+            for _ in range(count):
+                at = value_end(etype, at)
+            return at
+        return at + _FIXED[vtype]
+
+    kvs: list[bytes] = []
+    alignment = 32
+    for _ in range(n_kv):
+        start = pos
+        key = bytes(view[pos + 8:string_end(pos)])
+        pos = string_end(pos)
+        vtype = struct.unpack_from("<I", head, pos)[0]
+        end = value_end(vtype, pos + 4)
+        if key == b"general.alignment":
+            alignment = struct.unpack_from("<I", head, pos + 4)[0]
+        if key != TEMPLATE_KEY:
+            kvs.append(bytes(view[start:end]))
+        pos = end
+    encoded = template.encode("utf-8")
+    kvs.append(gguf_string(TEMPLATE_KEY) + struct.pack("<I", _STRING) + gguf_string(encoded))
+    infos_start = pos
+    for _ in range(n_tensors):
+        pos = string_end(pos)
+        n_dims = struct.unpack_from("<I", head, pos)[0]
+        pos += 4 + 8 * n_dims + 4 + 8
+    infos = bytes(view[infos_start:pos])
+    data_start = -(-pos // alignment) * alignment
+    header = head[:8] + struct.pack("<QQ", n_tensors, len(kvs)) + b"".join(kvs) + infos
+    header += b"\0" * (-len(header) % alignment)
+    with src.open("rb") as fin, dest.open("wb") as fout:
+        fout.write(header)
+        fin.seek(data_start)
+        while chunk := fin.read(8 << 20):
+            fout.write(chunk)
     return dest
 
 

@@ -32,15 +32,18 @@ log = logging.getLogger(__name__)
 GB = 1e9
 CACHE_FILE = "machine_speed.json"
 CACHE_VERSION = 1
-# Fixed cost per token and per layer on the CPU (graph build, thread barriers, sampling):
-# fitted once on this project's test models (README, "Speed prediction").
-CPU_TOKEN_OVERHEAD_S = 0.0008
-CPU_LAYER_OVERHEAD_S = 0.00004
+# Fixed cost per token and per layer on the CPU (graph build, thread barriers, sampling): fitted on this
+# project's 2-core machine, quiet, to Gemma 3 270M, SmolLM2-135M and the tiny MoE of the tests (18, 30 and
+# 2 layers: 0.2 ms a layer explains all three within 25 %; README, "Predicted against measured speed").
+CPU_TOKEN_OVERHEAD_S = 0.0
+CPU_LAYER_OVERHEAD_S = 0.0002
+# Likewise per layer for each prompt token (batches of small matrices do not reach the FLOP rate).
+CPU_PROMPT_LAYER_OVERHEAD_S = 0.0000077
 GPU_TOKEN_OVERHEAD_S = 0.0003
 GPU_LAYER_OVERHEAD_S = 0.00001
 # llama.cpp's quantized matrix products reach about this share of numpy's float32 matmul rate
 # on the CPU, and GPUs about this share of their dense FP16 peak on prompt batches.
-CPU_PROMPT_EFFICIENCY = 0.5
+CPU_PROMPT_EFFICIENCY = 0.35
 GPU_PROMPT_EFFICIENCY = 0.35
 # Decode on a GPU reaches about this share of the memory's peak bandwidth (llama.cpp's CUDA and Metal decode
 # are commonly reported at 60-80 % of the data sheet; not measured by this project, which has no GPU).
@@ -196,7 +199,7 @@ def predict(table: ModelTable, placement: Placement, cpu: DeviceSpeed, gpu: Devi
         t += gpu_bytes / gpu.bandwidth + GPU_TOKEN_OVERHEAD_S + GPU_LAYER_OVERHEAD_S * gpu_layers
     # A prompt token costs 2 FLOPs per active weight; weights from bytes at the file's mean bytes/weight.
     per_weight = table.total_bytes / max(1, table.n_params)
-    prompt_t = 2 * cpu_params / per_weight / cpu.flops
+    prompt_t = 2 * cpu_params / per_weight / cpu.flops + CPU_PROMPT_LAYER_OVERHEAD_S * (n - gpu_layers)
     if gpu is not None and gpu_layers:
         prompt_t += 2 * gpu_params / per_weight / gpu.flops
     basis = f"{cpu.name}: {cpu.bandwidth / GB:.0f} GB/s"

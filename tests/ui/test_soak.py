@@ -26,7 +26,7 @@ CHATS = 4
 
 
 def test_app_streams_many_answers_and_quits_cleanly(tmp_path: Path, instruct_model: Path) -> None:
-    plan = DrivePlan(model=str(instruct_model), answers=ANSWERS, chats=CHATS, max_tokens=160,
+    plan = DrivePlan(model=str(instruct_model), answers=ANSWERS, chats=CHATS, max_tokens=64,
                      report=tmp_path / "report.json")
     run = run_driven(plan, timeout=900)  # PADDOCK_HOME: the test's own (conftest)
     assert not run.fatal_error, run.stderr[-3000:]
