@@ -35,6 +35,14 @@ def test_model() -> Path:
     return Path(pkg.assemble(cache / pkg.MODEL_NAME))
 
 
+def save_results(name: str, report: dict[str, Any], md: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` and print the Markdown."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

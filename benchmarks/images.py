@@ -23,7 +23,6 @@ Writes benchmarks/results/images.json and images.md; also run by ``python -m ben
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -36,8 +35,8 @@ from app.engine.client import Engine
 from app.engine.images import IMAGE_MARKER, ImageInput
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 from app.imaging import decode_image
-from benchmarks.engine_bench import RESULTS
 from benchmarks.engine_bench import median as med
+from benchmarks.engine_bench import save_results
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 QUESTION = " What colour is it? Answer in one word."
@@ -145,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("PADDOCK_HOME", None)
         else:
             os.environ["PADDOCK_HOME"] = home
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "images.json").write_text(json.dumps(report, indent=2))
-    md = render(report)
-    (RESULTS / "images.md").write_text(md)
-    print(md)
+    save_results("images", report, render(report))
     return 0
 
 

@@ -23,7 +23,6 @@ Writes benchmarks/results/kv_reuse.json and kv_reuse.md; also run by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -35,8 +34,8 @@ from typing import Any
 
 from app.engine.client import Engine
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
-from benchmarks.engine_bench import RESULTS
 from benchmarks.engine_bench import median as med
+from benchmarks.engine_bench import save_results
 
 TOPICS = ("bakery", "lighthouse", "orchard", "harbour", "observatory", "library", "vineyard")
 PASSAGE = ("The lighthouse at Point Reyes was built in 1870. Its first-order Fresnel lens, made in France, "
@@ -274,11 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("PADDOCK_HOME", None)
         else:
             os.environ["PADDOCK_HOME"] = home
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "kv_reuse.json").write_text(json.dumps(report, indent=2))
-    md = render(report)
-    (RESULTS / "kv_reuse.md").write_text(md)
-    print(md)
+    save_results("kv_reuse", report, render(report))
     return 0
 
 

@@ -18,7 +18,6 @@ Writes benchmarks/results/long_chat.json and long_chat.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.engine_bench import RESULTS
+from benchmarks.engine_bench import save_results
 
 LENGTHS = (10, 100, 1000)
 HEARTBEAT_MS = 5
@@ -227,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
                                  text=True).stdout.strip(),
     })
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "long_chat.json").write_text(json.dumps(result, indent=2))
-    md = render(result)
-    (RESULTS / "long_chat.md").write_text(md)
-    print(md)
+    save_results("long_chat", result, render(result))
     return 0
 
 

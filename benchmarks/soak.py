@@ -14,7 +14,6 @@ soak.md; also run at the end of ``python -m benchmarks``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.ui.autopilot import DrivePlan, run_driven
-from benchmarks.engine_bench import RESULTS
+from benchmarks.engine_bench import save_results
 
 
 def instruct_model() -> Path:
@@ -123,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
                                  text=True).stdout.strip(),
     })
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2))
-    md = render(result)
-    (RESULTS / "soak.md").write_text(md)
-    print(md)
+    save_results("soak", result, render(result))
     return 0 if result["exit_code"] == 0 and not result["fatal_error"] else 1
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engine_bench import RESULTS
+from benchmarks.engine_bench import RESULTS, save_results
 
 HARBOURS = ["Harwick", "Eldmoor", "Tarnby", "Quillon", "Brastow", "Fenwater", "Ostrel", "Mirrendale"]
 SUPPLIERS = ["Calloway Ropes", "Dunmere Marine", "Ashgrove Paints", "Pellinor Diesel", "Rookhaven Nets",
@@ -293,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             report["questions"] = {k: report["questions"][k] for k in QUESTIONS if k in report["questions"]}
     report["machine"] = (f"{platform.machine()}, {psutil.cpu_count(logical=False)} cores, "
                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "whole_docs.json").write_text(json.dumps(report, indent=2))
-    md = render(report)
-    (RESULTS / "whole_docs.md").write_text(md)
-    print(md)
+    save_results("whole_docs", report, render(report))
     return 0
 
 

@@ -19,6 +19,8 @@ The arithmetic is exact, so the equality is too:
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,3 +127,16 @@ def solid_png(dest: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (IM
     if not image.save(str(dest)):  # (the format from the name: .png)
         raise OSError(f"could not write {dest}")
     return dest
+
+
+def model_with_projector(text_model: Path, folder: Path) -> Path:
+    """The model in a folder of its own with its colour projector beside it, as LM Studio lays models out
+    (a hard link where the disk allows, else a copy)."""
+    folder.mkdir(parents=True)
+    model = folder / text_model.name
+    try:
+        os.link(text_model, model)
+    except OSError:
+        shutil.copyfile(text_model, model)
+    write_colour_projector(text_model, folder / "mmproj-SmolLM2-F16.gguf")
+    return model

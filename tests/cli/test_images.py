@@ -4,30 +4,16 @@ bad pictures and models that cannot see refused in one line before anything load
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from tests.cli.test_cli import run
-from tests.mmproj_files import solid_png, write_colour_projector
+from tests.mmproj_files import model_with_projector, solid_png, write_colour_projector
 
 QUESTION = "What colour is the square? Answer in one word."
 
 
-def _beside(instruct_model: Path, folder: Path) -> Path:
-    """The model in a folder of its own with its projector (a hard link where the disk allows)."""
-    folder.mkdir(parents=True)
-    model = folder / instruct_model.name
-    try:
-        os.link(instruct_model, model)
-    except OSError:
-        shutil.copyfile(instruct_model, model)
-    write_colour_projector(instruct_model, folder / "mmproj-SmolLM2-F16.gguf")
-    return model
-
-
 def test_chat_with_an_image_finds_the_projector_beside_the_model(tmp_path: Path, instruct_model: Path) -> None:
-    model = _beside(instruct_model, tmp_path / "lmstudio" / "SmolLM2")
+    model = model_with_projector(instruct_model, tmp_path / "lmstudio" / "SmolLM2")
     picture = solid_png(tmp_path / "red.png", (255, 0, 0))  # (both colours: tests/engine/test_images.py)
     out = run("chat", "--model", str(model), "--image", str(picture), "--json", "--temperature", "0",
               "--max-tokens", "8", QUESTION)

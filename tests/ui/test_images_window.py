@@ -6,8 +6,6 @@ test (tests/mmproj_files.py), beside it as LM Studio lays models out."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
@@ -17,21 +15,10 @@ from pytestqt.qtbot import QtBot
 from app import paths
 from app.engine.types import LoadSettings
 from tests.hubserver import HubServer
-from tests.mmproj_files import solid_png, write_colour_projector
+from tests.mmproj_files import model_with_projector, solid_png, write_colour_projector
 from tests.ui.windows import WAIT_MS, make_window
 
 QUESTION = "What colour is the square? Answer in one word."
-
-
-def _model_with_projector(instruct_model: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    model = folder / instruct_model.name
-    try:
-        os.link(instruct_model, model)
-    except OSError:
-        shutil.copyfile(instruct_model, model)
-    write_colour_projector(instruct_model, folder / "mmproj-SmolLM2-F16.gguf")
-    return model
 
 
 def _drop(widget: object, paths: list[Path]) -> None:
@@ -44,7 +31,7 @@ def _drop(widget: object, paths: list[Path]) -> None:
 
 def test_a_dropped_picture_is_answered_stored_and_exported(qtbot: QtBot, tmp_path: Path,
                                                            instruct_model: Path) -> None:
-    model = _model_with_projector(instruct_model, tmp_path / "models" / "SmolLM2")
+    model = model_with_projector(instruct_model, tmp_path / "models" / "SmolLM2")
     w = make_window(qtbot, model, LoadSettings(n_ctx=1024), max_tokens=8)
     try:
         page = w.chat_page
