@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.chat import add_lora_argument, lora_adapters
+from app.cli.chat import add_lora_argument, add_worker_option, lora_adapters, workers_of
 from app.cli.experts import add_expert_args, n_cpu_moe
 from app.errors import PaddockError
 
@@ -32,8 +32,6 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--gpu-layers", type=int, default=None)
     add_expert_args(serve)
-    from app.cli.chat import add_worker_option
-
     add_worker_option(serve)
     add_lora_argument(serve)
     serve.add_argument("--mmproj", default=None, metavar="FILE",
@@ -52,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from app.models.library import loadable_model
 
     api_key = args.api_key or os.environ.get("PADDOCK_API_KEY") or None
-    from app.cli.chat import workers_of
-
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
                             n_cpu_moe=n_cpu_moe(args), workers=workers_of(args))
     if args.lora and not args.model:
