@@ -64,6 +64,7 @@ def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[st
         "stall_p99_ms": report.get("stall_p99_ms"),
         "stall_max_ms": report.get("stall_max_ms"),
         "heartbeats": report.get("heartbeats"),
+        "long_stalls": report.get("long_stalls", []),
         "wall_s": round(wall, 1),
         "stderr_tail": run.stderr[-800:] if run.returncode else "",
     }
@@ -101,7 +102,19 @@ def render(r: dict[str, Any]) -> str:
         f"| event-loop stall (5 ms heartbeat lateness), p99 / max | {r['stall_p99_ms']} / {r['stall_max_ms']} ms |",
         f"| wall time | {r['wall_s']} s |",
         "",
+        *_long_stalls(r.get("long_stalls", [])),
     ])
+
+
+def _long_stalls(traces: list[dict[str, Any]]) -> list[str]:
+    """Where the GUI thread was during each stall over 50 ms (the autopilot's StallTracer)."""
+    if not traces:
+        return ["No stall lasted 50 ms or more.", ""]
+    lines = ["Stalls of 50 ms or more, and where the GUI thread was (innermost frame last):", ""]
+    for t in traces:
+        lines.append(f"- {t.get('stall_ms', t['seen_late_ms'])} ms at {t['at_s']} s, after {t['after_answers']} "
+                     f"answers: `{' → '.join(t['stack'][-4:])}`")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:

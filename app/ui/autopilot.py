@@ -22,7 +22,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ PROMPTS = (
     "Tell me about the history of the printing press.",
 )
 HEARTBEAT_MS = 5
+LONG_STALL_MS = 50  # a stall this long is traced: where the GUI thread was while it lasted
 TIMEOUT_S = 1800  # a run that has not finished by then is reported as failed
 
 
@@ -121,6 +124,7 @@ class DriveReport:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     growth: dict[str, Any] = field(default_factory=dict)
     stalls_ms: list[float] = field(default_factory=list)
+    long_stalls: list[dict[str, Any]] = field(default_factory=list)  # see StallTracer
     quit_via_action: bool = False
     finished: bool = False
     duration_s: float = 0.0
@@ -135,7 +139,8 @@ class DriveReport:
             "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
             "checkpoint": self.checkpoint, "growth": self.growth,
             "stall_p99_ms": round(p99, 1), "stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
-            "heartbeats": len(stalls), "quit_via_action": self.quit_via_action, "finished": self.finished,
+            "heartbeats": len(stalls), "long_stalls": self.long_stalls, "quit_via_action": self.quit_via_action,
+            "finished": self.finished,
             "duration_s": round(self.duration_s, 2),
         }
 
@@ -173,6 +178,53 @@ def run_driven(plan: DrivePlan, home: Path | None = None, timeout: float | None 
     return DriveRun(proc.returncode, proc.stderr, report)
 
 
+class StallTracer:
+    """Where the GUI thread is while it keeps the heartbeat waiting: a watcher thread that, when a
+    beat is LONG_STALL_MS late, takes the GUI thread's Python stack (the innermost frames), once per
+    stall.  A stall inside Qt's C++ shows as the Python call that entered it.
+    """
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers  # the report's, for "after how many answers"
+        self.traces: dict[float, dict[str, Any]] = {}  # by the beat the stall came after
+        self.last_beat = time.perf_counter()
+        self._main = threading.main_thread().ident
+        self._taken_for = 0.0
+        self._ignored: set[float] = set()
+        self._started = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-tracer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def ignore(self, beat: float) -> None:
+        """The pause after ``beat`` is not the app's (the autopilot's own measuring)."""
+        self._ignored.add(beat)
+        self.traces.pop(beat, None)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            beat = self.last_beat
+            late_ms = (time.perf_counter() - beat) * 1000 - HEARTBEAT_MS
+            if late_ms < LONG_STALL_MS or beat == self._taken_for or beat in self._ignored or self._main is None:
+                continue
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            self._taken_for = beat
+            stack = traceback.extract_stack(frame)[-8:]
+            self.traces[beat] = {
+                "at_s": round(beat - self._started, 2), "seen_late_ms": round(late_ms, 1),
+                "after_answers": len(self.answers),
+                "stack": [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack],
+            }
+
+
 class Autopilot(QObject):
     """Types, clicks and quits in a :class:`MainWindow`, one step after the other, on the GUI thread."""
 
@@ -190,6 +242,7 @@ class Autopilot(QObject):
         self._beat.setInterval(HEARTBEAT_MS)
         self._beat.timeout.connect(self._heartbeat)
         self._last_beat = 0.0
+        self._tracer = StallTracer(self.report.answers)
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
         self._deadline.timeout.connect(self._give_up)
@@ -221,14 +274,19 @@ class Autopilot(QObject):
         w.controller.streamText.connect(self._on_text)
         w.chat_page.use_model_file(self.plan.model)
         self._deadline.start(TIMEOUT_S * 1000)
-        self._last_beat = time.perf_counter()
+        self._last_beat = self._tracer.last_beat = time.perf_counter()
         self._beat.start()
+        self._tracer.start()
         QTimer.singleShot(0, self._next)
 
     def _heartbeat(self) -> None:
         now = time.perf_counter()
-        self.report.stalls_ms.append(max(0.0, (now - self._last_beat) * 1000 - HEARTBEAT_MS))
-        self._last_beat = now
+        late_ms = (now - self._last_beat) * 1000 - HEARTBEAT_MS
+        self.report.stalls_ms.append(max(0.0, late_ms))
+        trace = self._tracer.traces.get(self._last_beat) if late_ms >= LONG_STALL_MS else None
+        if trace is not None:  # its whole length, next to where the tracer saw the GUI thread
+            trace["stall_ms"] = round(late_ms, 1)
+        self._last_beat = self._tracer.last_beat = now
 
     def _conversation(self, index: int) -> int:
         w = self.window
@@ -278,14 +336,16 @@ class Autopilot(QObject):
         if status == "error":
             self.report.errors.append(error)
         if self.plan.checkpoint and len(self.report.answers) == self.plan.checkpoint:
+            self._tracer.ignore(self._last_beat)
             self._mark = memory_mark()
             self.report.checkpoint = {"answers": self.plan.checkpoint, "rss_mb": self._mark["rss_mb"],
                                       "refcounts": self._mark["refcounts"]}
-            self._last_beat = time.perf_counter()  # the mark's own pause is not the app's stall
+            self._last_beat = self._tracer.last_beat = time.perf_counter()  # the mark's pause is not the app's
         QTimer.singleShot(0, self._next)
 
     def _finish(self) -> None:
         self._beat.stop()
+        self._stop_tracer()
         self._deadline.stop()
         self.report.finished = True
         self._quit()
@@ -293,8 +353,13 @@ class Autopilot(QObject):
     def _give_up(self) -> None:
         self.report.errors.append(f"the run did not finish within {TIMEOUT_S} s")
         self._beat.stop()
+        self._stop_tracer()
         self.window.controller.stop()
         self._quit()
+
+    def _stop_tracer(self) -> None:
+        self._tracer.stop()
+        self.report.long_stalls = list(self._tracer.traces.values())
 
     def _quit(self) -> None:
         w = self.window
