@@ -65,7 +65,7 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.speculative import DraftModel, PromptLookup
+from app.engine.speculative import DraftModel, PromptLookup, VerifyCost
 from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
 from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
 
@@ -109,6 +109,7 @@ class EngineHost:
         self.loaded: LoadedModel | None = None
         self.session: Session | None = None
         self.drafter: DraftModel | None = None  # the draft model, when the user chose one
+        self.verify_cost = VerifyCost()  # what a prompt-lookup draft costs with this model (measured)
         self._draft_llm: Any = None
         self.states: StateStore | None = None
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive their registration
@@ -304,6 +305,7 @@ class EngineHost:
             gpu_layers = 0
         self._set_abort_callback(llm)
         session = Session(llm, self._abort)
+        self.verify_cost = VerifyCost()
         if not settings.embedding:
             # Warm up as llama.cpp's tools do: one decode maps every weight page into this
             # process and sizes the compute buffers, so the first answer does not pay for
@@ -415,8 +417,15 @@ class EngineHost:
             draft = drafter.draft([*session.cached(), token], room - 1)
             source = drafter
         if not draft or source is None:
-            session.decode((token,))
-            return [sampler.sample(session.ctx)]
+            if lookup is None:
+                session.decode_one(token)
+                return [sampler.sample(session.ctx)]
+            started = time.perf_counter()  # what a plain step costs, against which drafts are weighed
+            session.decode_one(token)
+            taken = sampler.sample(session.ctx)
+            lookup.cost.alone(time.perf_counter() - started)
+            return [taken]
+        started = time.perf_counter()
         base = session.n_past
         session.decode_all([token, *draft])
         drawn: list[int] = []
@@ -432,6 +441,8 @@ class EngineHost:
             drawn.append(choice)
             if i == len(draft) or choice != draft[i]:
                 break
+        if source is lookup:
+            lookup.cost.verified(len(draft), time.perf_counter() - started)
         accepted = len(drawn) if tie else len(drawn) - 1
         source.result(len(draft), accepted)
         stats.draft_tokens += len(draft)
@@ -439,7 +450,7 @@ class EngineHost:
         # the refused rest of the draft leaves the KV cache (at a tie, the last taken token too)
         session.keep(base + accepted + (not tie))
         if not drawn:  # a tie at once: the token itself is evaluated alone
-            session.decode((token,))
+            session.decode_one(token)
             return [sampler.sample(session.ctx)]
         return drawn
 
@@ -620,8 +631,8 @@ class EngineHost:
         finish = "length"
         token = -1  # the last token taken, not yet evaluated
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
-        lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
-                  and grammar is None else None)
+        lookup = (PromptLookup(tokens, n_ctx, self.verify_cost) if self.loaded is not None
+                  and self.loaded.prompt_lookup and grammar is None else None)
         drafter = self.drafter if grammar is None else None  # no drafts while a grammar constrains the answer
         try:
             while True:
