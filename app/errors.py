@@ -46,6 +46,11 @@ class ContextOverflowError(PaddockError):
     """The request cannot fit the model's context even after dropping history."""
 
 
+class InvalidRequestError(PaddockError):
+    """A request asks for something the model cannot do as given (a token id outside the
+    vocabulary, a grammar llama.cpp cannot parse): the API answers 400."""
+
+
 class TemplateError(PaddockError):
     """The model's chat template failed to render (or tried to leave the sandbox)."""
 

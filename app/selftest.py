@@ -44,7 +44,7 @@ def run(model: str | None) -> int:
             from app import paths
             from app.engine.client import Engine
             from app.store.chats import ChatStore
-            from app.ui.controller import ChatController
+            from app.ui.chat.controller import ChatController
             from app.ui.window import MainWindow
 
             app = QApplication.instance() or QApplication(["paddock"])

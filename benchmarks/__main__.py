@@ -54,6 +54,7 @@ from app.engine.types import LoadSettings, SamplingParams
 from benchmarks.engine_bench import COUNTING, RESULTS, fresh_prompt, multi_turn, test_model
 from benchmarks.engine_bench import median as med
 from benchmarks.peer import build as build_peer
+from benchmarks.peer import llama_bench
 
 
 def paired(pairs: list[tuple[float, float]], ours: str = "paddock", theirs: str = "llama_bench",
@@ -65,17 +66,6 @@ def paired(pairs: list[tuple[float, float]], ours: str = "paddock", theirs: str 
 
 
 # -- the peer ------------------------------------------------------------------------------
-
-
-def llama_bench(bin_dir: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[float]:
-    """tokens/s samples of one llama-bench test (pp when ``n_gen`` is 0, else tg)."""
-    out = subprocess.run(
-        [str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
-         "-r", str(reps), "-o", "json"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    (row,) = json.loads(out)
-    return [float(x) for x in row.get("samples_ts") or [row["avg_ts"]]]
 
 
 def free_port() -> int:
@@ -234,7 +224,7 @@ def gui_stalls(model: Path, corpus: Path) -> dict[str, dict[str, Any]]:
 
     from app import paths
     from app.store.chats import ChatStore
-    from app.ui.controller import ChatController
+    from app.ui.chat.controller import ChatController
     from app.ui.window import MainWindow
 
     _app = QApplication.instance() or QApplication([])

@@ -152,8 +152,8 @@ def chat_switch(model: Path, runs: int) -> dict[str, Any]:
 
 
 def speculative(model: Path, runs: int) -> dict[str, Any]:
-    from benchmarks.__main__ import llama_bench
     from benchmarks.peer import build as build_peer
+    from benchmarks.peer import llama_bench
 
     bin_dir = build_peer()
     threads = LoadSettings().n_threads or _physical_cores()

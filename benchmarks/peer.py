@@ -4,7 +4,9 @@ The source is ``vendor/llama.cpp`` inside the llama-cpp-python source
 distribution of the pinned version (from PyPI), built with the same CMake
 flags as Paddock's engine (``scripts/install_llama_cpp.py``), so that any
 difference measured is Paddock's, not the build's.  Built once into
-``benchmarks/.cache/peer-<version>-<flags hash>/``.
+``benchmarks/.cache/peer-<version>-<flags hash>/``.  :func:`llama_bench` runs
+the built ``llama-bench`` (the reference both ``benchmarks`` and
+``benchmarks.kv_reuse`` compare with).
 
     .venv/bin/python -m benchmarks.peer     # prints the bin folder
 """
@@ -12,6 +14,7 @@ difference measured is Paddock's, not the build's.  Built once into
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -63,6 +66,17 @@ def build(jobs: int | None = None) -> Path:
     subprocess.run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
                     "--target", *TARGETS], check=True)
     return bin_dir
+
+
+def llama_bench(bin_dir: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[float]:
+    """tokens/s samples of one llama-bench test (pp when ``n_gen`` is 0, else tg)."""
+    out = subprocess.run(
+        [str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
+         "-r", str(reps), "-o", "json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    (row,) = json.loads(out)
+    return [float(x) for x in row.get("samples_ts") or [row["avg_ts"]]]
 
 
 if __name__ == "__main__":

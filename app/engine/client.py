@@ -42,7 +42,15 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.types import ChatMessage, Delta, GenerationResult, LoadedModel, LoadSettings, SamplingParams
+from app.engine.types import (
+    ChatMessage,
+    Delta,
+    GenerationResult,
+    LoadedModel,
+    LoadSettings,
+    SamplingParams,
+    TokenLogprob,
+)
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
@@ -86,6 +94,7 @@ class Generation:
         self.text = ""
         self.thinking = ""
         self.result: GenerationResult | None = None
+        self.logprobs: list[TokenLogprob] = []  # as they stream, when asked for
 
     def __iter__(self) -> Iterator[str]:
         for kind, text in self.deltas():
@@ -99,6 +108,7 @@ class Generation:
             while True:
                 event = self._engine._next_event("generating", partial=self.text)
                 if isinstance(event, Chunk):
+                    self.logprobs.extend(event.logprobs)
                     if event.thinking:
                         self.thinking += event.thinking
                         yield ("thinking", event.thinking)
@@ -129,12 +139,20 @@ class Engine:
         self.loaded: LoadedModel | None = None
         self.system_info = ""
         self.backend = "cpu"
+        # Generations and embeddings sent to the child: what the API's request checks are tested
+        # against (a refused request never reaches the engine).
+        self.requests = 0
 
     # -- process lifecycle -----------------------------------------------------
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def exitcode(self) -> int | None:
+        """The child's exit code once it has ended (negative: the signal that ended it)."""
+        return self._proc.exitcode if self._proc is not None else None
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
@@ -221,14 +239,24 @@ class Engine:
         continue_final: bool = False,
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: str = "auto",
+        room: int | None = None,
+        raw_tokens: Sequence[int] | None = None,
     ) -> Generation:
         """An answer to ``messages``; with ``continue_final`` the last message is a cut-off
         answer that the model writes on from where it ended.  ``tools`` (OpenAI entries) may
-        be called ("auto"), must be ("required", or one tool's name), or not ("none")."""
+        be called ("auto"), must be ("required", or one tool's name), or not ("none").
+
+        Args:
+            room: None leaves the oldest turns out until the prompt fits (the window tells the
+                user); a number requires the whole prompt plus that many answer tokens to fit,
+                else :class:`ContextOverflowError` before anything is generated (the API).
+            raw_tokens: a raw completion of these token ids (instead of ``raw_prompt`` text).
+        """
         if not self.is_alive() or self.loaded is None:
             raise errors.EngineError("no model is loaded: choose a model first")
         return Generation(self, Generate(tuple(messages), params or SamplingParams(), raw_prompt, continue_final,
-                                         tuple(tools), tool_choice))
+                                         tuple(tools), tool_choice, room,
+                                         tuple(raw_tokens) if raw_tokens is not None else None))
 
     def generate(
         self,
@@ -267,12 +295,18 @@ class Engine:
                 return
         clear_folder(states_folder())
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """(unit-length vectors, tokens read) for ``texts`` with the loaded model."""
+    def embed(self, texts: Sequence[str | Sequence[int]], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """(unit-length vectors, tokens read) for ``texts`` (strings or token-id lists) with the
+        loaded model, each read on its own.
+
+        Raises:
+            ContextOverflowError: an input is longer than the context and ``truncate`` is off.
+            InvalidRequestError: an empty input, or a token id outside the vocabulary.
+        """
         with self._lock:
             if not self.is_alive() or self.loaded is None:
                 raise errors.EngineError("no model is loaded: choose a model first")
-            self._send(Embed(tuple(texts)))
+            self._send(Embed(tuple(t if isinstance(t, str) else tuple(t) for t in texts), truncate))
             result = self._expect(Embeddings, "computing embeddings")
             return [list(v) for v in result.vectors], result.n_tokens
 
@@ -288,6 +322,8 @@ class Engine:
         conn = self._conn
         if conn is None:
             raise errors.EngineError("the engine is not running")
+        if isinstance(request, Generate | Embed):
+            self.requests += 1
         with self._send_lock:
             try:
                 conn.send(request)

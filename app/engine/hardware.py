@@ -69,7 +69,11 @@ def detect_backend() -> Backend:
         return "metal"
     if "VULKAN" in info:
         return "vulkan"
-    return "gpu"
+    if any(name in info for name in ("SYCL", "HIP", "ROCM", "MUSA", "CANN", "OPENCL")):
+        return "gpu"
+    # The RPC backend (workers on other machines) makes llama.cpp report GPU offload too; this machine
+    # itself has no GPU backend.
+    return "cpu"
 
 
 def _nvidia_vram() -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -29,6 +30,7 @@ from app.engine.chat_format import (
     ChatFormatter,
     RenderedPrompt,
     call_grammar,
+    forced_call_format,
     output_parser,
     parse_tool_calls,
     special_markers,
@@ -66,8 +68,15 @@ from app.engine.protocol import (
     Unload,
 )
 from app.engine.speculative import DraftModel, PromptLookup, VerifyCost
-from app.engine.types import ChatMessage, GenerationResult, GenerationStats, LoadedModel, LoadSettings
-from app.errors import ContextOverflowError, EngineError, ModelLoadError, PaddockError
+from app.engine.types import (
+    ChatMessage,
+    GenerationResult,
+    GenerationStats,
+    LoadedModel,
+    LoadSettings,
+    TokenLogprob,
+)
+from app.errors import ContextOverflowError, EngineError, InvalidRequestError, ModelLoadError, PaddockError
 
 log = logging.getLogger("paddock.engine.host")
 
@@ -192,7 +201,7 @@ class EngineHost:
             clear_folder(states_folder())
             self.send(Ok())
         elif isinstance(request, Embed):
-            self.send(self._embed(request.texts))
+            self.send(self._embed(request.texts, request.truncate))
         elif isinstance(request, CountTokens):
             prompt = self._formatter().render(request.messages)
             self.send(TokenCount(len(self._tokenize(prompt)), self.llm.n_ctx() if self.llm else 0))
@@ -201,24 +210,66 @@ class EngineHost:
 
     # -- load ------------------------------------------------------------------
 
-    def _embed(self, texts: tuple[str, ...]) -> Embeddings:
-        """A second llama.cpp context in embedding mode on the same weights (mmap shares them)."""
+    def _embed(self, inputs: tuple[str | tuple[int, ...], ...], truncate: bool) -> Embeddings:
+        """Pooled, unit-length vectors, each input decoded alone in a context of its own sequence.
+
+        A second llama.cpp context in embedding mode on the same weights (mmap shares them), unless
+        the model was loaded as an embedding model.  Each input is read on its own, so its vector
+        never depends on what else was asked with it, and every input is checked before llama.cpp
+        sees it: ``Llama.embed`` left its batch half-filled after a failed decode (an empty input),
+        and the next input then wrote past the batch's end (heap corruption, a SIGABRT).
+        """
         from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+        from llama_cpp import llama_cpp as lib
 
         if self.llm is None or self.loaded is None:
             raise EngineError("no model is loaded: choose a model first")
         if self.embedding_mode:
             self.embedder = self.llm
         elif self.embedder is None:
+            size = min(self.loaded.n_ctx, 8192)
             self.embedder = Llama(
                 model_path=self.loaded.path, embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN,
-                n_ctx=min(self.loaded.n_ctx, 8192), n_batch=min(self.loaded.n_ctx, 8192),
-                n_ubatch=min(self.loaded.n_ctx, 8192), n_threads=self.loaded.n_threads,
+                n_ctx=size, n_batch=size, n_ubatch=size, n_threads=self.loaded.n_threads,
                 n_gpu_layers=self.loaded.n_gpu_layers, verbose=False,
             )
-        n_tokens = sum(len(self.embedder.tokenize(t.encode("utf-8"))) for t in texts)
-        vectors = self.embedder.embed(list(texts), normalize=True, truncate=True)
-        return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), n_tokens)
+        embedder = self.embedder
+        # the whole input must be one micro-batch (pooling reads all of its tokens at once)
+        limit = min(embedder.n_ctx(), int(embedder.context_params.n_ubatch))
+        n_vocab = embedder.n_vocab()
+        token_lists: list[list[int]] = []
+        for i, item in enumerate(inputs):
+            tokens = (embedder.tokenize(item.encode("utf-8")) if isinstance(item, str) else list(item))
+            if (isinstance(item, str) and not item) or not tokens:
+                raise InvalidRequestError(f"input {i} is empty: there is nothing to embed")
+            if not all(0 <= t < n_vocab for t in tokens):
+                raise InvalidRequestError(f"input {i} has token ids outside the vocabulary (0 to {n_vocab - 1})")
+            if len(tokens) > limit:
+                if not truncate:
+                    raise ContextOverflowError(
+                        f"input {i} is {len(tokens)} tokens, but the embedding context holds {limit}: "
+                        "shorten it, or ask for truncation"
+                    )
+                tokens = tokens[:limit]
+            token_lists.append(tokens)
+        ctx = embedder._ctx.ctx
+        memory = lib.llama_get_memory(ctx)
+        n_embd = embedder.n_embd()
+        vectors = []
+        for tokens in token_lists:
+            lib.llama_memory_clear(memory, True)
+            arr = (ctypes.c_int32 * len(tokens))(*tokens)
+            code = int(lib.llama_decode(ctx, lib.llama_batch_get_one(arr, len(tokens))))
+            if code != 0:
+                raise EngineError(f"llama.cpp could not embed the input (llama_decode returned {code})")
+            ptr = lib.llama_get_embeddings_seq(ctx, 0)
+            if not ptr:
+                ptr = lib.llama_get_embeddings_ith(ctx, -1)  # a model without pooling: the last token's
+            vec = [float(ptr[k]) for k in range(n_embd)]
+            norm = sum(x * x for x in vec) ** 0.5 or 1.0
+            vectors.append(tuple(x / norm for x in vec))
+        lib.llama_memory_clear(memory, True)
+        return Embeddings(tuple(vectors), sum(len(t) for t in token_lists))
 
     def _unload(self) -> None:
         if self.states is not None:
@@ -515,10 +566,11 @@ class EngineHost:
 
     def _fit(
         self, messages: Sequence[ChatMessage], max_tokens: int, enable_thinking: bool | None = None,
-        continue_final: bool = False, tools: Sequence[dict[str, Any]] = (),
+        continue_final: bool = False, tools: Sequence[dict[str, Any]] = (), *, room: int | None = None,
     ) -> tuple[RenderedPrompt, list[int], int]:
         """Render the conversation; drop the oldest turns (never the system prompt
-        or the newest message) until prompt + answer room fit the context."""
+        or the newest message) until prompt + answer room fit the context.  With ``room``
+        nothing is dropped: the prompt and ``room`` answer tokens fit, or ContextOverflowError."""
         formatter = self._formatter()
         n_ctx = self.llm.n_ctx()
         reserve = max(1, min(max_tokens, n_ctx // 4))
@@ -528,6 +580,9 @@ class EngineHost:
             prompt = formatter.render(msgs, enable_thinking=enable_thinking, continue_final=continue_final,
                                       tools=tools)
             tokens = self._tokenize(prompt)
+            if room is not None:
+                _check_room(len(tokens), room, n_ctx)
+                return prompt, tokens, 0
             if len(tokens) + reserve <= n_ctx:
                 return prompt, tokens, dropped
             keep_last = 2 if continue_final else 1  # a continued answer keeps its question
@@ -547,19 +602,22 @@ class EngineHost:
             raise EngineError("no model is loaded: choose a model first")
         params = req.params
         notices: list[str] = []
-        if req.raw_prompt is not None:
+        raw = req.raw_prompt is not None or req.raw_tokens is not None
+        if raw:
             bos = bool(self.info.get("tokenizer.ggml.add_bos_token", True)) if self.info else True
-            prompt = RenderedPrompt(req.raw_prompt, (), "raw", bos)
-            tokens = self._tokenize(prompt)
+            prompt = RenderedPrompt(req.raw_prompt or "", (), "raw", bos)
+            if req.raw_tokens is not None:
+                tokens = list(req.raw_tokens)
+                if not tokens or not all(0 <= t < llm.n_vocab() for t in tokens):
+                    raise InvalidRequestError(f"a prompt of token ids needs ids from 0 to {llm.n_vocab() - 1}")
+            else:
+                tokens = self._tokenize(prompt)
             dropped = 0
-            if len(tokens) >= llm.n_ctx():
-                raise ContextOverflowError(
-                    f"the prompt is {len(tokens)} tokens but the model's context holds {llm.n_ctx()}"
-                )
+            _check_room(len(tokens), req.room or 1, llm.n_ctx())
         else:
             tools = req.tools if req.tool_choice != "none" else ()
             prompt, tokens, dropped = self._fit(
-                req.messages, params.max_tokens, params.enable_thinking, req.continue_final, tools
+                req.messages, params.max_tokens, params.enable_thinking, req.continue_final, tools, room=req.room
             )
             for notice in prompt.notices:
                 if notice not in self._told:
@@ -578,7 +636,7 @@ class EngineHost:
         # or with a kept state (another chat's, a past session's) when that shares more.
         cached = session.cached()
         prefix = common_prefix(cached, tokens)
-        if self.states is not None and req.raw_prompt is None:
+        if self.states is not None and not raw:
             if len(cached) - prefix >= MIN_TOKENS:
                 self._keep_current()  # about to be overwritten: keep it for when its chat returns
             best = self.states.best(tokens)
@@ -610,18 +668,25 @@ class EngineHost:
                 return GenerationResult("", stats, tuple(notices))
             raise EngineError(f"llama.cpp failed while reading the prompt ({exc})") from exc
 
-        grammar = None
+        grammar = params.grammar  # structured output (the API's response_format)
         if req.tools and req.tool_choice not in ("auto", "none") and prompt.tool_format is not None:
             # A call is required: constrain the output to one valid call of the offered tools.
+            if grammar is not None:
+                raise InvalidRequestError("a required tool call cannot be combined with a response format")
             only = None if req.tool_choice == "required" else req.tool_choice
             try:
                 grammar = call_grammar(prompt.tool_format, req.tools, only)
             except ValueError as exc:
                 raise EngineError(f"cannot require that tool: {exc}") from exc
-        sampler = Sampler(params, llm.n_vocab(), seed, tokens, grammar=grammar, vocab=session.vocab)
-        parser = output_parser(prompt, continuing=req.continue_final)
+            # The call comes in the grammar's syntax, which may not be the family's own markers.
+            prompt = dataclasses.replace(prompt, tool_format=forced_call_format(prompt.tool_format))
+        try:
+            sampler = Sampler(params, llm.n_vocab(), seed, tokens, grammar=grammar, vocab=session.vocab)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        parser = output_parser(prompt, continuing=req.continue_final, stops=params.stop)
         if grammar is not None:
-            parser.in_thinking = False  # the grammar starts the call at once
+            parser.in_thinking = False  # the grammar starts the call (or the structured answer) at once
         unsent, unsent_thinking = "", ""  # text not sent yet (coalesced, see CHUNK_INTERVAL_S)
         sent_at = 0.0
         first_token_at: float | None = None
@@ -631,9 +696,14 @@ class EngineHost:
         finish = "length"
         token = -1  # the last token taken, not yet evaluated
         ready: list[int] = []  # tokens drawn and not yet taken (a verified draft's)
+        # No drafts while a grammar constrains the answer, nor when each token's probabilities are
+        # reported (they are read from the one position each plain step leaves).
+        plain = grammar is None and params.logprobs is None
         lookup = (PromptLookup(tokens, n_ctx, self.verify_cost) if self.loaded is not None
-                  and self.loaded.prompt_lookup and grammar is None else None)
-        drafter = self.drafter if grammar is None else None  # no drafts while a grammar constrains the answer
+                  and self.loaded.prompt_lookup and plain else None)
+        drafter = self.drafter if plain else None
+        logprobs: list[TokenLogprob] = []
+        unsent_logprobs: list[TokenLogprob] = []
         try:
             while True:
                 if n_generated >= params.max_tokens:
@@ -666,6 +736,10 @@ class EngineHost:
                     break
                 if lookup is not None:
                     lookup.push(taken)
+                if params.logprobs is not None:
+                    entry = self._logprob(session, taken, params.logprobs)
+                    logprobs.append(entry)
+                    unsent_logprobs.append(entry)
                 n_generated += 1
                 if parser.in_thinking and thinking_started is None:
                     thinking_started = now
@@ -683,8 +757,9 @@ class EngineHost:
                     finish = "stop"
                     break
                 if (unsent or unsent_thinking) and now - sent_at >= CHUNK_INTERVAL_S:
-                    self.send(Chunk(unsent, unsent_thinking))
+                    self.send(Chunk(unsent, unsent_thinking, tuple(unsent_logprobs)))
                     unsent, unsent_thinking, sent_at = "", "", now
+                    unsent_logprobs = []
         finally:
             sampler.close()
         tail = parser.feed(decoder.decode(b"", final=True)) + parser.finish()
@@ -701,8 +776,8 @@ class EngineHost:
                 unsent_thinking += text
             else:
                 unsent += text
-        if unsent or unsent_thinking:
-            self.send(Chunk(unsent, unsent_thinking))
+        if unsent or unsent_thinking or unsent_logprobs:
+            self.send(Chunk(unsent, unsent_thinking, tuple(unsent_logprobs)))
         if finish == "stop" and parser.in_thinking and not parser.answer:
             notices.append("The model ended its turn while still thinking: its thinking is shown, "
                            "but it gave no answer. Regenerate, or turn Think off for this chat.")
@@ -716,7 +791,38 @@ class EngineHost:
             stats.ttft_s = first_token_at - started
             decode_s = ended - first_token_at
             stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
-        return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s, tuple(tool_calls))
+        return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s, tuple(tool_calls),
+                                tuple(logprobs))
+
+    def _logprob(self, session: Session, token: int, top: int) -> TokenLogprob:
+        """``token``'s log-probability at the last evaluated position, and the ``top`` likeliest."""
+        import numpy as np
+        from llama_cpp import llama_cpp as lib
+
+        n_vocab = self.llm.n_vocab()
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(session.ctx, -1), shape=(n_vocab,))
+        shifted = logits.astype(np.float64) - float(logits.max())
+        logz = float(np.log(np.exp(shifted).sum()))
+
+        def entry(t: int) -> tuple[str, float, bytes]:
+            data = session.piece(t)
+            return data.decode("utf-8", errors="replace"), float(shifted[t]) - logz, data
+
+        best = np.argpartition(-logits, top)[:top] if 0 < top < n_vocab else np.arange(0)
+        best = best[np.argsort(-logits[best], kind="stable")]
+        text, value, data = entry(token)
+        return TokenLogprob(text, value, data, tuple(entry(int(t)) for t in best))
+
+
+def _check_room(n_prompt: int, room: int, n_ctx: int) -> None:
+    """The prompt and ``room`` answer tokens fit the context, or ContextOverflowError (OpenAI's words)."""
+    if n_prompt + max(1, room) > n_ctx:
+        asked = f"{n_prompt} in the prompt" + (f" and {room} for the answer" if room > 1 else "")
+        raise ContextOverflowError(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{n_prompt + max(1, room)} tokens ({asked}). Please reduce the length of the messages or "
+            "of the answer (max_tokens), or load the model with a larger context."
+        )
 
 
 def _token_text(llm: Any, token: int) -> str:

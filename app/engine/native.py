@@ -247,21 +247,39 @@ class Sampler:
         add = self._add
         greedy = params.temperature <= 0
         top_k = 1 if greedy else params.top_k
-        penalise = params.repeat_penalty != 1.0
+        penalise = (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
+                    or params.presence_penalty != 0.0)
         # Plain greedy is an argmax over the logits: NumPy reads them in place in 0.03 ms,
         # where the chain first copies all of them into a candidate array (0.3 ms on a
         # 262,144-token vocabulary). Both take the first of equal maxima.
-        self.argmax = greedy and not penalise and grammar is None
+        self.argmax = greedy and not penalise and grammar is None and not params.logit_bias
+        if params.logit_bias:
+            biases = (lib.llama_logit_bias * len(params.logit_bias))()
+            for i, (token, bias) in enumerate(params.logit_bias):
+                if not 0 <= token < n_vocab:
+                    lib.llama_sampler_free(self.chain)
+                    raise ValueError(f"token {token} is not in the model's vocabulary (0 to {n_vocab - 1})")
+                biases[i] = lib.llama_logit_bias(token, bias)
+            add(lib.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
         if grammar is not None:
             constrained = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
             if not constrained:
                 lib.llama_sampler_free(self.chain)
-                raise ValueError("llama.cpp could not parse the tool call grammar")
+                raise ValueError("llama.cpp could not parse the grammar")
             add(constrained)
         if penalise:
-            penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
-            if top_k > 0 and params.repeat_penalty > 1.0:
+            penalties = lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty,
+                                                         params.frequency_penalty, params.presence_penalty)
+            # a shortlist is exact only when every penalty can only lower a logit
+            lowers_only = (params.repeat_penalty >= 1.0 and params.frequency_penalty >= 0.0
+                           and params.presence_penalty >= 0.0)
+            if top_k > 0 and lowers_only and not params.logit_bias:
                 add(lib.llama_sampler_init_top_k(top_k + PENALTY_LAST_N))
+            # like llama.cpp's server: the penalty window covers the prompt's tail too. Only the
+            # penalty sampler sees those tokens: a grammar fed the prompt's own tokens would abort
+            # the process ("Unexpected empty grammar stack after accepting piece: <|im_start|>").
+            for token in history[-PENALTY_LAST_N:]:
+                lib.llama_sampler_accept(penalties, token)
             add(penalties)
         if greedy:
             add(lib.llama_sampler_init_greedy())
@@ -274,10 +292,6 @@ class Sampler:
                 add(lib.llama_sampler_init_min_p(params.min_p, 1))
             add(lib.llama_sampler_init_temp(params.temperature))
             add(lib.llama_sampler_init_dist(seed))
-        if penalise:
-            # like llama.cpp's server: the penalty window covers the prompt's tail too
-            for token in history[-PENALTY_LAST_N:]:
-                lib.llama_sampler_accept(self.chain, token)
 
     def _add(self, sampler: Any) -> None:
         self.lib.llama_sampler_chain_add(self.chain, sampler)
@@ -286,7 +300,8 @@ class Sampler:
         """The logits of batch position ``index`` as a NumPy view of llama.cpp's buffer (no copy)."""
         import numpy as np
 
-        return np.frombuffer(self._row.from_address(self._logits_at(ctx, index)), dtype=np.float32)
+        row: Any = self._row.from_address(self._logits_at(ctx, index))
+        return np.frombuffer(row, dtype=np.float32)
 
     def sample(self, ctx: Any, index: int = -1) -> int:
         """Draw the next token from the logits of batch position ``index`` (the last by

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams
+from app.engine.types import ChatMessage, GenerationResult, LoadedModel, LoadSettings, SamplingParams, TokenLogprob
 
 # -- requests ------------------------------------------------------------------
 
@@ -38,6 +38,11 @@ class Generate:
     # "auto", "required", "none", or the name of the one tool it must call.
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str = "auto"
+    # None: the oldest turns are left out (and the user told) until the prompt fits. A number
+    # (the API): the prompt plus that many answer tokens must fit, else ContextOverflowError.
+    room: int | None = None
+    # A raw completion given as token ids (the API's ``prompt: [12, 34]``) instead of text.
+    raw_tokens: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,12 @@ class ClearStates:
 
 @dataclass(frozen=True)
 class Embed:
-    """Embedding vectors (mean-pooled, L2-normalised) of texts with the loaded model."""
+    """Embedding vectors (pooled, L2-normalised) of texts or token-id lists, each read on its own
+    (so a vector never depends on what else was asked with it).  An input longer than the
+    embedding context is cut to fit with ``truncate``, else refused (ContextOverflowError)."""
 
-    texts: tuple[str, ...]
+    texts: tuple[str | tuple[int, ...], ...]
+    truncate: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class Ok:
 class Chunk:
     text: str
     thinking: str = ""  # thinking that came before ``text`` (reasoning models)
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens of this chunk, when asked for
 
 
 @dataclass(frozen=True)

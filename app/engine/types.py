@@ -39,6 +39,18 @@ class SamplingParams:
     enable_thinking: bool | None = None
     # With tools on: "auto" (the model decides) or "required" (its first step is a tool call).
     tool_choice: str = "auto"
+    # OpenAI's penalties (llama.cpp's, over the last 64 tokens): a token's logit is lowered by
+    # ``frequency_penalty`` per time it occurred and once by ``presence_penalty`` if it did.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # Added to these tokens' logits before sampling: (token id, bias) pairs (-100 bans a token).
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # Strings that end the answer where they first appear (not part of it).
+    stop: tuple[str, ...] = ()
+    # Report each answer token's log-probability, and this many likeliest alternatives (None: off).
+    logprobs: int | None = None
+    # A GBNF grammar the answer must follow (structured output: JSON, a JSON schema).
+    grammar: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +60,12 @@ class SamplingParams:
         if not data:
             return cls()
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        # JSON keeps tuples as lists
+        for key in ("stop", "logit_bias"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in values[key])
+        return cls(**values)
 
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
@@ -71,8 +88,10 @@ class LoadSettings:
     # Kept conversation states (app/engine/kvstates.py): budgets in MiB; 0 keeps none.
     kept_states_ram_mb: int = 1024
     kept_states_disk_mb: int = 4096
-    # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py).
-    prompt_lookup: bool = True
+    # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py). Off by default: it made
+    # answers that quote nothing slower (0.785 of llama-bench with drafts against 0.95 without, Gemma 3 270M,
+    # paired), more than it gains on the answers that quote; the user can switch it on in Settings.
+    prompt_lookup: bool = False
     # A small model of the same family that drafts tokens for this one (same vocabulary).
     draft_model: str | None = None
 
@@ -92,7 +111,7 @@ class LoadedModel:
     template_source: Literal["gguf", "fallback", "override"]
     load_s: float
     notices: tuple[str, ...] = ()
-    prompt_lookup: bool = True
+    prompt_lookup: bool = False
     draft_model: str = ""  # the draft model in use ("" for none)
     # Thinking: the family's format ("think", "gpt-oss", ...), whether the template has a
     # Think switch (``enable_thinking``), and whether thinking is on when it is left unset.
@@ -136,3 +155,16 @@ class GenerationResult:
     reasoning_s: float = 0.0
     # The tools the model asked for ({"id", "name", "arguments": dict}); finish_reason "tool_calls".
     tool_calls: tuple[dict[str, Any], ...] = ()
+    # With ``SamplingParams.logprobs``: one entry per answer token (see :class:`TokenLogprob`).
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model (before sampling settings), with
+    the likeliest alternatives at that position (OpenAI's ``logprobs.content`` entry)."""
+
+    token: str
+    logprob: float
+    data: bytes
+    top: tuple[tuple[str, float, bytes], ...] = ()

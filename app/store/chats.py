@@ -100,7 +100,25 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN tool_calls TEXT")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sqlite3.Connection) -> None:
+    # Branches: each message follows its parent (NULL: the first of a chat), so an edited message
+    # or a regenerated answer is a sibling of the one it replaces, which stays. The chat shows the
+    # branch ending at ``current_leaf``. Every existing chat becomes one branch, as it was.
+    conn.execute("ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE")
+    conn.execute("ALTER TABLE conversations ADD COLUMN current_leaf INTEGER")
+    conn.execute(
+        """UPDATE messages SET parent_id = (
+               SELECT MAX(p.id) FROM messages p WHERE p.conversation_id = messages.conversation_id
+               AND p.id < messages.id)"""
+    )
+    conn.execute(
+        "UPDATE conversations SET current_leaf = (SELECT MAX(id) FROM messages m WHERE m.conversation_id = "
+        "conversations.id)"
+    )
+    conn.execute("CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id, id)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 @dataclass
@@ -130,6 +148,7 @@ class Message:
     reasoning: str = ""
     sent: str | None = None  # a user message as the model was given it (with passages)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    parent_id: int | None = None  # the message this one follows (None: the chat's first)
 
     @property
     def sent_to_model(self) -> bool:
@@ -165,6 +184,14 @@ def _conversation(row: sqlite3.Row) -> Conversation:
     )
 
 
+# The branch a chat shows: from its current leaf up through the parents (depth 0 = the newest message).
+_BRANCH = """WITH RECURSIVE path(id, depth) AS (
+    SELECT current_leaf, 0 FROM conversations WHERE id = ? AND current_leaf IS NOT NULL
+    UNION ALL
+    SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id
+    WHERE m.parent_id IS NOT NULL)"""
+
+
 def _message(row: sqlite3.Row) -> Message:
     return Message(
         id=row["id"],
@@ -181,6 +208,7 @@ def _message(row: sqlite3.Row) -> Message:
         reasoning=row["reasoning"] or "",
         sent=row["sent"],
         tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else [],
+        parent_id=row["parent_id"],
     )
 
 
@@ -275,8 +303,35 @@ class ChatStore:
     # -- messages --------------------------------------------------------------
 
     def messages(self, conv_id: int) -> list[Message]:
-        rows = self.db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conv_id,))
+        """The branch the chat shows, oldest first (what the window, exports and the CLI follow)."""
+        rows = self.db.query(
+            f"{_BRANCH} SELECT messages.* FROM path JOIN messages ON messages.id = path.id ORDER BY path.depth DESC",
+            (conv_id,),
+        )
         return [_message(r) for r in rows]
+
+    def branch_ids(self, conv_id: int) -> list[int]:
+        """The ids of the branch the chat shows, oldest first: what a long chat's view needs up front."""
+        rows = self.db.query(f"{_BRANCH} SELECT id FROM path ORDER BY depth DESC", (conv_id,))
+        return [int(r["id"]) for r in rows]
+
+    def messages_by_id(self, ids: list[int]) -> dict[int, Message]:
+        """Whole messages for some ids (one query), e.g. the part of a long chat the user looks at."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.query(f"SELECT * FROM messages WHERE id IN ({marks})", tuple(ids))
+        return {int(r["id"]): _message(r) for r in rows}
+
+    def latest_answer_stats(self, conv_id: int) -> dict[str, Any]:
+        """The figures of the newest answer with figures on the branch shown ({} if none)."""
+        rows = self.db.query(
+            f"{_BRANCH} SELECT messages.stats FROM path JOIN messages ON messages.id = path.id "
+            "WHERE messages.role = 'assistant' AND messages.stats IS NOT NULL AND messages.stats != '{}' "
+            "ORDER BY path.depth LIMIT 1",
+            (conv_id,),
+        )
+        return dict(json.loads(rows[0]["stats"])) if rows else {}
 
     def message(self, message_id: int) -> Message:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -292,15 +347,19 @@ class ChatStore:
         status: MessageStatus = "complete",
         model: str | None = None,
     ) -> Message:
+        """Add a message at the end of the branch shown; it becomes that branch's end."""
         now = time.time()
         with self.db.transaction() as conn:
+            row = conn.execute("SELECT current_leaf FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            parent = row[0] if row is not None else None
             cur = conn.execute(
-                "INSERT INTO messages (conversation_id, role, content, status, model, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conv_id, role, content, status, model, now, now),
+                "INSERT INTO messages (conversation_id, role, content, status, model, created_at, updated_at, "
+                "parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, role, content, status, model, now, now, parent),
             )
-            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id))
             message_id = int(cur.lastrowid or 0)
+            conn.execute("UPDATE conversations SET updated_at = ?, current_leaf = ? WHERE id = ?",
+                         (now, message_id, conv_id))
         return self.message(message_id)
 
     def update_message(
@@ -336,13 +395,65 @@ class ChatStore:
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", params)
 
+    # -- branches ----------------------------------------------------------------
+
+    def fork_at(self, message_id: int) -> None:
+        """Edit / regenerate: the branch shown now ends just before this message, which is kept; the next
+        message added becomes its sibling (a new version), and "‹ 1 / 2 ›" switches between them."""
+        msg = self.message(message_id)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?",
+                         (msg.parent_id, msg.conversation_id))
+
+    def versions(self, message_id: int) -> list[int]:
+        """The ids of this message and its siblings (its other versions), oldest first."""
+        msg = self.message(message_id)
+        rows = self.db.query("SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? ORDER BY id",
+                             (msg.conversation_id, msg.parent_id))
+        return [int(r["id"]) for r in rows]
+
+    def versions_of(self, messages: list[Message]) -> dict[int, tuple[int, ...]]:
+        """For those of ``messages`` that have other versions: their versions' ids, oldest first (one query
+        for the part of a chat on screen, whatever the chat's length)."""
+        if not messages:
+            return {}
+        parents = sorted({m.parent_id for m in messages if m.parent_id is not None})
+        marks = ",".join("?" * len(parents))
+        roots = any(m.parent_id is None for m in messages)
+        rows = self.db.query(
+            f"SELECT id, parent_id FROM messages WHERE conversation_id = ? AND "
+            f"(parent_id IN ({marks}){' OR parent_id IS NULL' if roots else ''}) ORDER BY id",
+            (messages[0].conversation_id, *parents),
+        )
+        groups: dict[int | None, list[int]] = {}
+        for r in rows:
+            groups.setdefault(r["parent_id"], []).append(int(r["id"]))
+        return {i: tuple(ids) for ids in groups.values() if len(ids) > 1 for i in ids}
+
+    def show_version(self, message_id: int) -> None:
+        """Show the branch through this message: below it, the most recent answer at each step."""
+        msg = self.message(message_id)
+        leaf = message_id
+        while True:
+            rows = self.db.query("SELECT MAX(id) AS id FROM messages WHERE parent_id = ?", (leaf,))
+            child = rows[0]["id"] if rows else None
+            if child is None:
+                break
+            leaf = int(child)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (leaf, msg.conversation_id))
+
     def delete_messages_from(self, message_id: int) -> None:
-        """Delete a message and everything after it in its conversation (edit / regenerate)."""
+        """Delete a message, its later versions' branches below it, and show the branch before it."""
         msg = self.message(message_id)
         with self.db.transaction() as conn:
             conn.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (msg.conversation_id, message_id)
-            )
+                """WITH RECURSIVE below(id) AS (SELECT ? UNION ALL
+                       SELECT m.id FROM messages m JOIN below ON m.parent_id = below.id)
+                   DELETE FROM messages WHERE id IN (SELECT id FROM below)""", (message_id,))
+            conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ? AND current_leaf NOT IN "
+                         "(SELECT id FROM messages WHERE conversation_id = ?)",
+                         (msg.parent_id, msg.conversation_id, msg.conversation_id))
 
     # -- settings --------------------------------------------------------------
 
@@ -438,6 +549,7 @@ class ChatStore:
                 ),
             )
             conv_id = int(cur.lastrowid or 0)
+            parent: int | None = None  # an export is the branch that was shown: one chain
             for m in messages:
                 role = m.get("role")
                 status = m.get("status", "complete")
@@ -445,17 +557,21 @@ class ChatStore:
                     raise StoreError(f"the conversation export has a message with role {role!r}")
                 if status not in ("complete", "interrupted", "error"):
                     status = "interrupted"
-                conn.execute(
+                inserted = conn.execute(
                     "INSERT INTO messages (conversation_id, role, content, status, model, stats, sources, "
-                    "created_at, updated_at, reasoning, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, reasoning, tool_calls, parent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conv_id, role, str(m.get("content", "")), status, m.get("model"),
                         json.dumps(m.get("stats") or {}),
                         json.dumps(m["sources"]) if isinstance(m.get("sources"), list) else None,
                         float(m.get("created_at") or now), now, str(m.get("reasoning") or ""),
                         json.dumps(m["tool_calls"]) if isinstance(m.get("tool_calls"), list) else None,
+                        parent,
                     ),
                 )
+                parent = int(inserted.lastrowid or 0)
+            conn.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (parent, conv_id))
         return self.conversation(conv_id)
 
 

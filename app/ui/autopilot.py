@@ -16,6 +16,7 @@ to judge the run: answers streamed and their message ids, reference counts of
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -50,6 +51,32 @@ HEARTBEAT_MS = 5
 TIMEOUT_S = 1800  # a run that has not finished by then is reported as failed
 
 
+def live_objects() -> dict[str, int]:
+    """How many objects of each type the garbage collector tracks (objgraph's most-common-types)."""
+    gc.collect()
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def memory_mark() -> dict[str, Any]:
+    """Memory, singleton reference counts and live objects per type, at one moment."""
+    return {"rss_mb": round(psutil.Process().memory_info().rss / 1e6, 1), "refcounts": refcounts(),
+            "objects": live_objects()}
+
+
+def growth_between(before: dict[str, Any], after: dict[str, Any], top: int = 15) -> dict[str, Any]:
+    """What grew from one :func:`memory_mark` to another: memory, reference counts, object types."""
+    grown = {k: after["objects"].get(k, 0) - v for k, v in before["objects"].items()}
+    grown.update({k: v for k, v in after["objects"].items() if k not in before["objects"]})
+    biggest = sorted(((n, k) for k, n in grown.items() if n > 0), reverse=True)[:top]
+    return {"rss_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+            "refcounts": {k: after["refcounts"][k] - v for k, v in before["refcounts"].items()},
+            "objects": {k: n for n, k in biggest}}
+
+
 def refcounts() -> dict[str, int]:
     """Reference counts of the singletons PySide6 6.12 on Python 3.11 loses references to."""
     return {"None": sys.getrefcount(None), "True": sys.getrefcount(True), "False": sys.getrefcount(False)}
@@ -70,6 +97,7 @@ class DrivePlan:
     stop_every: int = 5
     regenerate_every: int = 6
     report: Path | None = None
+    checkpoint: int = 0  # after this many answers, note memory, reference counts and live objects
 
 
 @dataclass
@@ -90,6 +118,8 @@ class DriveReport:
     refcounts_after_close: dict[str, int] = field(default_factory=dict)
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    growth: dict[str, Any] = field(default_factory=dict)
     stalls_ms: list[float] = field(default_factory=list)
     quit_via_action: bool = False
     finished: bool = False
@@ -103,6 +133,7 @@ class DriveReport:
             "refcounts_start": self.refcounts_start, "refcounts_end": self.refcounts_end,
             "refcounts_after_close": self.refcounts_after_close,
             "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
+            "checkpoint": self.checkpoint, "growth": self.growth,
             "stall_p99_ms": round(p99, 1), "stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
             "heartbeats": len(stalls), "quit_via_action": self.quit_via_action, "finished": self.finished,
             "duration_s": round(self.duration_s, 2),
@@ -132,7 +163,8 @@ def run_driven(plan: DrivePlan, home: Path | None = None, timeout: float | None 
         raise ValueError("run_driven needs plan.report")
     cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
     cmd += ["--drive", str(plan.answers), "--drive-chats", str(plan.chats), "--drive-max-tokens",
-            str(plan.max_tokens), "--model", plan.model, "--drive-report", str(plan.report)]
+            str(plan.max_tokens), "--model", plan.model, "--drive-report", str(plan.report),
+            "--drive-checkpoint", str(plan.checkpoint)]
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     if home is not None:
         env["PADDOCK_HOME"] = str(home)
@@ -153,6 +185,7 @@ class Autopilot(QObject):
         self._convs: list[int] = []
         self._started = 0.0
         self._stop_pending = False
+        self._mark: dict[str, Any] | None = None
         self._beat = QTimer(self)
         self._beat.setInterval(HEARTBEAT_MS)
         self._beat.timeout.connect(self._heartbeat)
@@ -244,6 +277,11 @@ class Autopilot(QObject):
                                     "error": error, "completion_tokens": stats.get("completion_tokens", 0)})
         if status == "error":
             self.report.errors.append(error)
+        if self.plan.checkpoint and len(self.report.answers) == self.plan.checkpoint:
+            self._mark = memory_mark()
+            self.report.checkpoint = {"answers": self.plan.checkpoint, "rss_mb": self._mark["rss_mb"],
+                                      "refcounts": self._mark["refcounts"]}
+            self._last_beat = time.perf_counter()  # the mark's own pause is not the app's stall
         QTimer.singleShot(0, self._next)
 
     def _finish(self) -> None:
@@ -261,6 +299,8 @@ class Autopilot(QObject):
     def _quit(self) -> None:
         w = self.window
         self.report.conversations = list(self._convs)
+        if self._mark is not None:
+            self.report.growth = growth_between(self._mark, memory_mark())
         self.report.refcounts_end = refcounts()
         self.report.rss_end_mb = psutil.Process().memory_info().rss / 1e6
         self.report.duration_s = time.perf_counter() - self._started

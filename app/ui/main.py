@@ -41,8 +41,8 @@ def run_app(argv: list[str] | None = None, drive: DrivePlan | None = None) -> in
     from app.engine.client import Engine
     from app.errors import PaddockError
     from app.store.chats import ChatStore
-    from app.ui.controller import ChatController
-    from app.ui.theme import apply_theme, system_is_dark
+    from app.ui.chat.controller import ChatController
+    from app.ui.common.theme import apply_theme, system_is_dark
     from app.ui.window import MainWindow
 
     _setup_logging()

@@ -59,8 +59,7 @@ class StatusPanel:
         """Context meter from the figures of the conversation's latest answer."""
         if conv_id is None:
             return
-        last = [m for m in self.store.messages(conv_id) if m.role == "assistant" and m.stats]
-        self.show_context(last[-1].stats if last else {})
+        self.show_context(self.store.latest_answer_stats(conv_id))
 
     def show_context(self, stats: dict[str, Any]) -> None:
         n_ctx = stats.get("n_ctx") or 0

@@ -1,8 +1,8 @@
 """The main window: it assembles the pages, menus, status bar and shortcuts, and keeps its state.
 
-Each page owns its behaviour: the sidebar (:mod:`app.ui.sidebar`), the chat
-(:mod:`app.ui.chat_page`), the models area (:mod:`app.ui.models_page`) and the
-first-run page (:mod:`app.ui.welcome`).  They talk to the window only through
+Each page owns its behaviour: the sidebar (:mod:`app.ui.chat.sidebar`), the chat
+(:mod:`app.ui.chat.page`), the models area (:mod:`app.ui.models.page`) and the
+first-run page (:mod:`app.ui.models.welcome`).  They talk to the window only through
 signals, and report errors and notices to the :class:`MessageBridge`, which
 this window alone turns into dialogs, the notice bar or the status bar.
 """
@@ -32,20 +32,20 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.engine.types import LoadSettings
 from app.errors import PaddockError
-from app.ui.chat_page import NO_CONVERSATION, ChatPage
-from app.ui.composer import local_files
-from app.ui.controller import ChatController
-from app.ui.dialogs import AboutDialog, SettingsDialog
-from app.ui.docs_panel import DocsHub
-from app.ui.messages import Message, MessageBridge
-from app.ui.model_manager import ModelManager
-from app.ui.model_picker import ModelChoices
-from app.ui.models_page import ModelsPage
-from app.ui.servers import API_PORT, ServerHub, ServersDialog
-from app.ui.sidebar import Sidebar
+from app.ui.chat.composer import local_files
+from app.ui.chat.controller import ChatController
+from app.ui.chat.model_picker import ModelChoices
+from app.ui.chat.page import NO_CONVERSATION, ChatPage
+from app.ui.chat.sidebar import Sidebar
+from app.ui.common.messages import Message, MessageBridge
+from app.ui.documents.panel import DocsHub
+from app.ui.models.manager import ModelManager
+from app.ui.models.page import ModelsPage
+from app.ui.models.welcome import WelcomePage
+from app.ui.settings.dialogs import AboutDialog, SettingsDialog
+from app.ui.settings.servers import API_PORT, ServerHub, ServersDialog
 from app.ui.status import StatusPanel
-from app.ui.tools_ui import ToolsDialog, tool_hub
-from app.ui.welcome import WelcomePage
+from app.ui.tools.widgets import ToolsDialog, tool_hub
 
 log = logging.getLogger(__name__)
 # The load settings the Settings dialog changes, kept across sessions.

@@ -70,13 +70,32 @@ def test_cancel_stops_generation(engine: Engine) -> None:
 
 
 def test_cancel_during_prompt_evaluation(engine: Engine) -> None:
-    """A cancel that arrives while llama.cpp reads a long prompt aborts the decode."""
-    long_text = "The quick brown fox jumps over the lazy dog. " * 150
-    timer = threading.Timer(0.05, engine.cancel)
-    timer.start()
-    result = engine.generate([ChatMessage("user", long_text)], SamplingParams(max_tokens=400))
-    timer.join()
+    """A cancel that arrives while llama.cpp reads a long prompt aborts the decode: no token is
+    generated, and the prompt was not read to its end (it is not all in the cache afterwards)."""
+    messages = [ChatMessage("user", "The quick brown fox jumps over the lazy dog. " * 150)]
+    done = threading.Event()
+
+    def keep_cancelling() -> None:
+        # The engine drops a cancel that arrives before it takes the request, so one is sent
+        # every few milliseconds: the first that counts lands at the start of the prompt's
+        # evaluation (some 1,500 tokens, hundreds of milliseconds even on a fast machine).
+        while not done.wait(0.005):
+            engine.cancel()
+
+    canceller = threading.Thread(target=keep_cancelling)
+    canceller.start()
+    try:
+        result = engine.generate(messages, SamplingParams(max_tokens=400))
+    finally:
+        done.set()
+        canceller.join()
     assert result.stats.finish_reason == "cancelled"
+    assert result.stats.completion_tokens == 0
+    assert result.text == ""
+    # Had the prompt been read to its end, all but its last token would be reused now.
+    again = engine.generate(messages, SamplingParams(max_tokens=1, temperature=0.0))
+    assert again.stats.finish_reason == "length"
+    assert again.stats.prompt_reused < again.stats.prompt_tokens - 1
     after = engine.generate([ChatMessage("user", "What is the capital of France?")], GREEDY)
     assert "Paris" in after.text
 

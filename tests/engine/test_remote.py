@@ -13,9 +13,12 @@ import httpx2
 import pytest
 from pytestqt.qtbot import QtBot
 
+from app import paths
 from app.engine.remote import RemoteError, RemoteServers, model_ref
 from app.engine.types import ChatMessage, SamplingParams
+from app.store.chats import ChatStore
 from app.ui.window import MainWindow
+from tests.sqlite_files import stored_bytes
 
 ALIAS = "gemma-test"
 KEY = "sk-remote-secret"
@@ -62,14 +65,24 @@ def server(test_model: Path) -> Iterator[LlamaServer]:
     srv.kill()
 
 
-def settings() -> RemoteServers:
-    data: dict[str, object] = {}
-    return RemoteServers(lambda k, d: data.get(k, d), data.__setitem__)
+@pytest.fixture
+def store() -> Iterator[ChatStore]:
+    """The chat store on its real SQLite file: where the app keeps the servers the user added."""
+    s = ChatStore(paths.database_path())
+    yield s
+    s.close()
 
 
-def test_list_models_and_stream_an_answer(server: LlamaServer) -> None:
-    remotes = settings()
+@pytest.fixture
+def remotes(store: ChatStore) -> RemoteServers:
+    return RemoteServers(store.get_setting, store.set_setting)
+
+
+def test_list_models_and_stream_an_answer(server: LlamaServer, remotes: RemoteServers) -> None:
     added, _saved = remotes.add("lab box", server.url, KEY)
+    on_disk = stored_bytes(paths.database_path())
+    assert server.url.encode() in on_disk  # the server is in the database file ...
+    assert KEY.encode() not in on_disk  # ... its API key is not (it belongs in the keyring)
     client = remotes.client(added.id)
     assert client.models() == [ALIAS]
     gen = client.stream(ALIAS, [ChatMessage("user", ECHO)], SamplingParams(temperature=0.0, max_tokens=64))
@@ -82,8 +95,7 @@ def test_list_models_and_stream_an_answer(server: LlamaServer) -> None:
     assert gen.result.stats.ttft_s > 0
 
 
-def test_wrong_key_and_unreachable_server(server: LlamaServer) -> None:
-    remotes = settings()
+def test_wrong_key_and_unreachable_server(server: LlamaServer, remotes: RemoteServers) -> None:
     wrong, _ = remotes.add("lab box", server.url, "sk-wrong")
     with pytest.raises(RemoteError, match="refused the API key"):
         remotes.client(wrong.id).models()
@@ -97,8 +109,7 @@ def test_wrong_key_and_unreachable_server(server: LlamaServer) -> None:
         remotes.client(wrong_path.id).models()
 
 
-def test_server_disappearing_mid_stream_keeps_the_partial_answer(server: LlamaServer) -> None:
-    remotes = settings()
+def test_server_disappearing_mid_stream_keeps_the_partial_answer(server: LlamaServer, remotes: RemoteServers) -> None:
     added, _ = remotes.add("lab box", server.url, KEY)
     gen = remotes.client(added.id).stream(ALIAS, [ChatMessage("user", ECHO)],
                                           SamplingParams(temperature=0.0, max_tokens=64))
@@ -119,6 +130,9 @@ def test_a_chat_switches_between_local_and_remote(qtbot: QtBot, server: LlamaSer
     try:
         with qtbot.waitSignal(w.servers.modelsListed, timeout=60_000) as listed:
             added, _ = w.servers.add("lab box", server.url, KEY)
+        on_disk = stored_bytes(paths.database_path())
+        assert server.url.encode() in on_disk
+        assert KEY.encode() not in on_disk
         assert listed.args == [added.id, ""]
         ref = model_ref(added.id, ALIAS)
         assert (f"{ALIAS} · lab box", ref) in w.servers.cached_models()

@@ -4,13 +4,23 @@ history exactly as the model was trained to write it; the family's parser must r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from app.engine.chat_format import ChatFormatter, OutputParser
-from app.engine.chat_format.tool_calls import HERMES, call_grammar, tool_call_format
+from app.engine.chat_format import ChatFormatter, OutputParser, RenderedPrompt, output_parser, parse_tool_calls
+from app.engine.chat_format.tool_calls import (
+    FORMATS,
+    HERMES,
+    ToolCallFormat,
+    call_grammar,
+    forced_call_format,
+    tool_call_format,
+)
 from app.engine.client import Engine
+from app.engine.native import Sampler
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 
 WEATHER = {"type": "function", "function": {
@@ -113,16 +123,81 @@ def test_json_call_as_the_whole_answer_and_plain_json_given_back() -> None:
     assert "".join(t for _k, t in other.release_tool_text()) == '{"a": 1}'
 
 
-def test_grammar_is_valid_gbnf_for_each_family() -> None:
-    for fmt_name in ("hermes", "mistral", "granite", "llama3", "command"):
-        from app.engine.chat_format.tool_calls import FORMATS
+@pytest.fixture(scope="module")
+def vocab(instruct_model: Path) -> Iterator[Any]:
+    """SmolLM2's vocabulary, loaded by llama.cpp in the test process: a grammar is compiled against one."""
+    from llama_cpp import Llama
 
-        fmt = next(f for f in FORMATS if f.name == fmt_name)
-        grammar = call_grammar(fmt, [ADD, WEATHER])
-        assert grammar.startswith("root ::=")
-        json.dumps(grammar)  # plain text
+    llm = Llama(model_path=str(instruct_model), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_every_family_grammar_compiles_in_llama_cpp(vocab: Any, fmt: ToolCallFormat) -> None:
+    """What the engine does with a required call: llama.cpp parses the family's grammar into a sampler
+    (app.engine.native.Sampler raises ValueError where llama_sampler_init_grammar returns NULL)."""
+    for only in (None, "add"):
+        grammar = call_grammar(fmt, [ADD, WEATHER], only)
+        Sampler(SamplingParams(temperature=0.0), vocab.n_vocab(), 0, grammar=grammar, vocab=vocab._model.vocab).close()
+    with pytest.raises(ValueError, match="could not parse"):  # the check can fail: a rule that is not defined
+        Sampler(SamplingParams(), vocab.n_vocab(), 0, grammar="root ::= call", vocab=vocab._model.vocab)
     with pytest.raises(ValueError, match="no tool named"):
-        call_grammar(HERMES, [ADD], only="nope")
+        call_grammar(fmt, [ADD], only="nope")
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_a_forced_call_is_read_back_in_every_family(fmt: ToolCallFormat) -> None:
+    """A grammar writes the call in the family's own wrapper, or in Hermes' where the family has none;
+    the engine's output parser must take that text for a call, not for the answer, and read it."""
+    forced = forced_call_format(fmt)
+    written = forced.prefix + json.dumps({"name": "add", fmt.arguments_key: {"a": 2, "b": 3}}) + forced.suffix
+    grammar = call_grammar(fmt, [ADD])
+    assert grammar.startswith(f"root ::= {json.dumps(forced.prefix)} call {json.dumps(forced.suffix)}\n")
+    prompt = RenderedPrompt("", (), "gguf", True, tool_format=forced)
+    parser = output_parser(prompt)
+    parser.feed(written)
+    parser.finish()
+    assert parser.answer == ""
+    assert parser.in_tool
+    assert [(c["name"], c["arguments"]) for c in parse_tool_calls(prompt, parser.tool_text)] == [
+        ("add", {"a": 2, "b": 3})]
+
+
+# A template per grammar syntax the issue found never compiled, and one family (gpt-oss) whose own
+# markers are not what its grammar writes.
+FORCED_FAMILIES = {
+    "mistralai-Mistral-Nemo-Instruct-2407": "mistral", "ibm-granite-granite-3.3-2B-Instruct": "granite",
+    "meta-llama-Llama-3.1-8B-Instruct": "llama3", "Cohere2MoE": "command",
+    "openai-gpt-oss-120b": "gpt-oss",
+}
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One engine for the module's tests; it starts before a test's PADDOCK_HOME is set, so it has its own."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PADDOCK_HOME", str(tmp_path_factory.mktemp("smol-home")))
+        eng = Engine()
+        eng.start()
+    yield eng
+    eng.close()
+
+
+@pytest.mark.parametrize("name", sorted(FORCED_FAMILIES))
+def test_a_required_call_in_each_family_syntax(smol: Engine, instruct_model: Path, chat_templates: dict[str, str],
+                                                name: str) -> None:
+    """The family's grammar constrains a real generation (SmolLM2 with that family's template), and the
+    engine returns the call, not its text as the answer."""
+    template = chat_templates[name]
+    assert tool_call_format(template)[0].name == FORCED_FAMILIES[name]
+    smol.load(str(instruct_model), LoadSettings(n_ctx=4096, chat_template=template, kept_states_ram_mb=0,
+                                                kept_states_disk_mb=0))
+    result = smol.generate([ChatMessage("user", "What is 2+3? Use the add tool.")],
+                           SamplingParams(temperature=0.0, max_tokens=80), tools=[ADD], tool_choice="required")
+    assert result.stats.finish_reason == "tool_calls", result.text
+    assert [(c["name"], c["arguments"]) for c in result.tool_calls] == [("add", {"a": 2, "b": 3})]
+    assert result.text == ""
 
 
 def test_grammar_forces_a_valid_call_from_the_small_model(instruct_model: Path) -> None:
@@ -138,7 +213,11 @@ def test_grammar_forces_a_valid_call_from_the_small_model(instruct_model: Path) 
         assert set(call["arguments"]) == {"a", "b"}
         assert all(isinstance(v, int) for v in call["arguments"].values())
         assert forced.text == ""  # the call is not part of the answer text
-        assert free.stats.finish_reason != "tool_calls" or free.tool_calls  # auto: the model's choice
+        # auto: no grammar, the model chooses; greedy, this small model answers in text (no call)
+        assert free.tool_calls == ()
+        assert free.stats.finish_reason == "length"
+        assert "add" in free.text
+        assert "<tool_call>" not in free.text
         named = eng.generate(question, SamplingParams(temperature=0.0, max_tokens=60), tools=[ADD, WEATHER],
                              tool_choice="get_weather")
         assert [c["name"] for c in named.tool_calls] == ["get_weather"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,9 @@ import keyring.backends.fail
 import pytest
 
 from app import paths
-from app.errors import DiskSpaceError, HubError, IntegrityError, LicenseNotAcceptedError
+from app.errors import HubError, IntegrityError, LicenseNotAcceptedError
 from app.models import auth
-from app.models.download import DownloadTask, Progress, part_path, sweep_orphans
+from app.models.download import DISK_MARGIN, DownloadTask, Progress, human_size, part_path, sweep_orphans
 from app.models.hub import HubClient
 from app.models.library import Library
 from app.models.licenses import describe
@@ -117,23 +118,40 @@ def test_body_longer_than_the_listed_size(hub: HubServer, library: Library) -> N
     assert library.registry.models() == []
 
 
+def file_requests(hub: HubServer, since: int) -> list[str]:
+    """The methods of the requests for the model file after the first ``since`` requests."""
+    return [m for m, p, _h in hub.requests[since:] if p.endswith("/" + FILE)]
+
+
+RATE_LIMITED = "Hugging Face is rate-limiting requests: wait a minute and try again."
+
+
 def test_rate_limit_and_server_errors_are_retried(hub: HubServer, library: Library, test_model: Path) -> None:
-    hub.faults[FILE] = {"status_first": [429, 503, 429]}
     client, record = queue(hub, library)
+    hub.faults[FILE] = {"status_first": [429, 503, 429]}  # (set after queueing: it reads the file's header)
+    since = len(hub.requests)
     retries: list[str] = []
     model = task(library, client, record, on_progress=lambda p: retries.append(p.message) if p.state == "retrying"
                  else None).run()
     assert model is not None
     assert sha256(model.path) == sha256(test_model)
+    # one retry per refused request, each saying why (with the tests' 0.01 s backoff: "0 s")
+    assert retries == [f"{RATE_LIMITED} Retrying in 0 s", f"{hub.url} had an error (HTTP 503); try again later. "
+                       "Retrying in 0 s", f"{RATE_LIMITED} Retrying in 0 s"]
+    assert file_requests(hub, since) == ["HEAD"] * 4 + ["GET"]  # three refused, then the file
 
 
 def test_persistent_server_error_gives_up_with_a_message(hub: HubServer, library: Library) -> None:
-    hub.faults[FILE] = {"status_first": [500] * 50}
     client, record = queue(hub, library)
-    with pytest.raises(Exception, match=r"HTTP 500|had an error") as err:
+    hub.faults[FILE] = {"status_first": [500] * 50}
+    since = len(hub.requests)
+    with pytest.raises(HubError) as err:
         task(library, client, record, retries=2).run()
-    assert "Traceback" not in str(err.value)
+    assert str(err.value) == f"{hub.url} had an error (HTTP 500); try again later."
+    assert err.value.kind == "server"
+    assert file_requests(hub, since) == ["HEAD"] * 3  # the first try and two retries, then it gave up
     assert library.registry.models() == []
+    assert library.registry.download(record.id).status == "failed"
 
 
 def test_pause_then_resume_even_if_the_server_ignores_range(hub: HubServer, library: Library,
@@ -183,19 +201,23 @@ def test_cancel_stops_removes_the_partial_file_and_other_downloads_go_on(hub: Hu
     assert sha256(final_path(record2)) == sha256(test_model)
 
 
-def test_not_enough_disk_is_refused_before_starting(hub: HubServer, library: Library,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # A fake at the OS boundary: the tests cannot fill the machine's disk.
-    import shutil as real_shutil
-
-    usage = real_shutil.disk_usage(paths.models_dir())
-    monkeypatch.setattr("app.models.download.shutil.disk_usage",
-                        lambda p: type(usage)(usage.total, usage.total - 100_000_000, 100_000_000))
-    client, record = queue(hub, library)
-    with pytest.raises(DiskSpaceError, match=r"needs 253\.1 MB free"):
-        task(library, client, record).run()
-    assert hub.ranges_for(FILE) == []  # no byte was requested
-    assert not part_path(final_path(record)).exists()
+def test_not_enough_disk_is_refused_before_starting(hub: HubServer, paddock_home: Path) -> None:
+    """A real full disk: `paddock models pull` runs with the models folder on a 1 MB tmpfs in its own
+    mount namespace (as tests/cli does for kept states), against the local test hub."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("a private tmpfs needs unshare and root")
+    models = paths.models_dir()
+    wrap = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs -o size=1m none "{models}" && exec "$@"', "sh"]
+    pulled = subprocess.run([*wrap, sys.executable, "-m", "app.cli", "models", "pull", GEMMA, "--accept-license",
+                             "--endpoint", hub.url], env={**os.environ, "PADDOCK_HOME": str(paddock_home)},
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert pulled.returncode == 1, pulled.stderr
+    assert pulled.stderr.endswith(  # the DiskSpaceError, as the CLI tells it
+        f"paddock: error: Not enough disk space for {FILE}: it needs 253.1 MB free on {models / GEMMA} "
+        f"(plus {human_size(DISK_MARGIN)} to spare) but only 1.0 MB is available. Free some space or choose a "
+        "smaller quantization.\n")
+    assert hub.ranges_for(FILE) == []  # the download never started (only the header was read, for the listing)
+    assert list(models.iterdir()) == []  # outside the namespace: nothing was written here
 
 
 def test_killed_download_resumes_in_a_new_process(hub: HubServer, test_model: Path, paddock_home: Path) -> None:

@@ -202,3 +202,64 @@ def test_history_as_sent_keeps_passages_and_tool_turns(tmp_path: Path) -> None:
     assert sent[2].tool_calls == ({"id": "abc123def", "name": "add", "arguments": {"a": 2, "b": 3}},)
     assert sent[3].tool_call_id == "abc123def"
     assert latest_sources(history) == [{"chunk_id": 7}]  # not the failed answer's
+
+
+def test_branches_keep_every_version_and_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    store = ChatStore(path)
+    conv = store.create_conversation()
+    q1 = store.add_message(conv.id, "user", "q1")
+    a1 = store.add_message(conv.id, "assistant", "a1")
+    q2 = store.add_message(conv.id, "user", "q2")
+    store.add_message(conv.id, "assistant", "a2")
+    # regenerate the last answer: the first version stays
+    store.fork_at(store.messages(conv.id)[-1].id)
+    a2b = store.add_message(conv.id, "assistant", "a2 again")
+    assert [m.content for m in store.messages(conv.id)] == ["q1", "a1", "q2", "a2 again"]
+    assert len(store.versions(a2b.id)) == 2
+    # edit the second question: a new branch from there
+    store.fork_at(q2.id)
+    q2b = store.add_message(conv.id, "user", "q2 edited")
+    store.add_message(conv.id, "assistant", "a2 for the edit")
+    assert [m.content for m in store.messages(conv.id)] == ["q1", "a1", "q2 edited", "a2 for the edit"]
+    assert store.versions(q2b.id) == [q2.id, q2b.id]
+    shown = store.versions_of(store.messages(conv.id))  # what the window reads for the messages on screen
+    assert shown == {q2.id: (q2.id, q2b.id), q2b.id: (q2.id, q2b.id)}
+    # back to the first version of the question: the conversation below follows (its latest answer)
+    store.show_version(q2.id)
+    assert [m.content for m in store.messages(conv.id)] == ["q1", "a1", "q2", "a2 again"]
+    store.close()
+    reopened = ChatStore(path)
+    assert [m.content for m in reopened.messages(conv.id)] == ["q1", "a1", "q2", "a2 again"]
+    assert [m["content"] for m in reopened.export_json(conv.id)["messages"]] == ["q1", "a1", "q2", "a2 again"]
+    assert "a2 for the edit" not in reopened.export_markdown(conv.id)
+    # a message added now continues the branch shown
+    reopened.add_message(conv.id, "user", "q3")
+    assert [m.content for m in reopened.messages(conv.id)][-2:] == ["a2 again", "q3"]
+    imported = reopened.import_json(reopened.export_json(conv.id))
+    assert [m.content for m in reopened.messages(imported.id)] == ["q1", "a1", "q2", "a2 again", "q3"]
+    # deleting a question removes its branch below and shows what came before it
+    reopened.delete_messages_from(q2.id)
+    assert [m.content for m in reopened.messages(conv.id)] == ["q1", "a1"]
+    assert reopened.versions(q2b.id) == [q2b.id]
+    assert q1.id in [m.id for m in reopened.messages(conv.id)]
+    assert a1.parent_id == q1.id
+
+
+def test_the_branch_migration_keeps_every_existing_chat(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    old = Database(path, MIGRATIONS[:5])  # a chat file of the previous version
+    with old.transaction() as conn:
+        for conv in (1, 2):
+            conn.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, 't', 0, 0)",
+                         (conv,))
+        for i, (conv, role) in enumerate([(1, "user"), (2, "user"), (1, "assistant"), (1, "user"),
+                                          (2, "assistant"), (1, "assistant")]):
+            conn.execute("INSERT INTO messages (conversation_id, role, content, created_at, updated_at) "
+                         "VALUES (?, ?, ?, 0, 0)", (conv, role, f"m{i}"))
+    old.close()
+    store = ChatStore(path)
+    assert store.db.version == len(MIGRATIONS)
+    assert [m.content for m in store.messages(1)] == ["m0", "m2", "m3", "m5"]
+    assert [m.content for m in store.messages(2)] == ["m1", "m4"]
+    assert [m.parent_id for m in store.messages(2)] == [None, store.messages(2)[0].id]

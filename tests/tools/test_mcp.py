@@ -6,28 +6,30 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from app import paths
+from app.store.chats import ChatStore
 from app.tools.config import ServerSecrets, ToolConfigError, ToolServer, ToolServers, import_claude_config
 from app.tools.hub import ToolHub
 from app.tools.mcp_client import MAX_RESULT_CHARS, McpConnection, ToolError
+from tests.sqlite_files import stored_bytes
 from tests.tools.conftest import SERVER, stdio_server
 
+SECRET = "mcp-token-7f3a9c"  # an environment value of the server: it belongs in the keyring only
 
-class Settings:
-    """The chat store's settings interface, in memory (the store itself is tested elsewhere)."""
 
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
+@pytest.fixture
+def store() -> Iterator[ChatStore]:
+    """The chat store on its real SQLite file, where the app keeps its settings."""
+    s = ChatStore(paths.database_path())
+    yield s
+    s.close()
 
 
 @pytest.fixture
@@ -74,21 +76,49 @@ def test_hanging_call_times_out_and_the_server_goes_on(conn: McpConnection) -> N
     assert conn.call("add", {"a": 1, "b": 1}).text == "2"
 
 
-def test_stop_cancels_a_running_call(conn: McpConnection) -> None:
-    conn.start()
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (a bound, not a measurement)."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        pause.wait(0.05)
+
+
+def test_stop_cancels_a_running_call(notes: Path, tmp_path: Path) -> None:
+    """Stop ends a call that would never answer: the caller gets a message, the server is told and
+    interrupts the tool, and goes on serving; closing the connection ends the server process."""
+    conn = McpConnection(stdio_server(notes, "--hang", timeout_s=10), ServerSecrets(env={"NOTES_DIR": str(notes)}),
+                         tmp_path / "server.log")
+    marker = tmp_path / "hang.txt"
     stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
-    started = time.monotonic()
-    with pytest.raises(ToolError, match="stopped"):
-        conn.call("sleep", {"seconds": 30}, cancel=stop)
-    assert time.monotonic() - started < 5
+
+    def stop_once_running() -> None:
+        wait_until(marker.exists, "the tool started on the server")
+        stop.set()
+
+    try:
+        conn.start()
+        stopper = threading.Thread(target=stop_once_running)
+        stopper.start()
+        with pytest.raises(ToolError, match="the call to hang was stopped"):
+            conn.call("hang", {"marker": str(marker)}, cancel=stop)  # (it never answers by itself)
+        stopper.join()
+        wait_until(lambda: "cancelled" in marker.read_text(encoding="utf-8"), "the server interrupted the tool")
+        assert conn.call("add", {"a": 1, "b": 1}).text == "2"
+        server = psutil.Process(int(marker.read_text(encoding="utf-8").split()[1]))
+        assert server.is_running()
+    finally:
+        conn.close()
+    wait_until(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE,
+               "the server process ended with the connection")
 
 
-def test_a_crashing_server_is_a_message_and_starts_again(notes: Path, tmp_path: Path) -> None:
-    settings = Settings()
-    servers = ToolServers(settings.get, settings.set)
+def test_a_crashing_server_is_a_message_and_starts_again(notes: Path, tmp_path: Path, store: ChatStore) -> None:
+    servers = ToolServers(store.get_setting, store.set_setting)
     server = servers.add(stdio_server(notes, timeout_s=5), ServerSecrets(env={"NOTES_DIR": str(notes)}))
-    hub = ToolHub(servers, settings.get, settings.set, tmp_path)
+    hub = ToolHub(servers, store.get_setting, store.set_setting, tmp_path)
     try:
         specs = {t.name: t for t in hub.enable(1, server.id)}
         with pytest.raises(ToolError):
@@ -118,14 +148,17 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     garbage.close()
 
 
-def test_hub_keeps_per_chat_choices_and_approvals(notes: Path, tmp_path: Path) -> None:
-    settings = Settings()
-    servers = ToolServers(settings.get, settings.set)
-    server = servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes)}))
-    assert servers.all()[0].env_names == ("NOTES_DIR",)
-    assert "NOTES_DIR" not in json.dumps(settings.data).replace('"env_names": ["NOTES_DIR"]', "")  # only its name
-    assert str(notes) not in json.dumps(settings.data)  # the value is a secret: not in the settings
-    hub = ToolHub(servers, settings.get, settings.set, tmp_path)
+def test_hub_keeps_per_chat_choices_and_approvals(notes: Path, tmp_path: Path, store: ChatStore) -> None:
+    servers = ToolServers(store.get_setting, store.set_setting)
+    server = servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes), "NOTES_TOKEN": SECRET}))
+    assert servers.all()[0].env_names == ("NOTES_DIR", "NOTES_TOKEN")
+    # the settings are in the database file; the values are not, only their names
+    on_disk = stored_bytes(paths.database_path())
+    assert b'"env_names": ["NOTES_DIR", "NOTES_TOKEN"]' in on_disk
+    assert SECRET.encode() not in on_disk
+    assert str(notes).encode() not in on_disk
+    assert servers.secrets(servers.get(server.id)).env == {"NOTES_DIR": str(notes), "NOTES_TOKEN": SECRET}
+    hub = ToolHub(servers, store.get_setting, store.set_setting, tmp_path)
     try:
         assert hub.tools(1) == ([], [])  # off until the chat turns it on
         hub.enable(1, server.id)
@@ -141,6 +174,9 @@ def test_hub_keeps_per_chat_choices_and_approvals(notes: Path, tmp_path: Path) -
         assert hub.tools(1) == ([], [])
     finally:
         hub.close()
+    on_disk = stored_bytes(paths.database_path())
+    assert b"chat_tools:1" in on_disk  # the chat's choices were written ...
+    assert SECRET.encode() not in on_disk  # ... and still no secret
 
 
 def test_claude_desktop_config_import() -> None:

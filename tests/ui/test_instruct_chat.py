@@ -137,7 +137,7 @@ def test_think_switch_for_templates_that_have_one(
 
 def test_switching_chats_in_the_window_keeps_each_chats_state(qtbot: QtBot, smol_window: MainWindow) -> None:
     from app.engine.kvstates import folder_usage, states_folder
-    from app.ui.dialogs import SettingsDialog
+    from app.ui.settings.dialogs import SettingsDialog
 
     w = smol_window
     long = "Please remember this list of colours: " + ", ".join(f"colour {i}" for i in range(60)) + "."

@@ -13,8 +13,8 @@ from app.engine.client import Engine
 from app.engine.types import LoadSettings
 from app.models.auth import TokenStore
 from app.store.chats import ChatStore
-from app.ui.controller import ChatController
-from app.ui.model_manager import ModelManager
+from app.ui.chat.controller import ChatController
+from app.ui.models.manager import ModelManager
 from app.ui.window import MainWindow
 from tests.hubserver import GEMMA, LLAMA, HubServer
 from tests.hubserver import GEMMA_FILE as FILE
@@ -145,7 +145,7 @@ def test_import_and_quantize_from_my_models(qtbot: QtBot, window: MainWindow, te
 
 def test_a_third_download_waits_for_a_free_slot(qtbot: QtBot, window: MainWindow, hub: HubServer) -> None:
     from app.models.registry import RemoteFile
-    from app.ui.model_manager import MAX_PARALLEL_DOWNLOADS
+    from app.ui.models.manager import MAX_PARALLEL_DOWNLOADS
 
     hub.faults[FILE] = {"delay": 0.003}
     manager = window.manager

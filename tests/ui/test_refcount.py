@@ -19,7 +19,7 @@ from pytestqt.qtbot import QtBot
 
 from app.store.chats import ChatStore
 from app.ui.autopilot import refcounts
-from app.ui.itemmodels import ConversationListModel, MessageListModel
+from app.ui.chat.itemmodels import ConversationListModel, MessageListModel
 
 N = 4000
 SLACK = 200  # objects created or freed on the way may move a count a little; the fault moves it by N

@@ -8,7 +8,7 @@ from pathlib import Path
 from pytestqt.qtbot import QtBot
 
 from app.engine.types import LoadSettings
-from app.ui.tools_ui import ToolsDialog
+from app.ui.tools.widgets import ToolsDialog
 from tests.tools.conftest import SERVER
 from tests.ui.windows import WAIT_MS, make_window
 
@@ -76,23 +76,33 @@ def test_denied_and_unknown_calls_keep_the_chat_going(qtbot: QtBot, instruct_mod
 
     notes = tmp_path / "notes"
     notes.mkdir()
+    calls = tmp_path / "calls.log"  # the test server appends the name of every tool that runs
     w = make_window(qtbot, instruct_model, LoadSettings(n_ctx=4096), max_tokens=30)
     try:
-        server = w.tools.servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes)}))
-        w.tools.enable(w.current_conv, server.id)  # type: ignore[arg-type]
+        server = w.tools.servers.add(stdio_server(notes), ServerSecrets(env={"NOTES_DIR": str(notes),
+                                                                              "CALL_LOG": str(calls)}))
+        specs = w.tools.enable(w.current_conv, server.id)  # type: ignore[arg-type]
         w.chat_page.show_conversation(w.current_conv)
         w.chat_page.tools_panel.require.setChecked(True)  # type: ignore[union-attr]
         w.controller.toolApprovalRequested.connect(lambda *_: w.chat_page.approval.deny.click())
-        with qtbot.waitSignal(w.controller.streamFinished, timeout=WAIT_MS) as blocker:
+        # (a bound, not a goal: a grammar-forced call and the answer after it take about a minute on 2 busy cores)
+        with qtbot.waitSignal(w.controller.streamFinished, timeout=3 * WAIT_MS) as blocker:
             w.chat_page.composer.setPlainText("Add 2 and 3.")
             w.chat_page.send_button.click()
         assert blocker.args[2] == "complete"  # type: ignore[index]
         asked = [m for m in w.store.messages(w.current_conv) if m.tool_calls]  # type: ignore[arg-type]
         assert asked
-        assert asked[0].tool_calls[0]["status"] == "denied"
-        assert asked[0].tool_calls[0]["result"] == "The user declined this call."
+        (denied,) = asked[0].tool_calls
+        assert denied["name"] == "add"
+        assert denied["status"] == "denied"
+        assert denied["result"] == "The user declined this call."
+        assert not calls.exists()  # it did not run on the server
         assert w.chat_page.approval.isHidden()
         assert w.chat_page.send_button.isVisible()
+        # the log would have shown it: the same call, run directly, is written there
+        add = next(s for s in specs if s.name == "add")
+        assert w.tools.run(add, dict(denied["arguments"])).text == str(sum(denied["arguments"].values()))
+        assert calls.read_text(encoding="utf-8") == "add\n"
     finally:
         w.close()
         w.store.close()
@@ -103,7 +113,7 @@ def test_a_call_to_a_tool_that_does_not_exist_is_an_error_result(qtbot: QtBot, i
     """A model (in "auto", without a grammar) may name a tool that is not there: nothing runs, the
     model is told which tools exist, and nobody is asked to approve anything."""
     from app.tools.config import ServerSecrets
-    from app.ui.controller import ActiveStream
+    from app.ui.chat.controller import ActiveStream
     from tests.tools.conftest import stdio_server
 
     notes = tmp_path / "notes"

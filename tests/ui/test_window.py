@@ -9,8 +9,8 @@ from PySide6.QtCore import QTimer
 from pytestqt.qtbot import QtBot
 
 from app.engine.types import LoadSettings, SamplingParams
-from app.ui.chatview import SafeTextBrowser
-from app.ui.markdown import MarkdownRenderer
+from app.ui.common.markdown import MarkdownRenderer
+from app.ui.common.textbrowser import SafeTextBrowser
 from app.ui.window import MainWindow
 from tests.ui.windows import WAIT_MS, make_window, send_and_wait
 
@@ -83,6 +83,21 @@ def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
     assert len(third) == 2
     assert third[1].status == "complete"
     assert len(w.chat_page.chat_view.widgets) == 2
+    # every version is kept: "‹ 2 / 2 ›" on the question, and the conversation below follows it
+    question, answer = w.chat_page.chat_view.widgets
+    assert question.version_label.isVisible()
+    assert question.version_label.text() == "2 / 2"
+    assert not answer.version_label.isVisible()  # the Italy answer has no other version
+    question.prev_version.click()
+    shown = w.store.messages(w.current_conv)  # type: ignore[arg-type]
+    assert [m.id for m in shown] == [second[0].id, second[1].id]  # France, its latest answer
+    question, answer = w.chat_page.chat_view.widgets
+    assert question.version_label.text() == "1 / 2"
+    assert "Paris" in answer.body.toPlainText()
+    assert answer.version_label.text() == "2 / 2"  # the regenerated answer, the first still there
+    answer.prev_version.click()
+    assert w.store.messages(w.current_conv)[1].id == first[1].id  # type: ignore[arg-type]
+    assert w.chat_page.chat_view.widgets[1].version_label.text() == "1 / 2"
 
 
 def test_switch_conversation_while_generating(qtbot: QtBot, window: MainWindow) -> None:
@@ -141,8 +156,15 @@ def test_engine_killed_mid_answer_shows_error_and_keeps_text(qtbot: QtBot, windo
 
 
 def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
+    """The chat comes back after a restart, and so does its evaluated state: the follow-up reads only
+    what is new. (Kept states need more than 64 tokens: the first question is long enough.)"""
     w = make_window(qtbot, test_model)
-    send_and_wait(qtbot, w, "What is the capital of France?")
+    question = "Here is a list of European countries: " + ", ".join(
+        ["France", "Spain", "Italy", "Germany", "Portugal", "Austria", "Belgium", "Greece"] * 3
+    ) + ". What is the capital of France?"
+    _c, _m, status, error, first = send_and_wait(qtbot, w, question)
+    assert status == "complete", error
+    assert first["prompt_tokens"] + first["completion_tokens"] > 64  # type: ignore[index]
     conv_id = w.current_conv
     w.close()  # saves state, shuts the engine down
     w.store.close()
@@ -152,9 +174,12 @@ def test_conversation_survives_restart(qtbot: QtBot, test_model: Path) -> None:
         msgs = w2.store.messages(conv_id)  # type: ignore[arg-type]
         assert [m.role for m in msgs] == ["user", "assistant"]
         assert w2.chat_page.messages.rowCount() == 2
-        _c, _m, status, _e, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
-        assert status == "complete"
-        assert stats["prompt_tokens"] > stats["prompt_evaluated"] or stats["prompt_reused"] == 0
+        _c, _m, status, error, stats = send_and_wait(qtbot, w2, "And the capital of Spain?")
+        assert status == "complete", error
+        assert stats["prompt_tokens"] == stats["prompt_reused"] + stats["prompt_evaluated"]  # type: ignore[index]
+        # the state kept when the first window closed was put back: the whole first prompt is reused
+        assert stats["prompt_restored"] > 0  # type: ignore[index]
+        assert stats["prompt_reused"] >= first["prompt_tokens"]  # type: ignore[index]
         assert len(w2.store.messages(conv_id)) == 4  # type: ignore[arg-type]
     finally:
         w2.controller.shutdown()
@@ -257,3 +282,58 @@ def test_enter_while_streaming_keeps_the_message_without_a_dialog(qtbot: QtBot, 
         assert "warning" not in levels
         w.controller.stop()
     assert [m.role for m in w.store.messages(w.current_conv)] == ["user", "assistant"]  # type: ignore[arg-type]
+
+
+def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: MainWindow) -> None:
+    """A 1,000-message chat opens with one screen of widgets, like a short one, and reads only those
+    messages; the rest of the window is built a few per event-loop turn; scrolling up builds the
+    previous window the same way; switching chats reuses the widgets already made."""
+    from app.ui.chat.view import FIRST_SCREEN, WINDOW
+
+    w = window
+    long_chat = w.store.create_conversation("Long", model=w.store.conversation(w.current_conv).model)  # type: ignore[arg-type]
+    for i in range(500):
+        w.store.add_message(long_chat.id, "user", f"question {i}")
+        w.store.add_message(long_chat.id, "assistant", f"answer **{i}**")
+    short = w.current_conv
+    view = w.chat_page.chat_view
+    w.select_conversation(long_chat.id)
+    assert len(view.widgets) == FIRST_SCREEN
+    assert view.first == 1000 - FIRST_SCREEN
+    assert view.widgets[-1].text == "answer **499**"
+    assert view.earlier.isVisible()
+    assert len(w.chat_page.messages._rows._loaded) < 2 * WINDOW  # not the 1,000 messages
+    qtbot.waitUntil(lambda: len(view.widgets) == WINDOW, timeout=10_000)
+    assert view.first == 1000 - WINDOW
+    assert view.widgets[0].text == f"question {(1000 - WINDOW) // 2}"
+    made = {id(x) for x in view.widgets}
+    w.select_conversation(short)  # type: ignore[arg-type]
+    w.select_conversation(long_chat.id)
+    qtbot.waitUntil(lambda: len(view.widgets) == WINDOW, timeout=10_000)
+    assert {id(x) for x in view.widgets} <= made  # reused, not built again
+    # scrolled to the top: the previous window appears above, the newest stays last
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)
+    bar.setValue(bar.minimum())
+    qtbot.waitUntil(lambda: len(view.widgets) == 2 * WINDOW, timeout=10_000)
+    assert view.widgets[0].text == f"question {(1000 - 2 * WINDOW) // 2}"
+    assert view.widgets[-1].text == "answer **499**"
+    # a streamed change reaches the right widget, whatever the window
+    row = w.chat_page.messages.rowCount() - 1
+    assert view.widget_for_row(row) is view.widgets[-1]
+    assert view.widget_for_row(0) is None
+    # farther up, the newest messages are let go of: the number built stays bounded ...
+    from app.ui.chat.view import MAX_LIVE
+
+    view.show_earlier()
+    qtbot.waitUntil(lambda: view.first <= 1000 - 3 * WINDOW and not view._grow.isActive(), timeout=30_000)
+    assert len(view.widgets) == MAX_LIVE < 3 * WINDOW
+    assert view.widget_for_row(row) is None
+    assert view.later.isVisible()
+    assert view.widgets[0].text == f"question {view.first // 2}"
+    # ... and built again on the way back down
+    view.show_later()
+    qtbot.waitUntil(lambda: view.widget_for_row(row) is not None, timeout=20_000)
+    assert view.widgets[-1].text == "answer **499**"
+    assert not view.later.isVisible()
+    assert len(view.widgets) == MAX_LIVE

@@ -10,7 +10,7 @@ from app import paths
 from app.engine.client import Engine
 from app.engine.types import LoadSettings, SamplingParams
 from app.store.chats import ChatStore
-from app.ui.controller import ChatController
+from app.ui.chat.controller import ChatController
 from app.ui.window import MainWindow
 
 WAIT_MS = 60_000

@@ -11,6 +11,8 @@ text to the :class:`OutputParser` that :func:`output_parser` gives it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.engine.chat_format.families import FORMATS, ReasoningFormat, reasoning_format
 from app.engine.chat_format.output import OutputParser, Piece
 from app.engine.chat_format.prompt import (
@@ -21,7 +23,7 @@ from app.engine.chat_format.prompt import (
     RenderedPrompt,
     message_dict,
 )
-from app.engine.chat_format.tool_calls import HERMES, ParsedCall, ToolCallFormat, call_grammar
+from app.engine.chat_format.tool_calls import HERMES, ParsedCall, ToolCallFormat, call_grammar, forced_call_format
 
 __all__ = [
     "FALLBACK_NOTICE",
@@ -35,6 +37,7 @@ __all__ = [
     "RenderedPrompt",
     "ToolCallFormat",
     "call_grammar",
+    "forced_call_format",
     "message_dict",
     "output_parser",
     "parse_tool_calls",
@@ -43,12 +46,12 @@ __all__ = [
 ]
 
 
-def output_parser(prompt: RenderedPrompt, continuing: bool = False) -> OutputParser:
-    """The parser for the output that follows ``prompt``."""
+def output_parser(prompt: RenderedPrompt, continuing: bool = False, stops: Sequence[str] = ()) -> OutputParser:
+    """The parser for the output that follows ``prompt``; ``stops``: the request's own stop strings."""
     chat = prompt.source != "raw"
     tools = prompt.tool_format
     return OutputParser(
-        prompt.stops, prompt.reasoning if chat else None, thinking_open=prompt.thinking_open,
+        (*prompt.stops, *stops), prompt.reasoning if chat else None, thinking_open=prompt.thinking_open,
         strip_prefixes=prompt.strip_prefixes, chat=chat, continuing=continuing,
         tool_starts=tools.starts if tools else (), tool_json_start=bool(tools and tools.json_start),
     )

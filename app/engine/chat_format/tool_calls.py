@@ -370,11 +370,22 @@ def call_grammar(fmt: ToolCallFormat, tools: Sequence[dict[str, Any]], only: str
     if not choices:
         raise ValueError(f"no tool named {only!r}")
     schema = choices[0] if len(choices) == 1 else {"anyOf": choices}
-    if fmt.name == "llama4":  # pythonic: a list of calls is not JSON; keep to a JSON object the parser also reads
-        fmt = FORMATS[-1]
+    fmt = forced_call_format(fmt)
     body = json_schema_to_gbnf(json.dumps(schema))
     body = body.replace("root ::=", "call ::=", 1)
     return f"root ::= {_gbnf_literal(fmt.prefix)} call {_gbnf_literal(fmt.suffix)}\n{body}"
+
+
+def forced_call_format(fmt: ToolCallFormat) -> ToolCallFormat:
+    """The syntax a grammar-forced call (:func:`call_grammar`) is written in, to read it back: the
+    family's own where it has a wrapper for one call; Hermes' where the family keeps Hermes' default
+    wrapper (its own markers are not what the grammar writes); llama3's JSON object for llama4
+    (pythonic: a list of calls is not JSON)."""
+    if fmt.name == "llama4":
+        return FORMATS[-1]
+    if (fmt.prefix, fmt.suffix) == (HERMES.prefix, HERMES.suffix):
+        return HERMES
+    return fmt
 
 
 def _gbnf_literal(text: str) -> str:

@@ -10,12 +10,17 @@ import openai
 import pytest
 from pytestqt.qtbot import QtBot
 
+from app.api import ApiServer
 from app.engine.client import Engine
 from app.engine.types import LoadSettings
 from app.errors import PaddockError
-from app.server import ApiServer
 
 KEY = "sk-test-key"
+
+
+def _id(client: openai.OpenAI) -> str:
+    """The served model's id (the API honours the request's model)."""
+    return client.models.list().data[0].id
 
 
 @pytest.fixture
@@ -49,19 +54,19 @@ def test_models_chat_stream_completions_and_embeddings(served: tuple[ApiServer, 
     assert usage is not None
     assert usage.completion_tokens > 0
     whole = client.chat.completions.create(
-        model="any", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        model=_id(client), messages=[{"role": "user", "content": "What is the capital of France?"}],
         max_tokens=24, temperature=0,
     )
     assert whole.choices[0].message.content == "".join(pieces)
-    completion = client.completions.create(model="any", prompt="The capital of France is the city of",
+    completion = client.completions.create(model=_id(client), prompt="The capital of France is the city of",
                                            max_tokens=6, temperature=0)
     assert "Paris" in completion.choices[0].text
     assert completion.usage is not None
     assert completion.usage.prompt_tokens > 5
     streamed = [c.choices[0].text for c in client.completions.create(
-        model="any", prompt="Once upon a time", max_tokens=16, temperature=0, stream=True) if c.choices]
+        model=_id(client), prompt="Once upon a time", max_tokens=16, temperature=0, stream=True) if c.choices]
     assert len([p for p in streamed if p]) > 3  # it streams piece by piece
-    emb = client.embeddings.create(model="any", input=["Paris is in France", "The cat sat on the mat"])
+    emb = client.embeddings.create(model=_id(client), input=["Paris is in France", "The cat sat on the mat"])
     assert len(emb.data) == 2
     assert len(emb.data[0].embedding) == 640
     assert abs(sum(x * x for x in emb.data[0].embedding) - 1.0) < 1e-3
@@ -101,7 +106,7 @@ def test_api_and_gui_share_the_engine(qtbot: QtBot, test_model: Path) -> None:
 
         def ask() -> None:
             reply = client.chat.completions.create(
-                model="any", messages=[{"role": "user", "content": "What is the capital of France?"}],
+                model=_id(client), messages=[{"role": "user", "content": "What is the capital of France?"}],
                 max_tokens=24, temperature=0)
             answers.append(reply.choices[0].message.content or "")
 
@@ -138,7 +143,7 @@ def test_instruct_model_over_several_turns(served_instruct: tuple[ApiServer, ope
     previous_prompt = 0
     for question in ("Hello! Who are you?", "Say the word 'blue'.", "Thanks. Now say 'red'."):
         messages.append({"role": "user", "content": question})
-        reply = client.chat.completions.create(model="any", messages=messages,  # type: ignore[arg-type]
+        reply = client.chat.completions.create(model=_id(client), messages=messages,  # type: ignore[arg-type]
                                                max_tokens=24, temperature=0)
         answer = reply.choices[0].message.content or ""
         assert answer.strip()
@@ -167,7 +172,7 @@ def test_reasoning_content_streamed_and_whole(instruct_model: Path) -> None:
                         {"role": "assistant", "content": f"{a}+{b} is {a + b}.",
                          "reasoning_content": f"The user asks {a}+{b}. That is {a + b}."}]
         history.append({"role": "user", "content": "What is 4+4?"})
-        whole = client.chat.completions.create(model="any", messages=history,  # type: ignore[arg-type]
+        whole = client.chat.completions.create(model=_id(client), messages=history,  # type: ignore[arg-type]
                                                max_tokens=48, temperature=0)
         message = whole.choices[0].message
         reasoning = (message.model_extra or {}).get("reasoning_content")
@@ -177,7 +182,7 @@ def test_reasoning_content_streamed_and_whole(instruct_model: Path) -> None:
         assert "</think>" not in message.content
         assert reasoning not in message.content
         thought, said = [], []
-        for chunk in client.chat.completions.create(model="any", messages=history,  # type: ignore[arg-type]
+        for chunk in client.chat.completions.create(model=_id(client), messages=history,  # type: ignore[arg-type]
                                                     max_tokens=48, temperature=0, stream=True):
             if not chunk.choices:
                 continue
@@ -206,7 +211,7 @@ def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServ
 
     _server, client = served_instruct
     question = [{"role": "user", "content": "What is 2+3? Use the add tool."}]
-    reply = client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+    reply = client.chat.completions.create(model=_id(client), messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
                                            tool_choice="required", max_tokens=60, temperature=0)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -217,7 +222,7 @@ def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServ
     assert set(args) == {"a", "b"}
     # streamed: the same call, as OpenAI streams it
     calls, finish = [], None
-    for chunk in client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+    for chunk in client.chat.completions.create(model=_id(client), messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
                                                 tool_choice={"type": "function", "function": {"name": "add"}},
                                                 max_tokens=60, temperature=0, stream=True):
         for c in chunk.choices:
@@ -226,7 +231,7 @@ def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServ
     assert finish == "tool_calls"
     assert [c.function.name for c in calls] == ["add"]  # type: ignore[union-attr]
     # the result goes back as a tool message; the model answers
-    follow = client.chat.completions.create(model="any", tools=[ADD_TOOL], max_tokens=30, temperature=0,  # type: ignore[list-item]
+    follow = client.chat.completions.create(model=_id(client), tools=[ADD_TOOL], max_tokens=30, temperature=0,  # type: ignore[list-item]
                                             messages=[*question,  # type: ignore[list-item]
                                                       {"role": "assistant", "content": None,
                                                        "tool_calls": [call.model_dump()]},
@@ -236,7 +241,7 @@ def test_tools_and_tool_calls_over_the_openai_api(served_instruct: tuple[ApiServ
     assert follow.usage is not None
     assert follow.usage.prompt_tokens > reply.usage.prompt_tokens  # type: ignore[union-attr]
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
-        client.chat.completions.create(model="any", messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
+        client.chat.completions.create(model=_id(client), messages=question, tools=[ADD_TOOL],  # type: ignore[arg-type,list-item]
                                        tool_choice={"type": "function", "function": {"name": "nope"}})
 
 
@@ -248,7 +253,7 @@ def test_a_remote_backend_gets_and_returns_tools(served_instruct: tuple[ApiServe
 
     server, _client = served_instruct
     remote = RemoteClient(RemoteServer("r", "Peer", server.url), None)
-    gen = remote.stream("any", [ChatMessage("user", "What is 2+3? Use the add tool.")],
+    gen = remote.stream(_id(_client), [ChatMessage("user", "What is 2+3? Use the add tool.")],
                         SamplingParams(temperature=0.0, max_tokens=60), tools=[ADD_TOOL], tool_choice="required")
     for _ in gen:
         pass

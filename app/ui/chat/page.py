@@ -37,17 +37,17 @@ from app.engine.types import LoadedModel
 from app.errors import PaddockError
 from app.store.chats import ChatStore
 from app.tools.hub import ToolHub
-from app.ui.chat_settings import SettingsPanel
-from app.ui.chatview import ChatView
-from app.ui.composer import Composer
-from app.ui.controller import ChatController
-from app.ui.dialogs import EditMessageDialog
-from app.ui.docs_panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
-from app.ui.itemmodels import MessageListModel
-from app.ui.messages import MessageBridge
-from app.ui.model_picker import ModelChoices, ModelPicker
-from app.ui.servers import ServerHub
-from app.ui.tools_ui import ApprovalBar, ChatToolsPanel
+from app.ui.chat.composer import Composer
+from app.ui.chat.controller import ChatController
+from app.ui.chat.edit_dialog import EditMessageDialog
+from app.ui.chat.itemmodels import MessageListModel
+from app.ui.chat.model_picker import ModelChoices, ModelPicker
+from app.ui.chat.settings_panel import SettingsPanel
+from app.ui.chat.view import ChatView
+from app.ui.common.messages import MessageBridge
+from app.ui.documents.panel import DocsHub, DocumentsPanel, PassageDialog, choose_files, choose_folder
+from app.ui.settings.servers import ServerHub
+from app.ui.tools.widgets import ApprovalBar, ChatToolsPanel
 
 NO_CONVERSATION = -1
 
@@ -88,6 +88,7 @@ class ChatPage(QWidget):
         self.chat_view.regenerateRequested.connect(self.regenerate)
         self.chat_view.continueRequested.connect(self.continue_answer)
         self.chat_view.citationRequested.connect(self.open_citation)
+        self.chat_view.versionRequested.connect(self.show_version)
         main.addWidget(self.chat_view, 1)
         self.docs_panel = DocumentsPanel(docs)
         main.addWidget(self.docs_panel)
@@ -286,6 +287,13 @@ class ChatPage(QWidget):
         try:
             self.save_chat_settings()
             action(self.current_conv)
+        except PaddockError as exc:
+            self.bridge.error(str(exc))
+
+    def show_version(self, message_id: int) -> None:
+        """Show that version of a message, and the conversation below it."""
+        try:
+            self.controller.show_version(message_id)
         except PaddockError as exc:
             self.bridge.error(str(exc))
 

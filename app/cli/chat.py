@@ -25,6 +25,41 @@ from typing import Any
 from app.errors import EngineCrashedError, PaddockError
 
 
+def add_parser(sub: Any) -> None:
+    chat = sub.add_parser("chat", help="ask a model a question and stream the answer (also in a stored chat)")
+    chat.add_argument("--model", default=None, help="path to a .gguf file, or a model in the library "
+                      "(with --chat / --continue: default the chat's model)")
+    where = chat.add_mutually_exclusive_group()
+    where.add_argument("--chat", type=int, default=None, metavar="ID",
+                       help="add this turn to stored chat ID (the window's chats; ids in `paddock chat --list`)")
+    where.add_argument("--continue", dest="continue_last", action="store_true",
+                       help="add this turn to the most recent stored chat")
+    where.add_argument("--new", dest="new_chat", action="store_true",
+                       help="start a new stored chat with this turn (shown in the window; --continue follows up)")
+    where.add_argument("--list", dest="list_chats", action="store_true", help="list the stored chats and exit")
+    chat.add_argument("--collection", default=None, metavar="NAME",
+                      help="answer from this indexed document collection (`paddock docs add`); the turn is "
+                           "stored, so --continue can follow up")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--top-p", type=float, default=0.95)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--ctx", type=int, default=None, help="context length (default: from model and memory)")
+    chat.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    chat.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (-1 all, 0 none)")
+    chat.add_argument("--raw", action="store_true", help="plain text completion, no chat template")
+    think = chat.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_const", const=True, default=None,
+                       help="let a reasoning model think first (templates with a thinking switch)")
+    think.add_argument("--no-think", dest="think", action="store_const", const=False,
+                       help="ask a reasoning model to answer without thinking")
+    chat.add_argument("--chat-template", metavar="FILE", default=None,
+                      help="use this Jinja chat template instead of the one in the model file")
+    chat.add_argument("--json", action="store_true", help="print one JSON object with text and figures")
+    chat.add_argument("prompt", nargs="?", default=None, help="the message")
+
+
 def run(args: argparse.Namespace) -> int:
     from app import paths
     from app.store.chats import ChatStore

@@ -44,8 +44,8 @@ from app.models.hub import RepoSummary
 from app.models.quantize import TARGETS, advise
 from app.models.registry import DownloadRecord, LibraryModel
 from app.models.variants import Variant
-from app.ui.messages import MessageBridge
-from app.ui.model_manager import ModelManager, RepoView
+from app.ui.common.messages import MessageBridge
+from app.ui.models.manager import ModelManager, RepoView
 
 REPO_ROLE = Qt.ItemDataRole.UserRole
 FIT_COLORS = {"gpu": "#2e7d32", "partial": "#8d6e00", "ram": "#2e7d32", "too_large": "#c62828"}

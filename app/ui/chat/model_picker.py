@@ -11,7 +11,7 @@ from app.engine.gguf_file import GGUFInfo, read_gguf
 from app.errors import PaddockError
 from app.models.library import Library
 from app.store.chats import ChatStore
-from app.ui.servers import ServerHub
+from app.ui.settings.servers import ServerHub
 
 OPEN_FILE = "__open__"
 ADD_SERVER = "__server__"

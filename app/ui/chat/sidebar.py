@@ -6,7 +6,7 @@ from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListView, QMenu, QPushButton, QVBoxLayout
 
 from app.store.chats import ChatStore
-from app.ui.itemmodels import ConversationListModel, ConvRole
+from app.ui.chat.itemmodels import ConversationListModel, ConvRole
 
 
 class Sidebar(QFrame):

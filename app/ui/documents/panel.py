@@ -46,6 +46,7 @@ from app.docs.prompt import DocumentsTurn, documents_turn
 from app.docs.service import Documents
 from app.engine.types import ChatMessage
 from app.errors import PaddockError
+from app.ui.common.textbrowser import SafeTextBrowser
 
 log = logging.getLogger(__name__)
 
@@ -360,8 +361,6 @@ class PassageDialog(QDialog):
     def __init__(self, sources: list[dict[str, Any]], number: int, hub: DocsHub | None,
                  cited: Sequence[int] = (), parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from app.ui.chatview import SafeTextBrowser
-
         self.sources = sources
         self.hub = hub
         self.setWindowTitle("Sources of this answer")

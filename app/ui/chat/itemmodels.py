@@ -87,6 +87,55 @@ class MsgRole(IntEnum):
     Sources = Qt.ItemDataRole.UserRole + 6
     Reasoning = Qt.ItemDataRole.UserRole + 7  # the model's thinking, apart from the answer
     ToolCalls = Qt.ItemDataRole.UserRole + 8  # the tools an answer called, with their results
+    Versions = Qt.ItemDataRole.UserRole + 9  # the ids of this message's versions (edits, regenerations)
+
+
+PAGE = 40  # messages read from the store at a time: a chat of any length opens after one page
+
+
+class Branch:
+    """The messages of a chat's branch by row, read from the store a page at a time when first asked for.
+
+    Opening a chat reads only the ids of its branch; the messages themselves are read when a row is
+    shown, so a chat of 1,000 messages opens as fast as one of 40.
+    """
+
+    def __init__(self, store: ChatStore | None = None, ids: list[int] | None = None) -> None:
+        self.store = store
+        self.ids = ids or []
+        self._loaded: dict[int, Message] = {}
+        self._versions: dict[int, tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, row: int) -> Message:
+        msg_id = self.ids[row]
+        msg = self._loaded.get(msg_id)
+        if msg is None:
+            assert self.store is not None
+            # the rows around this one: views read a screen downwards, then grow upwards
+            around = self.ids[max(0, row - PAGE + 1):row + PAGE]
+            missing = [i for i in around if i not in self._loaded]
+            fresh = self.store.messages_by_id(missing)
+            self._loaded.update(fresh)
+            self._versions.update(self.store.versions_of(list(fresh.values())))
+            msg = self._loaded[msg_id]
+        return msg
+
+    def versions(self, row: int) -> tuple[int, ...]:
+        """The ids of this row's message and its other versions (edits, regenerations), oldest first."""
+        msg = self[row]
+        return self._versions.get(msg.id, (msg.id,))
+
+    def __setitem__(self, row: int, msg: Message) -> None:
+        self._loaded[self.ids[row]] = msg
+
+    def row_of(self, message_id: int) -> int:
+        for i in range(len(self.ids) - 1, -1, -1):
+            if self.ids[i] == message_id:
+                return i
+        return -1
 
 
 class MessageListModel(QAbstractListModel):
@@ -96,16 +145,18 @@ class MessageListModel(QAbstractListModel):
         super().__init__(parent)
         self.store = store
         self.conv_id: int | None = None
-        self._rows: list[Message] = []
+        self._rows = Branch()
 
     def load(self, conv_id: int | None, live: dict[int, tuple[str, str]] | None = None) -> None:
         """Show ``conv_id``; ``live`` gives fresher (answer, thinking) of answers still streaming."""
         self.beginResetModel()
         self.conv_id = conv_id
-        self._rows = self.store.messages(conv_id) if conv_id is not None else []
-        for msg in self._rows:
-            if live and msg.id in live:
-                msg.content, msg.reasoning = live[msg.id]
+        self._rows = Branch(self.store, self.store.branch_ids(conv_id) if conv_id is not None else [])
+        for msg_id, (content, reasoning) in (live or {}).items():
+            row = self._rows.row_of(msg_id)
+            if row >= 0:
+                msg = self._rows[row]
+                msg.content, msg.reasoning = content, reasoning
         self.endResetModel()
 
     def reload(self, live: dict[int, tuple[str, str]] | None = None) -> None:
@@ -115,10 +166,7 @@ class MessageListModel(QAbstractListModel):
         return self._rows[row] if 0 <= row < len(self._rows) else None
 
     def row_of(self, message_id: int) -> int:
-        for i in range(len(self._rows) - 1, -1, -1):
-            if self._rows[i].id == message_id:
-                return i
-        return -1
+        return self._rows.row_of(message_id)
 
     def append_text(self, message_id: int, text: str) -> None:
         self._append(message_id, "content", text, Qt.ItemDataRole.DisplayRole)
@@ -191,6 +239,8 @@ class MessageListModel(QAbstractListModel):
             return msg.reasoning
         if role == MsgRole.ToolCalls:
             return msg.tool_calls
+        if role == MsgRole.Versions:
+            return self._rows.versions(index.row())
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
@@ -204,6 +254,7 @@ class MessageListModel(QAbstractListModel):
             MsgRole.Sources: b"sources",
             MsgRole.Reasoning: b"reasoning",
             MsgRole.ToolCalls: b"toolCalls",
+            MsgRole.Versions: b"versions",
         }.items()}
 
 

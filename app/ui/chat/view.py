@@ -23,25 +23,22 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
-    QTextBrowser,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.docs.prompt import cited_numbers
-from app.ui.itemmodels import MessageListModel, MsgRole
-from app.ui.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
+from app.ui.chat.itemmodels import MessageListModel, MsgRole
+from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, link_citations
+from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
+FIRST_SCREEN = 8  # messages built at once when a chat opens: a chat of any length opens as fast
+WINDOW = 40  # messages built above those, a few per event-loop turn, when a chat opens or the user scrolls up
+STEP = 1  # messages built per event-loop turn while growing: no turn long enough for a user to notice
+MAX_LIVE = 2 * WINDOW  # messages kept built while scrolling through a long chat; those far away are let go
 THINKING_MAX_HEIGHT = 240
-
-
-class SafeTextBrowser(QTextBrowser):
-    """A rich-text view that never loads anything: no remote or local resources."""
-
-    def loadResource(self, kind: int, name: QUrl | str) -> Any:
-        return None
 
 
 class MessageWidget(QFrame):
@@ -56,6 +53,7 @@ class MessageWidget(QFrame):
     regenerateRequested = Signal()
     continueRequested = Signal()
     citationRequested = Signal(int, int)
+    versionRequested = Signal(int)  # the id of the version of this message to show
 
     def __init__(self, renderer: MarkdownRenderer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -116,6 +114,18 @@ class MessageWidget(QFrame):
         layout.addWidget(self.limit_note)
         actions = QHBoxLayout()
         actions.setSpacing(6)
+        # "‹ 2 / 3 ›": this message's versions (an edited question, a regenerated answer); the conversation
+        # below follows the version shown
+        self.versions: tuple[int, ...] = ()
+        self.prev_version = _small_button("‹", "Show the previous version")
+        self.prev_version.clicked.connect(lambda: self._step_version(-1))
+        self.version_label = QLabel()
+        self.version_label.setObjectName("versionLabel")
+        self.next_version = _small_button("›", "Show the next version")
+        self.next_version.clicked.connect(lambda: self._step_version(1))
+        for w in (self.prev_version, self.version_label, self.next_version):
+            actions.addWidget(w)
+            w.hide()
         self.copy_button = _small_button("Copy", "Copy this message")
         self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
         self.edit_button = _small_button("Edit", "Edit this message and send it again")
@@ -139,7 +149,10 @@ class MessageWidget(QFrame):
     # -- content ---------------------------------------------------------------
 
     def set_message(self, index: QModelIndex | QPersistentModelIndex, is_last: bool) -> None:
-        self.message_id = int(index.data(MsgRole.Id))
+        message_id = int(index.data(MsgRole.Id))
+        if message_id != self.message_id:  # a widget reused for another message
+            self.thinking_toggle.setChecked(False)
+        self.message_id = message_id
         self.role = str(index.data(MsgRole.Role))
         status = str(index.data(MsgRole.Status))
         error = index.data(MsgRole.Error)
@@ -168,6 +181,7 @@ class MessageWidget(QFrame):
         )
         self.limit_note.setVisible(cut)
         self.continue_button.setVisible(cut and is_last)
+        self.set_versions(tuple(index.data(MsgRole.Versions) or (self.message_id,)))
         self._thinking_s = float(stats.get("reasoning_s") or 0.0)
         self.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
         self.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
@@ -181,6 +195,24 @@ class MessageWidget(QFrame):
         self.set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
         if not self.streaming:
             self._render()
+
+    def set_versions(self, versions: tuple[int, ...]) -> None:
+        self.versions = versions
+        many = len(versions) > 1 and self.message_id in versions
+        for w in (self.prev_version, self.version_label, self.next_version):
+            w.setVisible(many)
+        if many:
+            at = versions.index(self.message_id)
+            self.version_label.setText(f"{at + 1} / {len(versions)}")
+            self.prev_version.setEnabled(at > 0 and not self.streaming)
+            self.next_version.setEnabled(at < len(versions) - 1 and not self.streaming)
+
+    def _step_version(self, step: int) -> None:
+        if self.message_id not in self.versions:
+            return
+        at = self.versions.index(self.message_id) + step
+        if 0 <= at < len(self.versions):
+            self.versionRequested.emit(self.versions[at])
 
     @property
     def thinking_view(self) -> SafeTextBrowser:
@@ -394,12 +426,14 @@ class ChatView(QScrollArea):
         regenerateRequested(): the user wants the last answer again.
         continueRequested(): the user wants the last answer, cut at the token limit, to go on.
         citationRequested(int, int): (message id, source number) a citation was clicked.
+        versionRequested(int): the user wants that version of a message shown ("‹ 2 / 3 ›").
     """
 
     editRequested = Signal(int)
     regenerateRequested = Signal()
     continueRequested = Signal()
     citationRequested = Signal(int, int)
+    versionRequested = Signal(int)
 
     def __init__(self, model: MessageListModel, dark: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -413,6 +447,22 @@ class ChatView(QScrollArea):
         self.column = QVBoxLayout(self.container)
         self.column.setContentsMargins(16, 12, 16, 12)
         self.column.setSpacing(8)
+        # Only the latest WINDOW messages are built when a chat opens, whatever its length; earlier ones
+        # are built a window at a time when the user scrolls to the top (or clicks this).
+        self.earlier = QPushButton()
+        self.earlier.setObjectName("earlierMessages")
+        self.earlier.setFlat(True)
+        self.earlier.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.earlier.clicked.connect(self.show_earlier)
+        self.earlier.hide()
+        self.column.addWidget(self.earlier)
+        self.later = QPushButton()  # after scrolling up a long way: the newest messages were let go
+        self.later.setObjectName("laterMessages")
+        self.later.setFlat(True)
+        self.later.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.later.clicked.connect(self.show_later)
+        self.later.hide()
+        self.column.addWidget(self.later)
         self.column.addStretch(1)
         self.empty_hint = QLabel(
             "Ask anything. Your messages and the model's answers stay on this computer."
@@ -423,51 +473,197 @@ class ChatView(QScrollArea):
         self.column.addWidget(self.empty_hint)
         self.column.addStretch(1)
         self.setWidget(self.container)
-        self.widgets: list[MessageWidget] = []
+        self.widgets: list[MessageWidget] = []  # the messages shown, from model row ``first`` on
+        self._spare: list[MessageWidget] = []  # made before, hidden below the shown ones: reused first
+        self.first = 0
+        self._target_first = 0  # the first row to build while growing upwards
+        self._target_last = 0  # one past the last row to build while growing downwards
+        self._grow = QTimer(self)
+        self._grow.setSingleShot(True)
+        self._grow.setInterval(0)
+        self._grow.timeout.connect(self._grow_step)
+        # while messages are built or let go above the one the user looks at: that message and its offset
+        # from the top of the view, restored once the layout has moved it
+        self._anchor: tuple[MessageWidget, int] | None = None
         self._stick_to_bottom = True
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
         model.modelReset.connect(self._rebuild)
-        model.rowsInserted.connect(lambda *_: self._rebuild())
-        model.rowsRemoved.connect(lambda *_: self._rebuild())
+        model.rowsInserted.connect(lambda *_: self._fill())
+        model.rowsRemoved.connect(lambda *_: self._fill())
         model.dataChanged.connect(self._on_data_changed)
 
     def _rebuild(self) -> None:
-        for w in self.widgets:
+        """Another chat (or branch): its latest messages, in the widgets already made."""
+        rows = self.model.rowCount()
+        self.first = max(0, rows - FIRST_SCREEN)
+        self._target_first = max(0, rows - WINDOW)
+        self._target_last = rows
+        self._stick_to_bottom = True
+        self._fill()
+        self._grow.start()
+
+    def _fill(self) -> None:
+        rows = self.model.rowCount()
+        self.first = min(self.first, max(0, rows - FIRST_SCREEN)) if rows else 0
+        self._target_first = min(self._target_first, self.first)
+        needed = rows - self.first
+        while len(self.widgets) > needed:  # kept, hidden, right after the shown ones, for the next chat
+            w = self.widgets.pop()
+            w.hide()
+            self._spare.insert(0, w)
+        while len(self._spare) > WINDOW:
+            w = self._spare.pop()
             self.column.removeWidget(w)
             w.deleteLater()
-        self.widgets = []
-        rows = self.model.rowCount()
-        for row in range(rows):
-            w = MessageWidget(self.renderer)
-            w.editRequested.connect(self.editRequested)
-            w.regenerateRequested.connect(self.regenerateRequested)
-            w.continueRequested.connect(self.continueRequested)
-            w.citationRequested.connect(self.citationRequested)
-            self.column.insertWidget(self.column.count() - 3, w)
-            w.set_message(self.model.index(row), row == rows - 1)
+        while len(self.widgets) < needed:
+            if self._spare:
+                w = self._spare.pop(0)
+                w.show()
+            else:
+                w = self._new_widget()
+                self.column.insertWidget(1 + len(self.widgets), w)
             self.widgets.append(w)
+        for i, w in enumerate(self.widgets):
+            row = self.first + i
+            w.set_message(self.model.index(row), row == rows - 1)
+        self._show_earlier_button()
         self.empty_hint.setVisible(rows == 0)
-        self._stick_to_bottom = True
+
+    def show_earlier(self) -> None:
+        """Build the previous window of messages above, a few per event-loop turn, the view staying in place."""
+        if self.first == 0:
+            return
+        self._target_first = max(0, min(self._target_first, self.first - WINDOW))
+        self._grow_step()
+
+    def show_later(self) -> None:
+        """Build the next window of messages below (after scrolling up far enough to let them go)."""
+        rows = self.model.rowCount()
+        if self._last >= rows:
+            return
+        self._target_last = min(rows, max(self._target_last, self._last + WINDOW))
+        self._grow_step()
+
+    @property
+    def _last(self) -> int:
+        """One past the last row built."""
+        return self.first + len(self.widgets)
+
+    def _grow_step(self) -> None:
+        """Build up to STEP messages above (or else below) those shown, keeping what the user looks at in
+        place, and let go of those farthest away beyond MAX_LIVE."""
+        rows = self.model.rowCount()
+        up = min(STEP, self.first - self._target_first)
+        down = min(STEP, self._target_last - self._last) if up <= 0 else 0
+        if up > 0:
+            if not self._stick_to_bottom:
+                self._hold_view()  # content above changes
+            self.first -= up
+            made = [self._take_widget() for _ in range(up)]
+            for i, w in enumerate(made):
+                self.column.insertWidget(1 + i, w)
+                w.show()
+                w.set_message(self.model.index(self.first + i), self.first + i == rows - 1)
+            self.widgets = made + self.widgets
+            while len(self.widgets) > MAX_LIVE:  # let go of the bottom ones
+                w = self.widgets.pop()
+                w.hide()
+                self._spare.insert(0, w)
+            self._target_last = min(self._target_last, self._last)
+        elif down > 0:
+            for _ in range(down):
+                w = self._spare.pop(0) if self._spare else self._new_widget()
+                if w.parent() is None:
+                    self.column.insertWidget(1 + len(self.widgets), w)
+                w.show()
+                self.widgets.append(w)
+                w.set_message(self.model.index(self._last - 1), self._last == rows)
+            if len(self.widgets) > MAX_LIVE:  # let go of the top ones
+                self._hold_view()
+                while len(self.widgets) > MAX_LIVE:
+                    w = self.widgets.pop(0)
+                    w.hide()
+                    self.column.removeWidget(w)
+                    self.column.insertWidget(1 + len(self.widgets), w)
+                    self._spare.insert(0, w)
+                    self.first += 1
+                self._target_first = max(self._target_first, self.first)
+            self._stick_to_bottom = False
+        while len(self._spare) > WINDOW:
+            w = self._spare.pop()
+            self.column.removeWidget(w)
+            w.deleteLater()
+        self._show_earlier_button()
+        if self.first > self._target_first or self._last < self._target_last:
+            self._grow.start()
+
+    def _hold_view(self) -> None:
+        """Keep the first message in view where it is while messages above it come or go."""
+        if self._anchor is not None or not self.widgets:
+            return
+        top = self.verticalScrollBar().value()
+        widget = next((w for w in self.widgets if w.y() + w.height() > top), self.widgets[-1])
+        self._anchor = (widget, widget.y() - top)
+
+    def _take_widget(self) -> MessageWidget:
+        if self._spare:
+            w = self._spare.pop(0)
+            self.column.removeWidget(w)
+            return w
+        return self._new_widget()
+
+    def _show_earlier_button(self) -> None:
+        self.earlier.setText(f"Show {min(WINDOW, self.first)} earlier messages ({self.first} in all)")
+        self.earlier.setVisible(self.first > 0)
+        later = self.model.rowCount() - self._last
+        self.later.setText(f"Show {min(WINDOW, later)} later messages ({later} in all)")
+        self.later.setVisible(later > 0)
+
+    def _new_widget(self) -> MessageWidget:
+        w = MessageWidget(self.renderer)
+        w.editRequested.connect(self.editRequested)
+        w.regenerateRequested.connect(self.regenerateRequested)
+        w.continueRequested.connect(self.continueRequested)
+        w.citationRequested.connect(self.citationRequested)
+        w.versionRequested.connect(self.versionRequested)
+        return w
+
+    def widget_for_row(self, row: int) -> MessageWidget | None:
+        i = row - self.first
+        return self.widgets[i] if 0 <= i < len(self.widgets) else None
 
     def _on_data_changed(self, top: QModelIndex, bottom: QModelIndex, roles: list[int] | None = None) -> None:
         rows = self.model.rowCount()
         for row in range(top.row(), bottom.row() + 1):
-            if 0 <= row < len(self.widgets):
-                index = self.model.index(row)
-                if roles == [Qt.ItemDataRole.DisplayRole]:
-                    self.widgets[row].set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
-                elif roles == [MsgRole.Reasoning]:
-                    self.widgets[row].set_thinking(str(index.data(MsgRole.Reasoning) or ""))
-                elif roles == [MsgRole.ToolCalls]:
-                    self.widgets[row].set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
-                else:
-                    self.widgets[row].set_message(index, row == rows - 1)
+            widget = self.widget_for_row(row)
+            if widget is None:
+                continue
+            index = self.model.index(row)
+            if roles == [Qt.ItemDataRole.DisplayRole]:
+                widget.set_text(str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
+            elif roles == [MsgRole.Reasoning]:
+                widget.set_thinking(str(index.data(MsgRole.Reasoning) or ""))
+            elif roles == [MsgRole.ToolCalls]:
+                widget.set_tool_calls(list(index.data(MsgRole.ToolCalls) or []))
+            else:
+                widget.set_message(index, row == rows - 1)
 
     def _on_scroll(self, value: int) -> None:
         bar = self.verticalScrollBar()
-        self._stick_to_bottom = value >= bar.maximum() - 24
+        self._stick_to_bottom = value >= bar.maximum() - 24 and self._last >= self.model.rowCount()
+        if self._anchor is not None or bar.maximum() == 0:
+            return
+        if value == bar.minimum() and self.first > 0:
+            self.show_earlier()  # scrolled to the top: the previous window, the view staying in place
+        elif value == bar.maximum() and self._last < self.model.rowCount():
+            self.show_later()  # scrolled back down to messages let go of: built again
 
     def _on_range(self, _min: int, maximum: int) -> None:
+        if self._anchor is not None:
+            widget, offset = self._anchor
+            self._anchor = None
+            self.verticalScrollBar().setValue(widget.y() - offset)
+            return
         if self._stick_to_bottom:
             self.verticalScrollBar().setValue(maximum)

@@ -174,7 +174,7 @@ class ChatController(QObject):
         if not messages:
             return
         if messages[-1].role == "assistant":
-            self.store.delete_messages_from(messages[-1].id)
+            self.store.fork_at(messages[-1].id)  # the earlier answer stays, as a version
         self._start_turn(conv)
 
     def continue_answer(self, conv_id: int) -> None:
@@ -187,11 +187,20 @@ class ChatController(QObject):
         self.store.update_message(last.id, status="streaming")
         self._start_turn(conv, ActiveStream(conv.id, last.id, last.content, last.reasoning, continuing=True))
 
+    def show_version(self, message_id: int) -> None:
+        """Show the branch through this version of a message (not while the chat is answering)."""
+        if self.active is not None:
+            raise PaddockError("Paddock is still answering: stop that answer first")
+        msg = self.store.message(message_id)
+        self.store.show_version(message_id)
+        self.conversationsChanged.emit()
+        self.messagesChanged.emit(msg.conversation_id)
+
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
-        """Replace a user message (and everything after it) and answer again."""
+        """A new version of a user message, answered again; the earlier version and its answers stay."""
         msg = self.store.message(message_id)
         conv = self._check_can_start(msg.conversation_id)
-        self.store.delete_messages_from(message_id)
+        self.store.fork_at(message_id)
         self.store.add_message(msg.conversation_id, "user", new_text.strip())
         self._start_turn(conv)
 

@@ -1,0 +1,1 @@
+"""The chat page: the conversation and its view, the composer, the sidebar of chats, the chat controller."""

@@ -1,0 +1,1 @@
+"""App-wide settings and About, and the servers (remote models, the local API)."""
