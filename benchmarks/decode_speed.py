@@ -10,8 +10,9 @@ completion; SmolLM2-135M-Instruct through its chat template), greedy:
 2. answers that quote their prompt (a passage repeated), where prompt-lookup
    drafts should pay.
 
-Each run of each case is three measurements in a row: ``llama-bench`` decoding
-as many tokens as the answer has (same build, flags and threads, ``tg<n>``),
+Each run of each case is four measurements in a row: ``llama-bench`` decoding
+as many tokens as the answer has after as many as its prompt has (same build,
+flags and threads, ``tg<n> @ d<prompt>``),
 Paddock with prompt-lookup drafts, then ``llama-bench`` again and Paddock
 without drafts (the two Paddock runs swap places every other run).  Each
 Paddock figure is divided by the llama-bench figure measured just before it;
@@ -41,6 +42,8 @@ from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 from benchmarks.engine_bench import RESULTS, test_model
 from benchmarks.engine_bench import median as med
 from benchmarks.kv_reuse import CODE, PASSAGE, instruct_model
+from benchmarks.peer import build as build_peer
+from benchmarks.peer import llama_bench
 
 STORY = "Once upon a time, in a village by the sea,"
 
@@ -76,16 +79,15 @@ def _generate(eng: Engine, case: Case) -> Any:
 
 def measure(case: Case, model: Path, on: Engine, off: Engine, bin_dir: Path, threads: int,
             runs: int) -> dict[str, Any]:
-    from benchmarks.__main__ import llama_bench
-
     warm_on, warm_off = _generate(on, case), _generate(off, case)  # warm-up (and the answer's length)
     n = warm_off.stats.completion_tokens
+    depth = warm_off.stats.prompt_tokens  # llama-bench decodes after as many tokens as the prompt has
     pairs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     drafted, kept, loads, same = [], [], [], warm_on.text == warm_off.text
     for i in range(runs):
         loads.append(os.getloadavg()[0])
         for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
-            peer = med(llama_bench(bin_dir, model, threads, 0, n, 1))
+            peer = med(llama_bench(bin_dir, model, threads, 0, n, 1, depth))
             result = _generate(on if which == "on" else off, case)
             pairs[which].append((result.stats.tokens_per_s, peer))
             if which == "on":
@@ -93,7 +95,7 @@ def measure(case: Case, model: Path, on: Engine, off: Engine, bin_dir: Path, thr
                 kept.append(result.stats.draft_accepted / max(1, result.stats.completion_tokens))
                 same = same and result.text == warm_off.text
     return {
-        "model": case.model, "case": case.name, "kind": case.kind, "tokens": n,
+        "model": case.model, "case": case.name, "kind": case.kind, "tokens": n, "prompt_tokens": depth,
         "finish": warm_off.stats.finish_reason,
         "on_tok_s": med([a for a, _ in pairs["on"]]), "off_tok_s": med([a for a, _ in pairs["off"]]),
         "llama_bench_tok_s": med([b for _, b in pairs["on"] + pairs["off"]]),
@@ -106,8 +108,6 @@ def measure(case: Case, model: Path, on: Engine, off: Engine, bin_dir: Path, thr
 
 
 def run(runs: int) -> dict[str, Any]:
-    from benchmarks.peer import build as build_peer
-
     bin_dir = build_peer()
     models = {"gemma": test_model(), "smollm2": instruct_model()}
     common = {"n_ctx": 4096, "kept_states_ram_mb": 0, "kept_states_disk_mb": 0}
@@ -138,17 +138,17 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"Measured {r['date']} on {r['machine']} ({r['threads']} threads), commit {r['commit']}; models "
         f"{r['models']['gemma']} (raw completion) and {r['models']['smollm2']} (chat), greedy. Each figure is "
-        f"the median of {r['runs']} ratios, each Paddock run divided by a llama-bench tg<n> run of the same "
-        "length made just before it. Prompt-lookup drafts are " + default + " by default.",
+        f"the median of {r['runs']} ratios, each Paddock run divided by a llama-bench run decoding as many "
+        "tokens after as many (tg<answer> @ d<prompt>), made just before it. Prompt-lookup drafts are " + default + " by default.",
         "",
-        "| model | answer | tokens | drafts on / llama-bench | drafts off / llama-bench | goal | "
+        "| model | answer | prompt + answer tokens | drafts on / llama-bench | drafts off / llama-bench | goal | "
         "drafted (kept share) | same text | load avg (max) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in r["cases"]:
         goal = GOALS[c["kind"]]
         lines.append(
-            f"| {c['model']} | {c['case']} | {c['tokens']} | {c['on_ratio']:.3f} | {c['off_ratio']:.3f} | {goal} | "
+            f"| {c['model']} | {c['case']} | {c['prompt_tokens']} + {c['tokens']} | {c['on_ratio']:.3f} | {c['off_ratio']:.3f} | {goal} | "
             f"{c['drafted']:.0f} ({c['drafted_kept_share']:.0%}) | {'yes' if c['identical'] else 'NO'} | "
             f"{c['load_median']:.1f} ({c['load_max']:.1f}) |"
         )

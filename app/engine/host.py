@@ -303,6 +303,10 @@ class EngineHost:
         from llama_cpp import Llama
 
         info = read_gguf(path)  # raises InvalidModelError before llama.cpp sees the file
+        try:
+            verify_cost = VerifyCost.for_engine()
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
         self._unload()
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
@@ -356,7 +360,7 @@ class EngineHost:
             gpu_layers = 0
         self._set_abort_callback(llm)
         session = Session(llm, self._abort)
-        self.verify_cost = VerifyCost()
+        self.verify_cost = verify_cost
         if not settings.embedding:
             # Warm up as llama.cpp's tools do: one decode maps every weight page into this
             # process and sizes the compute buffers, so the first answer does not pay for

@@ -27,6 +27,8 @@ of the next few, verified the same way.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +62,9 @@ PRIOR_FIXED = 0.5
 PRIOR_PER_TOKEN = 0.4
 PRIOR_PULL = (0.5, 5.0)
 COST_MEMORY = 0.9
+# "fixed,per_token": a cost that is not measured (tests and benchmarks whose drafts must not depend
+# on how busy the machine is; see VerifyCost.for_engine)
+FIXED_COST_ENV = "PADDOCK_DRAFT_COST"
 
 
 class VerifyCost:
@@ -75,13 +80,35 @@ class VerifyCost:
     again for the other batch shape); that excess is booked to the verification.
     """
 
-    def __init__(self, fixed: float = PRIOR_FIXED, per_token: float = PRIOR_PER_TOKEN) -> None:
+    def __init__(self, fixed: float = PRIOR_FIXED, per_token: float = PRIOR_PER_TOKEN, *,
+                 measured: bool = True) -> None:
+        self.measured = measured  # False: the figures stay as given
         self.step_s = 0.0  # a plain step (decode and sampling of one token), running average
         self.fixed = fixed
         self.per_token = per_token
         self._prior = (fixed, per_token)
         self._sums = [0.0] * 5  # weighted sums of the timed verifications: 1, k, k*k, cost, k*cost
         self._pending: tuple[int, float] | None = None  # the last verification, before its next step
+
+    @classmethod
+    def for_engine(cls) -> VerifyCost:
+        """The cost a newly loaded model starts from: the prior, measured from then on, or the fixed
+        figures of ``PADDOCK_DRAFT_COST`` ("0.5,0.4"), which a machine's load cannot move.
+
+        Raises:
+            ValueError: the variable is set but is not two non-negative numbers.
+        """
+        value = os.environ.get(FIXED_COST_ENV, "").strip()
+        if not value:
+            return cls()
+        try:
+            fixed, per_token = (float(x) for x in value.split(","))
+        except ValueError:
+            raise ValueError(f"{FIXED_COST_ENV} must be two numbers, fixed,per_token (such as 0.5,0.4), "
+                             f"not {value!r}") from None
+        if fixed < 0 or per_token < 0:
+            raise ValueError(f"{FIXED_COST_ENV} must not be negative: {value!r}")
+        return cls(fixed, per_token, measured=False)
 
     def relative(self, drafted: int) -> float:
         """A verification of ``drafted`` tokens, in plain steps."""
@@ -105,7 +132,7 @@ class VerifyCost:
         self._pending = (drafted, seconds)
 
     def _observe(self, drafted: int, seconds: float) -> None:
-        if self.step_s <= 0 or drafted <= 0:
+        if self.step_s <= 0 or drafted <= 0 or not self.measured:
             return
         k, cost = float(drafted), seconds / self.step_s - 1.0
         sums = self._sums

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.engine.client import Engine
-from app.engine.speculative import BACKOFF_FIRST, MAX_DRAFT, PromptLookup, VerifyCost
+from app.engine.speculative import (
+    BACKOFF_FIRST,
+    FIXED_COST_ENV,
+    MAX_DRAFT,
+    PRIOR_FIXED,
+    PRIOR_PER_TOKEN,
+    PromptLookup,
+    VerifyCost,
+)
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 
 PASSAGE = ("The lighthouse at Point Reyes was built in 1870. Its first-order Fresnel lens, made in France, "
            "has 1,032 pieces of glass and could be seen 24 miles out to sea. The keepers climbed 308 steps "
            "every evening to light the lamp and wind the clockwork that turned the lens.")
 QUOTE = [ChatMessage("user", f"Repeat this passage exactly:\n\n{PASSAGE}")]
+# Long enough that a stop sent after its first sentence arrives long before its end, drafts and all
+LONG_QUOTE = [ChatMessage("user", "Repeat this passage exactly:\n\n" + PASSAGE + " The light was automated "
+                          "in 1975, and the lens still turns for visitors on weekends. The keepers' house, two "
+                          "storeys of white clapboard, now holds a small museum of their logbooks, uniforms and "
+                          "tools, and a ranger tells the story of the wrecks that made the station necessary.")]
 CODE = [ChatMessage("user", "Fix the bug in perimeter and give the whole file back:\n\n```python\n"
-                            "def area(width, height):\n    return width * height\n\n\n"
-                            "def perimeter(width, height):\n    return 2 * width + height\n```")]
+                            "def area(width, height):\n    return width * height\n\n"
+                            "def perimeter(width, height):\n    return 2 * width + height\n\n"
+                            "def describe(width, height):\n    kind = 'square' if width == height else 'rectangle'\n"
+                            "    return f'a {kind} of {width} by {height}, area {area(width, height)}'\n```")]
 FREE = [ChatMessage("user", "Write a short story about a cat who learns to fly.")]
 COUNT = [ChatMessage("user", "Count from 1 to 100, separated by commas.")]
 MAX_REFUSED = 4  # drafted tokens the model may refuse in an answer that quotes nothing ("nearly none")
@@ -110,16 +126,38 @@ def test_the_verification_cost_follows_the_measured_times() -> None:
     assert cost.step_s == pytest.approx(0.010)
 
 
+def test_a_fixed_cost_is_not_moved_by_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PADDOCK_DRAFT_COST fixes the cost (for the tests below: what they draft must not depend on
+    how busy the machine is); a value that is not two numbers is refused, not ignored."""
+    monkeypatch.setenv(FIXED_COST_ENV, "0.5,0.4")
+    cost = VerifyCost.for_engine()
+    cost.alone(0.010)
+    for _ in range(20):
+        cost.verified(8, 0.5)  # fifty plain steps for a draft: a very busy machine
+        cost.alone(0.010)
+    assert (cost.fixed, cost.per_token) == (0.5, 0.4)
+    monkeypatch.setenv(FIXED_COST_ENV, "cheap")
+    with pytest.raises(ValueError, match=FIXED_COST_ENV):
+        VerifyCost.for_engine()
+    monkeypatch.delenv(FIXED_COST_ENV)
+    assert VerifyCost.for_engine().measured
+
+
 @pytest.fixture(scope="module")
-def engines(instruct_model: Path) -> tuple[Engine, Engine]:
+def engines(instruct_model: Path) -> Iterator[tuple[Engine, Engine]]:
     plain, fast = Engine(), Engine()
+    # The drafts these tests expect are those of the prior cost, whatever the machine's load while
+    # they run (the measured cost is tested above, with given timings): the engines are started with
+    # the cost fixed.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(FIXED_COST_ENV, f"{PRIOR_FIXED},{PRIOR_PER_TOKEN}")
+        plain.start()
+        fast.start()
     off = LoadSettings(n_ctx=4096, prompt_lookup=False, kept_states_ram_mb=0, kept_states_disk_mb=0)
     on = LoadSettings(n_ctx=4096, prompt_lookup=True, kept_states_ram_mb=0, kept_states_disk_mb=0)
-    plain.start()
     plain.load(str(instruct_model), off)
-    fast.start()
     fast.load(str(instruct_model), on)
-    yield plain, fast  # type: ignore[misc]
+    yield plain, fast
     plain.close()
     fast.close()
 
@@ -176,8 +214,8 @@ def test_stop_during_a_draft_keeps_what_was_taken(engines: tuple[Engine, Engine]
     finished), holds what was taken, all of it the model's own, and the engine goes on."""
     plain, fast = engines
     params = SamplingParams(temperature=0.0, max_tokens=400, seed=1)
-    whole = plain.generate(QUOTE, params)
-    gen = fast.stream(QUOTE, params)
+    whole = plain.generate(LONG_QUOTE, params)
+    gen = fast.stream(LONG_QUOTE, params)
     cancelled = False
     for _piece in gen:
         if not cancelled and len(gen.text) >= 60:  # drafts are under way, most of the quote is to come
