@@ -139,7 +139,8 @@ def render(r: dict[str, Any]) -> str:
         f"Measured {r['date']} on {r['machine']} ({r['threads']} threads), commit {r['commit']}; models "
         f"{r['models']['gemma']} (raw completion) and {r['models']['smollm2']} (chat), greedy. Each figure is "
         f"the median of {r['runs']} ratios, each Paddock run divided by a llama-bench run decoding as many "
-        "tokens after as many (tg<answer> @ d<prompt>), made just before it. Prompt-lookup drafts are " + default + " by default.",
+        "tokens after as many (tg<answer> @ d<prompt>), made just before it. Prompt-lookup drafts are "
+        + default + " by default.",
         "",
         "| model | answer | prompt + answer tokens | drafts on / llama-bench | drafts off / llama-bench | goal | "
         "drafted (kept share) | same text | load avg (max) |",
@@ -148,7 +149,8 @@ def render(r: dict[str, Any]) -> str:
     for c in r["cases"]:
         goal = GOALS[c["kind"]]
         lines.append(
-            f"| {c['model']} | {c['case']} | {c['prompt_tokens']} + {c['tokens']} | {c['on_ratio']:.3f} | {c['off_ratio']:.3f} | {goal} | "
+            f"| {c['model']} | {c['case']} | {c['prompt_tokens']} + {c['tokens']} | {c['on_ratio']:.3f} | "
+            f"{c['off_ratio']:.3f} | {goal} | "
             f"{c['drafted']:.0f} ({c['drafted_kept_share']:.0%}) | {'yes' if c['identical'] else 'NO'} | "
             f"{c['load_median']:.1f} ({c['load_max']:.1f}) |"
         )

@@ -28,7 +28,6 @@ of the next few, verified the same way.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Sequence
 from typing import Any
 
