@@ -24,7 +24,9 @@ before it, and ratios are medians of the pair ratios.
 8. embedding throughput (chunks/s at ~256 tokens);
 9. kept states and speculative decoding (``benchmarks/kv_reuse.py``): document
    follow-ups, chat switches and restarts, quoting answers against llama-bench;
-10. soak: 200 answers over 10 chats in the real window, then File > Quit
+10. decode speed of plain and quoting answers, drafts on and off, both test models
+   (``benchmarks/decode_speed.py``);
+11. soak: 200 answers over 10 chats in the real window, then File > Quit
    (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
@@ -381,9 +383,10 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import kv_reuse, soak
+    from benchmarks import decode_speed, kv_reuse, soak
 
     kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
+    decode_speed.main([])  # plain and quoting answers, drafts on and off (results/decode_speed.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 
