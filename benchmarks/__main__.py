@@ -31,7 +31,9 @@ before it, and ratios are medians of the pair ratios.
    larger than the context;
 12. long chats (``benchmarks/long_chat.py``): switching to chats of 10, 100 and 1,000
    messages and scrolling the longest, event-loop stalls and memory;
-13. soak: 200 answers over 10 chats in the real window, then File > Quit
+13. decode speed of plain and quoting answers, drafts on and off, both test models
+   (``benchmarks/decode_speed.py``);
+14. soak: 200 answers over 10 chats in the real window, then File > Quit
    (``benchmarks/soak.py``: memory growth, reference-count drift, stalls, exit code).
 
 Writes benchmarks/results/compare.json, compare.md and plots (PNG, when
@@ -388,12 +390,13 @@ def main() -> int:
     (RESULTS / "compare.md").write_text(md)
     plots(report)
     print(md)
-    from benchmarks import images, kv_reuse, long_chat, soak, whole_docs
+    from benchmarks import decode_speed, images, kv_reuse, long_chat, soak, whole_docs
 
     kv_reuse.main([])  # kept states and prompt-lookup drafts (results/kv_reuse.md)
     images.main([])  # encode time, tokens per picture, TTFT with a picture and of a follow-up (results/images.md)
     whole_docs.main([])  # whole-document answers against passages (results/whole_docs.md)
     long_chat.main([])  # switching to and scrolling long chats (results/long_chat.md)
+    decode_speed.main([])  # plain and quoting answers, drafts on and off (results/decode_speed.md)
     return soak.main([])  # 200 answers over 10 chats in the real window, then File > Quit
 
 

@@ -68,11 +68,13 @@ def build(jobs: int | None = None) -> Path:
     return bin_dir
 
 
-def llama_bench(bin_dir: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[float]:
-    """tokens/s samples of one llama-bench test (pp when ``n_gen`` is 0, else tg)."""
+def llama_bench(bin_dir: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int,
+                depth: int = 0) -> list[float]:
+    """tokens/s samples of one llama-bench test (pp when ``n_gen`` is 0, else tg), after ``depth``
+    tokens already in the context (as an answer comes after its prompt)."""
     out = subprocess.run(
         [str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
-         "-r", str(reps), "-o", "json"],
+         "-d", str(depth), "-r", str(reps), "-o", "json"],
         check=True, capture_output=True, text=True,
     ).stdout
     (row,) = json.loads(out)

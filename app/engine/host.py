@@ -71,7 +71,7 @@ from app.engine.protocol import (
     TokenCount,
     Unload,
 )
-from app.engine.speculative import DraftModel, PromptLookup
+from app.engine.speculative import DraftModel, PromptLookup, VerifyCost
 from app.engine.types import (
     ChatMessage,
     GenerationResult,
@@ -132,6 +132,7 @@ class EngineHost:
         self.loaded: LoadedModel | None = None
         self.session: Session | None = None
         self.drafter: DraftModel | None = None  # the draft model, when the user chose one
+        self.verify_cost = VerifyCost()  # what a prompt-lookup draft costs with this model (measured)
         self._draft_llm: Any = None
         self.vision: Vision | None = None  # the image projector's mtmd context, when the model has one
         self._media: MediaPrompt | None = None  # the current prompt's image chunks (freed after the answer)
@@ -348,6 +349,10 @@ class EngineHost:
         if info.get("general.type") == "adapter":
             raise InvalidModelError(f"{info.path.name} is a LoRA adapter, not a model: load its base model and "
                                     "apply the adapter to it")
+        try:
+            verify_cost = VerifyCost.for_engine()
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
         self._unload()
         hw = hardware.detect()
         plan = hardware.plan_load(info.shape, hw, settings.n_ctx, settings.n_gpu_layers, settings.kv_cache_type)
@@ -410,6 +415,7 @@ class EngineHost:
         assert llm is not None
         self._set_abort_callback(llm)
         session = Session(llm, self._abort)
+        self.verify_cost = verify_cost
         if not settings.embedding:
             # Warm up as llama.cpp's tools do: one decode maps every weight page into this
             # process and sizes the compute buffers, so the first answer does not pay for
@@ -553,8 +559,15 @@ class EngineHost:
             draft = drafter.draft([*session.cached(), token], room - 1)
             source = drafter
         if not draft or source is None:
-            session.decode((token,))
-            return [sampler.sample(session.ctx)]
+            if lookup is None:
+                session.decode_one(token)
+                return [sampler.sample(session.ctx)]
+            started = time.perf_counter()  # what a plain step costs, against which drafts are weighed
+            session.decode_one(token)
+            taken = sampler.sample(session.ctx)
+            lookup.cost.alone(time.perf_counter() - started)
+            return [taken]
+        started = time.perf_counter()
         base = session.n_past
         session.decode_all([token, *draft])
         drawn: list[int] = []
@@ -570,6 +583,8 @@ class EngineHost:
             drawn.append(choice)
             if i == len(draft) or choice != draft[i]:
                 break
+        if source is lookup:
+            lookup.cost.verified(len(draft), time.perf_counter() - started)
         accepted = len(drawn) if tie else len(drawn) - 1
         source.result(len(draft), accepted)
         stats.draft_tokens += len(draft)
@@ -577,7 +592,7 @@ class EngineHost:
         # the refused rest of the draft leaves the KV cache (at a tie, the last taken token too)
         session.keep(base + accepted + (not tie))
         if not drawn:  # a tie at once: the token itself is evaluated alone
-            session.decode((token,))
+            session.decode_one(token)
             return [sampler.sample(session.ctx)]
         return drawn
 
@@ -854,8 +869,8 @@ class EngineHost:
         # reported (they are read from the one position each plain step leaves).
         # Nor with images: their placeholder ids are not tokens a draft may propose.
         plain = grammar is None and params.logprobs is None and media is None
-        lookup = (PromptLookup(tokens, n_ctx) if self.loaded is not None and self.loaded.prompt_lookup
-                  and plain else None)
+        lookup = (PromptLookup(tokens, n_ctx, self.verify_cost) if self.loaded is not None
+                  and self.loaded.prompt_lookup and plain else None)
         drafter = self.drafter if plain else None
         logprobs: list[TokenLogprob] = []
         unsent_logprobs: list[TokenLogprob] = []

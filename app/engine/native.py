@@ -58,6 +58,10 @@ class Session:
         self.shown_special: frozenset[int] = frozenset()
         self._buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
+        # One token's batch, built once (what llama_batch_get_one returns: a token pointer, the
+        # rest NULL), so a decode step is one foreign call.
+        self._one_batch = lib.llama_batch(n_tokens=1, token=ctypes.cast(self._one, ctypes.POINTER(ctypes.c_int32)))
+        self._llama_decode = lib.llama_decode
         self._batch: Any = None  # for decode_all (speculative drafts)
         self._batch_size = 0
 
@@ -138,6 +142,23 @@ class Session:
         past = self.llm.n_tokens
         self.llm.input_ids[past : past + len(tokens)] = tokens
         self.llm.n_tokens = n_past
+
+    def decode_one(self, token: int) -> None:
+        """:meth:`decode` of one token: the token loop's step, with nothing more than it needs.
+
+        Raises:
+            DecodeError: llama.cpp failed (or was aborted).
+        """
+        if self._armed:
+            self.arm_abort(False)
+        self._one[0] = token
+        code = self._llama_decode(self.ctx, self._one_batch)
+        if code != 0:
+            raise DecodeError(code)
+        llm = self.llm
+        past = llm.n_tokens
+        llm.input_ids[past] = token
+        llm.n_tokens = past + 1
 
     def decode_all(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` as one batch keeping every position's logits (to verify a
@@ -227,6 +248,12 @@ class Sampler:
 
         self.lib = lib
         self.n_vocab = n_vocab
+        # llama_get_logits_ith returning the address (a function object of this sampler's own: the
+        # shared one's result type stays as llama-cpp-python set it), read as one row of floats
+        self._logits_at = lib._lib["llama_get_logits_ith"]
+        self._logits_at.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self._logits_at.restype = ctypes.c_void_p
+        self._row = ctypes.c_float * n_vocab
         self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = self._add
         greedy = params.temperature <= 0
@@ -280,14 +307,18 @@ class Sampler:
     def _add(self, sampler: Any) -> None:
         self.lib.llama_sampler_chain_add(self.chain, sampler)
 
+    def logits(self, ctx: Any, index: int = -1) -> Any:
+        """The logits of batch position ``index`` as a NumPy view of llama.cpp's buffer (no copy)."""
+        import numpy as np
+
+        row: Any = self._row.from_address(self._logits_at(ctx, index))
+        return np.frombuffer(row, dtype=np.float32)
+
     def sample(self, ctx: Any, index: int = -1) -> int:
         """Draw the next token from the logits of batch position ``index`` (the last by
         default), and record it for the penalty."""
         if self.argmax:
-            import numpy as np
-
-            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
-            return int(logits.argmax())
+            return int(self.logits(ctx, index).argmax())
         return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
 
     def sample_clear(self, ctx: Any, index: int) -> tuple[int, bool]:
@@ -297,10 +328,10 @@ class Sampler:
             return self.sample(ctx, index), True
         import numpy as np
 
-        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        logits = self.logits(ctx, index)
         best = int(logits.argmax())
-        top2 = np.partition(logits, -2)[-2:]
-        return best, float(top2[1] - top2[0]) > TIE_MARGIN
+        # clear when the best is the only logit within the margin of itself (a count, not a sort)
+        return best, int(np.count_nonzero(logits >= logits[best] - TIE_MARGIN)) == 1
 
     def close(self) -> None:
         if self.chain is not None:

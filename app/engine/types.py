@@ -105,10 +105,11 @@ class LoadSettings:
     # Kept conversation states (app/engine/kvstates.py): budgets in MiB; 0 keeps none.
     kept_states_ram_mb: int = 1024
     kept_states_disk_mb: int = 4096
-    # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py). Off by default: it made
-    # answers that quote nothing slower (0.785 of llama-bench with drafts against 0.95 without, Gemma 3 270M,
-    # paired), more than it gains on the answers that quote; the user can switch it on in Settings.
-    prompt_lookup: bool = False
+    # Speculative decoding from prompt-lookup drafts (app/engine/speculative.py). On by default: a draft is
+    # verified only where it is expected to pay (a long enough match, the acceptance so far, the cost measured
+    # on this machine), so answers that quote nothing run as fast as without it and quoting ones much faster
+    # (benchmarks/results/decode_speed.md).
+    prompt_lookup: bool = True
     # A small model of the same family that drafts tokens for this one (same vocabulary).
     draft_model: str | None = None
     # MoE experts kept in RAM (llama.cpp's --n-cpu-moe): None lets the placement planner choose,
