@@ -134,7 +134,30 @@ def _v7(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX message_images_by_message ON message_images(message_id, position)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(conn: sqlite3.Connection) -> None:
+    # Each message's depth in its chat (0: the first message; a message's depth never changes, as its parent
+    # does not): the length of the branch shown is its leaf's depth + 1, known without walking the branch,
+    # so a chat of any length opens as fast. Every existing chat keeps its messages; their depths are
+    # worked out here, parents before children (a parent is always written before the messages that follow it).
+    conn.execute("ALTER TABLE messages ADD COLUMN depth INTEGER NOT NULL DEFAULT 0")
+    depth: dict[int, int] = {}
+    rows = conn.execute("SELECT id, parent_id FROM messages ORDER BY id").fetchall()
+    parents = {int(i): p for i, p in rows}
+    for msg_id in parents:
+        chain = [msg_id]  # up to the first message, or to one whose depth is known (one step, but for oddities)
+        seen = {msg_id}
+        while (parent := parents.get(chain[-1])) is not None and parent in parents and parent not in depth \
+                and parent not in seen:
+            chain.append(parent)
+            seen.add(parent)
+        base = depth.get(parent, -1) if parent is not None else -1
+        for msg in reversed(chain):
+            base += 1
+            depth[msg] = base
+    conn.executemany("UPDATE messages SET depth = ? WHERE id = ?", [(d, i) for i, d in depth.items() if d])
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,7 @@ class Message:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     parent_id: int | None = None  # the message this one follows (None: the chat's first)
     images: list[StoredImage] = field(default_factory=list)
+    depth: int = 0  # the messages before this one in its chat: its row on any branch through it
 
     @property
     def sent_to_model(self) -> bool:
@@ -223,6 +247,15 @@ _BRANCH = """WITH RECURSIVE path(id, depth) AS (
     SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id
     WHERE m.parent_id IS NOT NULL)"""
 
+# (depth, id) of up to ? messages of a branch from the one the first SELECT gives up through its parents, oldest
+# first: work in proportion to the number asked for, whatever the chat's length.
+_WALK = """WITH RECURSIVE path(id, parent, depth) AS (
+    {start}
+    UNION ALL
+    SELECT m.id, m.parent_id, m.depth FROM messages m JOIN path ON m.id = path.parent LIMIT ?)
+SELECT depth, id FROM path ORDER BY depth"""
+STATS_LOOKBACK = 100  # messages searched back for the latest answer's figures
+
 
 def _message(row: sqlite3.Row) -> Message:
     return Message(
@@ -241,6 +274,7 @@ def _message(row: sqlite3.Row) -> Message:
         sent=row["sent"],
         tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else [],
         parent_id=row["parent_id"],
+        depth=row["depth"],
     )
 
 
@@ -384,10 +418,22 @@ class ChatStore:
             m.images = found.get(m.id, [])
         return messages
 
-    def branch_ids(self, conv_id: int) -> list[int]:
-        """The ids of the branch the chat shows, oldest first: what a long chat's view needs up front."""
-        rows = self.db.query(f"{_BRANCH} SELECT id FROM path ORDER BY depth DESC", (conv_id,))
-        return [int(r["id"]) for r in rows]
+    def branch_tail(self, conv_id: int, n: int) -> list[tuple[int, int]]:
+        """(depth, id) of the last ``n`` messages of the branch the chat shows, oldest first: what a long chat's
+        view needs up front. A message's depth is its row in the chat, so the last one's depth + 1 is the
+        branch's length; read in the same time for a chat of any length."""
+        start = ("SELECT m.id, m.parent_id, m.depth FROM conversations c JOIN messages m ON m.id = c.current_leaf "
+                 "WHERE c.id = ?")
+        rows = self.db.query(_WALK.format(start=start), (conv_id, n))
+        return [(int(r["depth"]), int(r["id"])) for r in rows]
+
+    def branch_before(self, message_id: int, n: int) -> list[tuple[int, int]]:
+        """(depth, id) of the ``n`` messages before this one on its branch (fewer near the chat's start), oldest
+        first: the earlier part of a long chat, read as the user scrolls up to it."""
+        start = ("SELECT m.id, m.parent_id, m.depth FROM messages m "
+                 "WHERE m.id = (SELECT parent_id FROM messages WHERE id = ?)")
+        rows = self.db.query(_WALK.format(start=start), (message_id, n))
+        return [(int(r["depth"]), int(r["id"])) for r in rows]
 
     def messages_by_id(self, ids: list[int]) -> dict[int, Message]:
         """Whole messages for some ids (one query), e.g. the part of a long chat the user looks at."""
@@ -398,14 +444,26 @@ class ChatStore:
         return {m.id: m for m in self._with_images([_message(r) for r in rows])}
 
     def latest_answer_stats(self, conv_id: int) -> dict[str, Any]:
-        """The figures of the newest answer with figures on the branch shown ({} if none)."""
+        """The figures of the newest answer with figures among the last STATS_LOOKBACK messages of the branch
+        shown ({} if none): the walk up the branch stops at that answer, so a long chat costs no more."""
+        figures = "CASE WHEN m.role = 'assistant' AND m.stats IS NOT NULL AND m.stats != '{}' THEN m.stats END"
         rows = self.db.query(
-            f"{_BRANCH} SELECT messages.stats FROM path JOIN messages ON messages.id = path.id "
-            "WHERE messages.role = 'assistant' AND messages.stats IS NOT NULL AND messages.stats != '{}' "
-            "ORDER BY path.depth LIMIT 1",
-            (conv_id,),
+            f"""WITH RECURSIVE path(parent, stats, n) AS (
+                SELECT m.parent_id, {figures}, 1 FROM conversations c JOIN messages m ON m.id = c.current_leaf
+                WHERE c.id = ?
+                UNION ALL
+                SELECT m.parent_id, {figures}, path.n + 1 FROM messages m JOIN path ON m.id = path.parent
+                WHERE path.stats IS NULL AND path.n < ?)
+            SELECT stats FROM path WHERE stats IS NOT NULL LIMIT 1""",
+            (conv_id, STATS_LOOKBACK),
         )
         return dict(json.loads(rows[0]["stats"])) if rows else {}
+
+    def last_message(self, conv_id: int) -> Message | None:
+        """The newest message of the branch the chat shows (None in an empty chat)."""
+        rows = self.db.query("SELECT m.* FROM conversations c JOIN messages m ON m.id = c.current_leaf WHERE c.id = ?",
+                             (conv_id,))
+        return self._with_images([_message(rows[0])])[0] if rows else None
 
     def message(self, message_id: int) -> Message:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -427,12 +485,14 @@ class ChatStore:
         the pictures it shows the model, in order)."""
         now = time.time()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT current_leaf FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            row = conn.execute("SELECT c.current_leaf, m.depth FROM conversations c LEFT JOIN messages m "
+                               "ON m.id = c.current_leaf WHERE c.id = ?", (conv_id,)).fetchone()
             parent = row[0] if row is not None else None
+            depth = row[1] + 1 if parent is not None and row[1] is not None else 0
             cur = conn.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, model, created_at, updated_at, "
-                "parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (conv_id, role, content, status, model, now, now, parent),
+                "parent_id, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, role, content, status, model, now, now, parent, depth),
             )
             message_id = int(cur.lastrowid or 0)
             for position, image in enumerate(images):
@@ -500,15 +560,17 @@ class ChatStore:
         parents = sorted({m.parent_id for m in messages if m.parent_id is not None})
         marks = ",".join("?" * len(parents))
         roots = any(m.parent_id is None for m in messages)
-        rows = self.db.query(
-            f"SELECT id, parent_id FROM messages WHERE conversation_id = ? AND "
-            f"(parent_id IN ({marks}){' OR parent_id IS NULL' if roots else ''}) ORDER BY id",
-            (messages[0].conversation_id, *parents),
-        )
+        # Each part looks its parents up in messages_by_parent (with ORDER BY id, or with an OR, SQLite would
+        # rather walk the whole chat).
+        conv = messages[0].conversation_id
+        sql = f"SELECT id, parent_id FROM messages WHERE conversation_id = ? AND parent_id IN ({marks})"
+        if roots:
+            sql += " UNION ALL SELECT id, parent_id FROM messages WHERE conversation_id = ? AND parent_id IS NULL"
+        rows = self.db.query(sql, (conv, *parents, *((conv,) if roots else ())))
         groups: dict[int | None, list[int]] = {}
         for r in rows:
             groups.setdefault(r["parent_id"], []).append(int(r["id"]))
-        return {i: tuple(ids) for ids in groups.values() if len(ids) > 1 for i in ids}
+        return {i: tuple(sorted(ids)) for ids in groups.values() if len(ids) > 1 for i in ids}
 
     def show_version(self, message_id: int) -> None:
         """Show the branch through this message: below it, the most recent answer at each step."""
@@ -640,7 +702,7 @@ class ChatStore:
             )
             conv_id = int(cur.lastrowid or 0)
             parent: int | None = None  # an export is the branch that was shown: one chain
-            for m in messages:
+            for depth, m in enumerate(messages):
                 role = m.get("role")
                 status = m.get("status", "complete")
                 if role not in ("system", "user", "assistant"):
@@ -649,15 +711,15 @@ class ChatStore:
                     status = "interrupted"
                 inserted = conn.execute(
                     "INSERT INTO messages (conversation_id, role, content, status, model, stats, sources, "
-                    "created_at, updated_at, reasoning, tool_calls, parent_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, reasoning, tool_calls, parent_id, depth) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conv_id, role, str(m.get("content", "")), status, m.get("model"),
                         json.dumps(m.get("stats") or {}),
                         json.dumps(m["sources"]) if isinstance(m.get("sources"), list) else None,
                         float(m.get("created_at") or now), now, str(m.get("reasoning") or ""),
                         json.dumps(m["tool_calls"]) if isinstance(m.get("tool_calls"), list) else None,
-                        parent,
+                        parent, depth,
                     ),
                 )
                 parent = int(inserted.lastrowid or 0)

@@ -12,6 +12,7 @@ import pytest
 
 from app.engine.types import SamplingParams
 from app.errors import NewerDatabaseError, StoreError
+from app.store import chats
 from app.store.chats import MIGRATIONS, ChatStore
 from app.store.db import Database
 
@@ -277,7 +278,7 @@ def test_the_image_migration_keeps_every_chat_and_pictures_stay_with_their_messa
         conn.execute("UPDATE conversations SET current_leaf = 1 WHERE id = 1")
     old.close()
     store = ChatStore(path)
-    assert store.db.version == len(MIGRATIONS) == 7
+    assert store.db.version == len(MIGRATIONS)
     assert [(m.content, m.images) for m in store.messages(1)] == [("before", [])]
     pictures = [StoredImage("a.png", b"\x89PNG first"), StoredImage("b.jpg", b"\xff\xd8 second")]
     added = store.add_message(1, "user", "look", images=pictures)
@@ -287,4 +288,69 @@ def test_the_image_migration_keeps_every_chat_and_pictures_stay_with_their_messa
     assert store.messages(1)[-1].images == pictures
     store.delete_conversation(1)
     assert store.db.query("SELECT COUNT(*) AS n FROM message_images")[0]["n"] == 0  # gone with their message
+    store.close()
+
+
+def _branch_by_walk(store: ChatStore, conv_id: int) -> list[int]:
+    """The ids of the branch shown, read whole (the reference the constant-time reads are checked against)."""
+    return [m.id for m in store.messages(conv_id)]
+
+
+def test_a_long_branch_is_read_from_its_end_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a view of a long chat reads: the last messages and the branch's length up front (row = depth),
+    earlier parts on demand, whatever the branches; the figures for the status bar without reading it all."""
+    store = ChatStore(tmp_path / "c.sqlite3")
+    conv = store.create_conversation()
+    for i in range(30):
+        store.add_message(conv.id, "user", f"q{i}")
+        store.add_message(conv.id, "assistant", f"a{i}")
+    store.update_message(store.messages(conv.id)[5].id, stats={"completion_tokens": 9})
+    store.fork_at(store.messages(conv.id)[40].id)  # an edit: a branch from row 40
+    for i in range(3):
+        store.add_message(conv.id, "user", f"edited q{i}")
+    ids = _branch_by_walk(store, conv.id)
+    assert len(ids) == 43
+    tail = store.branch_tail(conv.id, 10)
+    assert tail == list(zip(range(33, 43), ids[-10:], strict=True))  # (depth = row, id), oldest first
+    assert store.branch_before(tail[0][1], 20) == list(zip(range(13, 33), ids[13:33], strict=True))
+    assert store.branch_before(ids[5], 20) == list(enumerate(ids[:5]))  # fewer at the start
+    assert store.branch_before(ids[0], 20) == []
+    assert store.branch_tail(conv.id, 100) == list(enumerate(ids))
+    assert [m.depth for m in store.messages(conv.id)] == list(range(43))
+    assert store.branch_tail(store.create_conversation().id, 10) == []
+    last = store.last_message(conv.id)
+    assert last is not None
+    assert last.content == "edited q2"
+    # the newest answer with figures, searched back over a bounded part of the branch
+    assert store.latest_answer_stats(conv.id) == {"completion_tokens": 9}  # row 5, 37 messages back
+    monkeypatch.setattr(chats, "STATS_LOOKBACK", 30)
+    assert store.latest_answer_stats(conv.id) == {}  # farther back than it looks
+    monkeypatch.undo()
+    store.update_message(ids[30], stats={"completion_tokens": 4})  # a question's figures do not count
+    store.update_message(ids[31], stats={"completion_tokens": 7})
+    assert store.latest_answer_stats(conv.id) == {"completion_tokens": 7}
+    imported = store.import_json(store.export_json(conv.id))
+    assert store.branch_tail(imported.id, 100) == list(enumerate(_branch_by_walk(store, imported.id)))
+    store.close()
+
+
+def test_the_depth_migration_keeps_every_chat_and_its_branches(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    old = Database(path, MIGRATIONS[:7])  # a chat file of the previous version (v7)
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 't', 0, 0)")
+        # 1 ← 2 ← 3, and 4 another version of 2 (an edit) followed by 5; the chat shows 1, 4, 5
+        for msg_id, parent in ((1, None), (2, 1), (3, 2), (4, 1), (5, 4)):
+            conn.execute("INSERT INTO messages (id, conversation_id, role, content, created_at, updated_at, "
+                         "parent_id) VALUES (?, 1, 'user', ?, 0, 0, ?)", (msg_id, f"m{msg_id}", parent))
+        conn.execute("UPDATE conversations SET current_leaf = 5 WHERE id = 1")
+    old.close()
+    store = ChatStore(path)
+    assert store.db.version == len(MIGRATIONS)
+    assert [m.content for m in store.messages(1)] == ["m1", "m4", "m5"]
+    assert [store.message(i).depth for i in (1, 2, 3, 4, 5)] == [0, 1, 2, 1, 2]
+    assert store.branch_tail(1, 10) == [(0, 1), (1, 4), (2, 5)]
+    store.show_version(2)
+    assert store.branch_tail(1, 10) == [(0, 1), (1, 2), (2, 3)]
+    assert store.add_message(1, "assistant", "next").depth == 3
     store.close()

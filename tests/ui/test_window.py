@@ -12,7 +12,7 @@ from app.engine.types import LoadSettings, SamplingParams
 from app.ui.common.markdown import MarkdownRenderer
 from app.ui.common.textbrowser import SafeTextBrowser
 from app.ui.window import MainWindow
-from tests.ui.windows import WAIT_MS, make_window, send_and_wait
+from tests.ui.windows import WAIT_MS, make_window, send_and_wait, view_settled
 
 
 def test_first_run_shows_welcome(qtbot: QtBot) -> None:
@@ -91,12 +91,14 @@ def test_regenerate_and_edit(qtbot: QtBot, window: MainWindow) -> None:
     question.prev_version.click()
     shown = w.store.messages(w.current_conv)  # type: ignore[arg-type]
     assert [m.id for m in shown] == [second[0].id, second[1].id]  # France, its latest answer
+    view_settled(qtbot, w)
     question, answer = w.chat_page.chat_view.widgets
     assert question.version_label.text() == "1 / 2"
     assert "Paris" in answer.body.toPlainText()
     assert answer.version_label.text() == "2 / 2"  # the regenerated answer, the first still there
     answer.prev_version.click()
     assert w.store.messages(w.current_conv)[1].id == first[1].id  # type: ignore[arg-type]
+    view_settled(qtbot, w)
     assert w.chat_page.chat_view.widgets[1].version_label.text() == "1 / 2"
 
 
@@ -285,10 +287,11 @@ def test_enter_while_streaming_keeps_the_message_without_a_dialog(qtbot: QtBot, 
 
 
 def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: MainWindow) -> None:
-    """A 1,000-message chat opens with one screen of widgets, like a short one, and reads only those
-    messages; the rest of the window is built a few per event-loop turn; scrolling up builds the
-    previous window the same way; switching chats reuses the widgets already made."""
-    from app.ui.chat.view import FIRST_SCREEN, OPENED, WINDOW
+    """A 1,000-message chat opens like a short one: its newest message at once, reading only the messages it
+    shows; the ones above it a turn at a time (the view repainted once they fill it) up to OPENED; scrolling
+    up builds the previous window the same way; switching chats reuses the widgets already made."""
+    from app.ui.chat.itemmodels import READ
+    from app.ui.chat.view import OPENED, WINDOW
 
     w = window
     long_chat = w.store.create_conversation("Long", model=w.store.conversation(w.current_conv).model)  # type: ignore[arg-type]
@@ -298,11 +301,11 @@ def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: M
     short = w.current_conv
     view = w.chat_page.chat_view
     w.select_conversation(long_chat.id)
-    assert len(view.widgets) == FIRST_SCREEN
-    assert view.first == 1000 - FIRST_SCREEN
+    assert len(view.widgets) == 1
+    assert view.first == 999
     assert view.widgets[-1].text == "answer **499**"
     assert view.earlier.isVisible()
-    assert len(w.chat_page.messages._rows._loaded) < 2 * WINDOW  # not the 1,000 messages
+    assert len(w.chat_page.messages._rows._loaded) <= READ  # not the 1,000 messages
     qtbot.waitUntil(lambda: len(view.widgets) == OPENED, timeout=10_000)
     assert view.first == 1000 - OPENED
     assert view.widgets[0].text == f"question {(1000 - OPENED) // 2}"
@@ -310,7 +313,7 @@ def test_a_long_chat_opens_with_its_latest_messages_only(qtbot: QtBot, window: M
     w.select_conversation(short)  # type: ignore[arg-type]
     w.select_conversation(long_chat.id)
     qtbot.waitUntil(lambda: len(view.widgets) == OPENED, timeout=10_000)
-    assert {id(x) for x in view.widgets} <= made  # reused, not built again
+    assert {id(x) for x in view.widgets} == made  # each message in the widget that showed it
     # scrolled to the top: the previous window appears above, the newest stays last
     bar = view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)

@@ -34,3 +34,9 @@ def send_and_wait(qtbot: QtBot, w: MainWindow, text: str) -> list[object]:
         w.chat_page.composer.setPlainText(text)
         w.chat_page.send_button.click()
     return list(blocker.args or [])
+
+
+def view_settled(qtbot: QtBot, w: MainWindow) -> None:
+    """Wait until the chat view has built the messages it opens with (a turn at a time)."""
+    view = w.chat_page.chat_view
+    qtbot.waitUntil(lambda: not view.building, timeout=10_000)

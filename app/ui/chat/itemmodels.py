@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QByteArray, QModelIndex, QObject, QPersistentModelIndex, Qt
 
+from app.errors import StoreError
 from app.store.chats import ChatStore, Conversation, Message
 
 Index = QModelIndex | QPersistentModelIndex
@@ -99,32 +100,55 @@ class MsgRole(IntEnum):
     Images = Qt.ItemDataRole.UserRole + 10  # the pictures a user message showed the model (StoredImage list)
 
 
-PAGE = 40  # messages read from the store at a time: a chat of any length opens after one page
+PAGE = 40  # message ids read from the store at a time: a chat of any length opens after one page
+READ = 16  # messages read at a time: about what a chat opens with
 
 
 class Branch:
     """The messages of a chat's branch by row, read from the store a page at a time when first asked for.
 
-    Opening a chat reads only the ids of its branch; the messages themselves are read when a row is
-    shown, so a chat of 1,000 messages opens as fast as one of 40.
+    Opening a chat reads only the ids of its last PAGE messages, and with them the branch's length (a message's
+    depth is its row); earlier ids, and the messages themselves READ at a time, are read when a row is shown,
+    so a chat of 1,000 messages opens as fast as one of 10.
     """
 
-    def __init__(self, store: ChatStore | None = None, ids: list[int] | None = None) -> None:
+    def __init__(self, store: ChatStore | None = None, conv_id: int | None = None) -> None:
         self.store = store
-        self.ids = ids or []
+        self.conv_id = conv_id
+        self._start = 0  # the row of _ids[0]: the ids of the rows above are not read yet
+        self._ids: list[int] = []
         self._loaded: dict[int, Message] = {}
         self._versions: dict[int, tuple[int, ...]] = {}
+        if store is not None and conv_id is not None:
+            tail = store.branch_tail(conv_id, PAGE)
+            self._start = tail[0][0] if tail else 0
+            self._ids = [msg_id for _, msg_id in tail]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._start + len(self._ids)
+
+    def id_at(self, row: int) -> int:
+        """The id of the message at ``row``; the ids above the known ones are read down to it and a page more."""
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        if row < self._start:
+            assert self.store is not None
+            above = self.store.branch_before(self._ids[0], self._start - row + PAGE)
+            if not above or above[-1][0] != self._start - 1 or above[0][0] > row:
+                raise IndexError(f"row {row}: the branch above row {self._start} could not be read")
+            self._ids[:0] = [msg_id for _, msg_id in above]
+            self._start = above[0][0]
+        return self._ids[row - self._start]
 
     def __getitem__(self, row: int) -> Message:
-        msg_id = self.ids[row]
+        msg_id = self.id_at(row)
         msg = self._loaded.get(msg_id)
         if msg is None:
             assert self.store is not None
-            # the rows around this one: views read a screen downwards, then grow upwards
-            around = self.ids[max(0, row - PAGE + 1):row + PAGE]
+            # the rows around this one: views read a screen upwards from the newest, then grow upwards
+            first = max(0, row - READ + 1)
+            self.id_at(first)
+            around = self._ids[first - self._start:row - self._start + READ]
             missing = [i for i in around if i not in self._loaded]
             fresh = self.store.messages_by_id(missing)
             self._loaded.update(fresh)
@@ -138,13 +162,22 @@ class Branch:
         return self._versions.get(msg.id, (msg.id,))
 
     def __setitem__(self, row: int, msg: Message) -> None:
-        self._loaded[self.ids[row]] = msg
+        self._loaded[self.id_at(row)] = msg
 
     def row_of(self, message_id: int) -> int:
-        for i in range(len(self.ids) - 1, -1, -1):
-            if self.ids[i] == message_id:
-                return i
-        return -1
+        """The row of that message (-1: not on this branch); the newest rows are looked through first."""
+        for i in range(len(self._ids) - 1, -1, -1):
+            if self._ids[i] == message_id:
+                return self._start + i
+        if self._start == 0 or self.store is None:
+            return -1
+        try:  # above the rows read so far? A message's depth is its row on any branch through it.
+            msg = self.store.message(message_id)
+        except StoreError:
+            return -1
+        if msg.conversation_id != self.conv_id or msg.depth >= self._start:
+            return -1
+        return msg.depth if self.id_at(msg.depth) == message_id else -1
 
 
 class MessageListModel(QAbstractListModel):
@@ -160,7 +193,7 @@ class MessageListModel(QAbstractListModel):
         """Show ``conv_id``; ``live`` gives fresher (answer, thinking) of answers still streaming."""
         self.beginResetModel()
         self.conv_id = conv_id
-        self._rows = Branch(self.store, self.store.branch_ids(conv_id) if conv_id is not None else [])
+        self._rows = Branch(self.store, conv_id)
         for msg_id, (content, reasoning) in (live or {}).items():
             row = self._rows.row_of(msg_id)
             if row >= 0:
@@ -229,11 +262,11 @@ class MessageListModel(QAbstractListModel):
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
+        if role == MsgRole.Id:
+            return self._rows.id_at(index.row())  # (the message itself not read)
         msg = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return msg.content
-        if role == MsgRole.Id:
-            return msg.id
         if role == MsgRole.Role:
             return msg.role
         if role == MsgRole.Status:

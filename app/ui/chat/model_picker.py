@@ -30,6 +30,7 @@ class ModelChoices:
         self.library = library
         self.servers = servers
         self._info: dict[str, GGUFInfo | None] = {}
+        self._plans: dict[str, str] = {}
         self._hardware: Hardware | None = None
 
     def info(self, path: str) -> GGUFInfo | None:
@@ -41,13 +42,16 @@ class ModelChoices:
         return self._info[path]
 
     def plan(self, path: str) -> str:
-        """The placement planner's line for a model before it is loaded ("" when unknown)."""
-        info = self.info(path)
-        if info is None or not info.tensors or not info.block_count:
-            return ""
-        if self._hardware is None:
-            self._hardware = hardware.detect()
-        return placement.plan(placement.ModelTable.from_info(info), self._hardware).explain()
+        """The placement planner's line for a model before it is loaded ("" when unknown); worked out once per
+        model, from its header and the hardware, both read once (the menu is filled at every chat switch)."""
+        if path not in self._plans:
+            info = self.info(path)
+            if info is None or not info.tensors or not info.block_count:
+                return ""
+            if self._hardware is None:
+                self._hardware = hardware.detect()
+            self._plans[path] = placement.plan(placement.ModelTable.from_info(info), self._hardware).explain()
+        return self._plans[path]
 
     def known(self) -> list[tuple[str, GGUFInfo | None]]:
         recent = [p for p in self.store.get_setting("recent_models", []) if Path(p).exists()]

@@ -428,8 +428,9 @@ class ChatPage(QWidget):
             loaded = self.controller.loaded
             n_ctx = loaded.n_ctx if loaded is not None else (self.controller.load_settings.n_ctx or 4096)
             self.reading.fits = self.docs.fits_context(conv_id, n_ctx)
-        last = self.store.messages(conv_id)[-1:] if has_docs and conv_id is not None else []
-        answered = [m for m in last if m.role == "assistant" and m.status != "streaming" and not self.controller.busy]
+        newest = self.store.last_message(conv_id) if has_docs and conv_id is not None else None  # not the whole chat
+        answered = [m for m in [newest] if m is not None and m.role == "assistant" and m.status != "streaming"
+                    and not self.controller.busy]
         if answered and (answered[0].sources or (answered[0].stats or {}).get("whole")):
             self.reading.offer_again("whole" if (answered[0].stats or {}).get("whole") else "passages")
         else:

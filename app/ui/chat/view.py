@@ -37,12 +37,13 @@ from app.ui.common.markdown import CITE_SCHEME, COPY_SCHEME, MarkdownRenderer, l
 from app.ui.common.textbrowser import SafeTextBrowser
 
 RENDER_INTERVAL_MS = 250
-FIRST_SCREEN = 8  # messages built at once when a chat opens: a chat of any length opens as fast
-OPENED = 2 * FIRST_SCREEN  # messages built when a chat opens: the first screen at once, the rest a turn at a time
+# A chat opens with its newest message built at once, then the ones above it, one per event-loop turn, up to
+# OPENED: no turn long enough for a user to notice, whatever the chat's length.
+OPENED = 16  # messages built when a chat opens
 WINDOW = 40  # messages built above those, a turn at a time, each time the user scrolls to the top
 SPARE = OPENED  # hidden message widgets kept for the next chat (each holds a rendered document)
-STEP = 1  # messages built per event-loop turn while growing: no turn long enough for a user to notice
 MAX_LIVE = 2 * WINDOW  # messages kept built while scrolling through a long chat; those far away are let go
+TRIM = 4  # spare widgets beyond SPARE deleted per event-loop turn (after a long scroll there are many)
 THINKING_MAX_HEIGHT = 240
 
 
@@ -463,8 +464,8 @@ class ChatView(QScrollArea):
         self.column = QVBoxLayout(self.container)
         self.column.setContentsMargins(16, 12, 16, 12)
         self.column.setSpacing(8)
-        # Only the latest OPENED messages are built when a chat opens, whatever its length; earlier ones
-        # are built a window at a time when the user scrolls to the top (or clicks this).
+        # Only the latest messages are built when a chat opens, whatever its length; earlier ones are built a
+        # window at a time when the user scrolls to the top (or clicks this).
         self.earlier = QPushButton()
         self.earlier.setObjectName("earlierMessages")
         self.earlier.setFlat(True)
@@ -491,7 +492,9 @@ class ChatView(QScrollArea):
         self.column.addStretch(1)
         self.setWidget(self.container)
         self.widgets: list[MessageWidget] = []  # the messages shown, from model row ``first`` on
-        self._spare: list[MessageWidget] = []  # made before, hidden below the shown ones: reused first
+        self._spare: list[MessageWidget] = []  # made before, hidden, most recently shown first: reused first
+        self._wanted: set[int] = set()  # the messages a chat opens with: their spare widgets are kept for them
+        self._opening = False
         self.first = 0
         self._target_first = 0  # the first row to build while growing upwards
         self._target_last = 0  # one past the last row to build while growing downwards
@@ -506,46 +509,53 @@ class ChatView(QScrollArea):
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
         model.modelReset.connect(self._rebuild)
-        model.rowsInserted.connect(lambda *_: self._fill())
-        model.rowsRemoved.connect(lambda *_: self._fill())
+        model.rowsInserted.connect(lambda *_: self._rebuild())
+        model.rowsRemoved.connect(lambda *_: self._rebuild())
         model.dataChanged.connect(self._on_data_changed)
 
     def _rebuild(self) -> None:
-        """Another chat (or branch): its latest messages, in the widgets already made."""
+        """Another chat (or branch, or this one read again): its newest message at once, the ones above it a
+        turn at a time up to the latest OPENED. Until they fill the view, the view is not repainted: for those
+        few turns it keeps showing what it showed (the chat before), never a part of this one. A widget that
+        showed a message shows it again without rendering it again (a chat read again after a send costs
+        little)."""
         rows = self.model.rowCount()
-        self.first = max(0, rows - FIRST_SCREEN)
-        self._target_first = max(0, rows - OPENED)
-        self._target_last = rows
+        self._anchor = None
         self._stick_to_bottom = True
-        self._fill()
-        self._grow.start()
-
-    def _fill(self) -> None:
-        rows = self.model.rowCount()
-        self.first = min(self.first, max(0, rows - FIRST_SCREEN)) if rows else 0
-        self._target_first = min(self._target_first, self.first)
-        needed = rows - self.first
-        while len(self.widgets) > needed:  # kept, hidden, right after the shown ones, for the next chat
-            w = self.widgets.pop()
-            w.hide()
-            self._spare.insert(0, w)
-        while len(self._spare) > SPARE:
-            w = self._spare.pop()
-            self.column.removeWidget(w)
-            w.deleteLater()
-        while len(self.widgets) < needed:
-            if self._spare:
-                w = self._spare.pop(0)
-                w.show()
-            else:
-                w = self._new_widget()
-                self.column.insertWidget(1 + len(self.widgets), w)
-            self.widgets.append(w)
-        for i, w in enumerate(self.widgets):
-            row = self.first + i
-            w.set_message(self.model.index(row), row == rows - 1)
-        self._show_earlier_button()
+        self._spare[:0] = self.widgets  # hidden below, once the messages shown now are chosen
+        self.widgets = []
+        self.first = self._target_last = rows
+        self._target_first = max(0, rows - OPENED)
+        self._wanted = {self._message_id(row) for row in range(self._target_first, rows)}
+        if rows:
+            self._build_above()
+        for w in self._spare:
+            if not w.isHidden():
+                w.hide()
         self.empty_hint.setVisible(rows == 0)
+        if not self._opening:
+            self._opening = True
+            self.viewport().setUpdatesEnabled(False)
+        self._grow_step(build=False)
+
+    @property
+    def opening(self) -> bool:
+        """A chat is opening: the messages that fill the view are being built (the view is not repainted)."""
+        return self._opening
+
+    @property
+    def building(self) -> bool:
+        """Messages are being built, a turn at a time (or widgets no longer needed deleted)."""
+        return self._opening or self._grow.isActive()
+
+    def _fills_view(self) -> bool:
+        """The messages built fill the view (as their widgets ask to be laid out)."""
+        room = self.viewport().height() - self.column.contentsMargins().top()
+        for w in reversed(self.widgets):
+            room -= w.sizeHint().height() + self.column.spacing()
+            if room <= 0:
+                return True
+        return False
 
     def show_earlier(self) -> None:
         """Build the previous window of messages above, a few per event-loop turn, the view staying in place."""
@@ -567,53 +577,84 @@ class ChatView(QScrollArea):
         """One past the last row built."""
         return self.first + len(self.widgets)
 
-    def _grow_step(self) -> None:
-        """Build up to STEP messages above (or else below) those shown, keeping what the user looks at in
-        place, and let go of those farthest away beyond MAX_LIVE."""
-        rows = self.model.rowCount()
-        up = min(STEP, self.first - self._target_first)
-        down = min(STEP, self._target_last - self._last) if up <= 0 else 0
-        if up > 0:
+    def _grow_step(self, build: bool = True) -> None:
+        """Build a message above (or else below) those shown, keeping what the user looks at in place, and let
+        go of those farthest away beyond MAX_LIVE; the timer comes back while there is more to build (or spare
+        widgets to delete)."""
+        self._restore_view()  # if the last turn's change left the range as it was, no rangeChanged came
+        if build and self.first > self._target_first:
             if not self._stick_to_bottom:
                 self._hold_view()  # content above changes
-            self.first -= up
-            made = [self._take_widget() for _ in range(up)]
-            for i, w in enumerate(made):
-                self.column.insertWidget(1 + i, w)
-                w.show()
-                w.set_message(self.model.index(self.first + i), self.first + i == rows - 1)
-            self.widgets = made + self.widgets
+            self._build_above()
             while len(self.widgets) > MAX_LIVE:  # let go of the bottom ones
-                w = self.widgets.pop()
-                w.hide()
-                self._spare.insert(0, w)
+                self._let_go(self.widgets.pop())
             self._target_last = min(self._target_last, self._last)
-        elif down > 0:
-            for _ in range(down):
-                w = self._spare.pop(0) if self._spare else self._new_widget()
-                if w.parent() is None:
-                    self.column.insertWidget(1 + len(self.widgets), w)
-                w.show()
-                self.widgets.append(w)
-                w.set_message(self.model.index(self._last - 1), self._last == rows)
+        elif build and self._last < self._target_last:
+            self._build_below()
             if len(self.widgets) > MAX_LIVE:  # let go of the top ones
                 self._hold_view()
                 while len(self.widgets) > MAX_LIVE:
-                    w = self.widgets.pop(0)
-                    w.hide()
-                    self.column.removeWidget(w)
-                    self.column.insertWidget(1 + len(self.widgets), w)
-                    self._spare.insert(0, w)
+                    self._let_go(self.widgets.pop(0))
                     self.first += 1
                 self._target_first = max(self._target_first, self.first)
             self._stick_to_bottom = False
-        while len(self._spare) > SPARE:
-            w = self._spare.pop()
+        for w in self._spare[SPARE:][-TRIM:]:  # the longest unused
+            self._spare.remove(w)
             self.column.removeWidget(w)
             w.deleteLater()
+        if self._opening and (self.first <= self._target_first or self._fills_view()):
+            self._opening = False  # the view is full, or all the chat opens with is built: shown
+            self.viewport().setUpdatesEnabled(True)  # (and repainted)
         self._show_earlier_button()
-        if self.first > self._target_first or self._last < self._target_last:
+        if (self.first > self._target_first or self._last < self._target_last or len(self._spare) > SPARE
+                or self._anchor is not None):
             self._grow.start()
+
+    def _build_above(self) -> MessageWidget:
+        """Show the message above those shown (in a spare widget, or a new one)."""
+        self.first -= 1
+        w = self._take_widget(self.first)
+        self.column.insertWidget(self.column.indexOf(self.widgets[0]) if self.widgets else 1, w)
+        self.widgets.insert(0, w)
+        self._show(w, self.first)
+        return w
+
+    def _build_below(self) -> MessageWidget:
+        """Show the message below those shown."""
+        row = self._last
+        w = self._take_widget(row)
+        self.column.insertWidget(self.column.indexOf(self.widgets[-1]) + 1 if self.widgets else 1, w)
+        self.widgets.append(w)
+        self._show(w, row)
+        return w
+
+    def _show(self, w: MessageWidget, row: int) -> None:
+        w.set_message(self.model.index(row), row == self.model.rowCount() - 1)
+        if w.isHidden():
+            w.show()
+
+    def _take_widget(self, row: int) -> MessageWidget:
+        """A widget for ``row``, out of the layout: the spare one that last showed its message (nothing to
+        render again); else one still on screen from the chat before (showing a hidden widget again costs as
+        much as rendering it), else the longest unused one, never one whose message is about to be shown
+        again; else a new one."""
+        msg_id = self._message_id(row)
+        w = next((w for w in self._spare if w.message_id == msg_id), None)
+        if w is None:
+            free = [w for w in self._spare if w.message_id not in self._wanted]
+            w = next((w for w in free if not w.isHidden()), free[-1] if free else None)
+        if w is None:
+            return self._new_widget()
+        self._spare.remove(w)
+        self.column.removeWidget(w)
+        return w
+
+    def _message_id(self, row: int) -> int:
+        return int(self.model.index(row).data(MsgRole.Id))
+
+    def _let_go(self, w: MessageWidget) -> None:
+        w.hide()
+        self._spare.insert(0, w)
 
     def _hold_view(self) -> None:
         """Keep the first message in view where it is while messages above it come or go."""
@@ -622,13 +663,6 @@ class ChatView(QScrollArea):
         top = self.verticalScrollBar().value()
         widget = next((w for w in self.widgets if w.y() + w.height() > top), self.widgets[-1])
         self._anchor = (widget, widget.y() - top)
-
-    def _take_widget(self) -> MessageWidget:
-        if self._spare:
-            w = self._spare.pop(0)
-            self.column.removeWidget(w)
-            return w
-        return self._new_widget()
 
     def _show_earlier_button(self) -> None:
         self.earlier.setText(f"Show {min(WINDOW, self.first)} earlier messages ({self.first} in all)")
@@ -678,12 +712,16 @@ class ChatView(QScrollArea):
 
     def _on_range(self, _min: int, maximum: int) -> None:
         if self._anchor is not None:
+            self._restore_view()
+        elif self._stick_to_bottom:
+            self.verticalScrollBar().setValue(maximum)
+
+    def _restore_view(self) -> None:
+        """Put the message held by :meth:`_hold_view` back where it was, now that the layout has moved it."""
+        if self._anchor is not None:
             widget, offset = self._anchor
             self._anchor = None
             self.verticalScrollBar().setValue(widget.y() - offset)
-            return
-        if self._stick_to_bottom:
-            self.verticalScrollBar().setValue(maximum)
 
 
 def _say_copied(button: QPushButton, text: str = "Copied") -> None:
