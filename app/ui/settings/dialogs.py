@@ -101,7 +101,8 @@ class SettingsDialog(QDialog):
         self.prompt_lookup = QCheckBox("Speed up answers that quote the chat (prompt-lookup drafts)")
         self.prompt_lookup.setToolTip(
             "When an answer repeats text from the conversation or its documents, the model checks several "
-            "tokens at once. The answer is the same as without it."
+            "tokens at once, only where that is likely to pay: answers that quote nothing are not slowed. "
+            "The answer is the same as without it."
         )
         self.prompt_lookup.setChecked(load.prompt_lookup)
         form.addRow("Faster quoting", self.prompt_lookup)
