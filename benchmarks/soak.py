@@ -34,10 +34,10 @@ def instruct_model() -> Path:
     return smollm2()
 
 
-def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[str, Any]:
+def soak(model: Path, answers: int, chats: int, max_tokens: int = 48, trace_stalls: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paddock-soak-") as tmp:
         plan = DrivePlan(model=str(model), answers=answers, chats=chats, max_tokens=max_tokens,
-                         report=Path(tmp) / "report.json", checkpoint=max(1, answers // 4))
+                         report=Path(tmp) / "report.json", checkpoint=max(1, answers // 4), trace_stalls=trace_stalls)
         started = time.perf_counter()
         run = run_driven(plan, home=Path(tmp) / "home")
         wall = time.perf_counter() - started
@@ -64,6 +64,7 @@ def soak(model: Path, answers: int, chats: int, max_tokens: int = 48) -> dict[st
         "stall_p99_ms": report.get("stall_p99_ms"),
         "stall_max_ms": report.get("stall_max_ms"),
         "heartbeats": report.get("heartbeats"),
+        "traced": trace_stalls,
         "long_stalls": report.get("long_stalls", []),
         "wall_s": round(wall, 1),
         "stderr_tail": run.stderr[-800:] if run.returncode else "",
@@ -102,7 +103,7 @@ def render(r: dict[str, Any]) -> str:
         f"| event-loop stall (5 ms heartbeat lateness), p99 / max | {r['stall_p99_ms']} / {r['stall_max_ms']} ms |",
         f"| wall time | {r['wall_s']} s |",
         "",
-        *_long_stalls(r.get("long_stalls", [])),
+        *(_long_stalls(r["long_stalls"]) if r.get("traced") else []),
     ])
 
 
@@ -124,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=48,
                         help="per answer; histories grow with it, and each chat switch evaluates its history again")
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--trace-stalls", action="store_true",
+                        help="note where the GUI thread was during each stall over 50 ms (a diagnostic: see "
+                             "app.ui.autopilot.StallTracer)")
     args = parser.parse_args(argv)
     model = args.model or instruct_model()
     print(f"soak: {args.answers} answers over {args.chats} chats…", file=sys.stderr)
-    result = soak(model, args.answers, args.chats, args.max_tokens)
+    result = soak(model, args.answers, args.chats, args.max_tokens, args.trace_stalls)
     result["max_tokens"] = args.max_tokens
     result.update({
         "date": time.strftime("%Y-%m-%d"), "model": model.name,

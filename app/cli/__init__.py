@@ -40,6 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drive-max-tokens", type=int, default=160, help=argparse.SUPPRESS)
     parser.add_argument("--drive-report", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--drive-checkpoint", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--drive-trace-stalls", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from app.cli import chat, docs, models, serve, worker
@@ -72,7 +73,7 @@ def _gui(args: argparse.Namespace) -> int:
         raise PaddockError("--drive needs --model PATH")
     return run_app(drive=DrivePlan(model=args.selftest_model, answers=args.drive, chats=args.drive_chats,
                                    max_tokens=args.drive_max_tokens, report=args.drive_report,
-                                   checkpoint=args.drive_checkpoint))
+                                   checkpoint=args.drive_checkpoint, trace_stalls=args.drive_trace_stalls))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,6 +101,7 @@ class DrivePlan:
     regenerate_every: int = 6
     report: Path | None = None
     checkpoint: int = 0  # after this many answers, note memory, reference counts and live objects
+    trace_stalls: bool = False  # trace stalls over LONG_STALL_MS (StallTracer; for the soak benchmark only)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def run_driven(plan: DrivePlan, home: Path | None = None, timeout: float | None 
     cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
     cmd += ["--drive", str(plan.answers), "--drive-chats", str(plan.chats), "--drive-max-tokens",
             str(plan.max_tokens), "--model", plan.model, "--drive-report", str(plan.report),
-            "--drive-checkpoint", str(plan.checkpoint)]
+            "--drive-checkpoint", str(plan.checkpoint)] + (["--drive-trace-stalls"] if plan.trace_stalls else [])
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     if home is not None:
         env["PADDOCK_HOME"] = str(home)
@@ -182,6 +183,11 @@ class StallTracer:
     """Where the GUI thread is while it keeps the heartbeat waiting: a watcher thread that, when a
     beat is LONG_STALL_MS late, takes the GUI thread's Python stack (the innermost frames), once per
     stall.  A stall inside Qt's C++ shows as the Python call that entered it.
+
+    A diagnostic, off unless asked for (``--drive-trace-stalls``): what the watcher allocates can
+    start a garbage collection on its own thread, which may then destroy Qt objects off the GUI
+    thread. Traced at 14 ms (hundreds of traces a minute) a drive crashed in a paint; at 50 ms
+    (a few traces a run) 200-answer drives ended cleanly, but the tests never turn it on.
     """
 
     def __init__(self, answers: list[dict[str, Any]]) -> None:
@@ -242,7 +248,7 @@ class Autopilot(QObject):
         self._beat.setInterval(HEARTBEAT_MS)
         self._beat.timeout.connect(self._heartbeat)
         self._last_beat = 0.0
-        self._tracer = StallTracer(self.report.answers)
+        self._tracer = StallTracer(self.report.answers) if plan.trace_stalls else None
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
         self._deadline.timeout.connect(self._give_up)
@@ -274,19 +280,26 @@ class Autopilot(QObject):
         w.controller.streamText.connect(self._on_text)
         w.chat_page.use_model_file(self.plan.model)
         self._deadline.start(TIMEOUT_S * 1000)
-        self._last_beat = self._tracer.last_beat = time.perf_counter()
         self._beat.start()
-        self._tracer.start()
+        self._set_beat(time.perf_counter())
+        if self._tracer is not None:
+            self._tracer.start()
         QTimer.singleShot(0, self._next)
 
     def _heartbeat(self) -> None:
         now = time.perf_counter()
         late_ms = (now - self._last_beat) * 1000 - HEARTBEAT_MS
         self.report.stalls_ms.append(max(0.0, late_ms))
-        trace = self._tracer.traces.get(self._last_beat) if late_ms >= LONG_STALL_MS else None
-        if trace is not None:  # its whole length, next to where the tracer saw the GUI thread
-            trace["stall_ms"] = round(late_ms, 1)
-        self._last_beat = self._tracer.last_beat = now
+        if self._tracer is not None and late_ms >= LONG_STALL_MS:
+            trace = self._tracer.traces.get(self._last_beat)
+            if trace is not None:  # its whole length, next to where the tracer saw the GUI thread
+                trace["stall_ms"] = round(late_ms, 1)
+        self._set_beat(now)
+
+    def _set_beat(self, now: float) -> None:
+        self._last_beat = now
+        if self._tracer is not None:
+            self._tracer.last_beat = now
 
     def _conversation(self, index: int) -> int:
         w = self.window
@@ -336,11 +349,12 @@ class Autopilot(QObject):
         if status == "error":
             self.report.errors.append(error)
         if self.plan.checkpoint and len(self.report.answers) == self.plan.checkpoint:
-            self._tracer.ignore(self._last_beat)
+            if self._tracer is not None:
+                self._tracer.ignore(self._last_beat)
             self._mark = memory_mark()
             self.report.checkpoint = {"answers": self.plan.checkpoint, "rss_mb": self._mark["rss_mb"],
                                       "refcounts": self._mark["refcounts"]}
-            self._last_beat = self._tracer.last_beat = time.perf_counter()  # the mark's pause is not the app's
+            self._set_beat(time.perf_counter())  # the mark's own pause is not the app's stall
         QTimer.singleShot(0, self._next)
 
     def _finish(self) -> None:
@@ -358,8 +372,9 @@ class Autopilot(QObject):
         self._quit()
 
     def _stop_tracer(self) -> None:
-        self._tracer.stop()
-        self.report.long_stalls = list(self._tracer.traces.values())
+        if self._tracer is not None:
+            self._tracer.stop()
+            self.report.long_stalls = list(self._tracer.traces.values())
 
     def _quit(self) -> None:
         w = self.window
