@@ -251,11 +251,29 @@ def _read_value(cur: _Cursor, vtype: int, key: str) -> Any:
         if itype == _STRING:
             # each string needs at least its 8-byte length
             cur.need(count * 8, f"the array {key!r}")
-            keep = count <= MAX_KEPT_ARRAY
-            items = [cur.string(f"an item of {key!r}", keep=keep) for _ in range(count)]
-            return items if keep else _SkippedArray(count)
+            if count <= MAX_KEPT_ARRAY:
+                return [cur.string(f"an item of {key!r}") for _ in range(count)]
+            _skip_strings(cur, count, key)
+            return _SkippedArray(count)
         raise InvalidModelError(f"not a valid GGUF model: unsupported array type {itype} in {key!r}")
     raise InvalidModelError(f"not a valid GGUF model: unknown value type {vtype} for {key!r}")
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
+    """Step over ``count`` strings (a vocabulary: 49,152 to 262,144 of them) reading only their lengths:
+    a tight loop, since the header is read while the user waits (the chat's model menu, a load)."""
+    unpack, buf, end, pos = _LENGTH.unpack_from, cur.buf, cur.size, cur.pos
+    for _ in range(count):
+        if pos + 8 > end:
+            pos = end + 1  # the file ends inside a length
+            break
+        pos += 8 + unpack(buf, pos)[0]
+    if pos > end:
+        raise InvalidModelError(f"not a valid GGUF model: the file ends inside the array {key!r} (truncated?)")
+    cur.pos = pos
 
 
 class _SkippedArray(int):

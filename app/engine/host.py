@@ -1023,6 +1023,22 @@ def _token_text(llm: Any, token: int) -> str:
     return llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
 
 
-def serve(conn: Connection) -> None:
-    """Entry point of the engine process."""
+def serve(conn: Connection, yield_to_window: bool = False) -> None:
+    """Entry point of the engine process (``yield_to_window``: see :class:`app.engine.client.Engine`)."""
+    if yield_to_window:
+        _lower_priority()
     EngineHost(conn).run()
+
+
+def _lower_priority() -> None:
+    """Below the window's CPU priority: nice +5 (an increment, so a Paddock started under ``nice``
+    stays below it), below normal on Windows."""
+    import psutil
+
+    try:
+        if os.name == "nt":
+            psutil.Process().nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)  # type: ignore[attr-defined]
+        else:
+            os.nice(5)
+    except (OSError, psutil.Error) as exc:  # not allowed here: the engine runs as it would have
+        log.info("engine priority left as it was: %s", exc)

@@ -64,7 +64,7 @@ def run_app(argv: list[str] | None = None, drive: DrivePlan | None = None) -> in
     except PaddockError as exc:
         QMessageBox.critical(None, "Paddock cannot open your chats", str(exc))
         return 1
-    controller = ChatController(store, Engine())
+    controller = ChatController(store, Engine(yield_to_window=True))
     window = MainWindow(controller, dark=dark)
     window.show()
     pilot = None

@@ -213,3 +213,20 @@ def test_gguf_chat_template_is_used(fresh_engine: Engine, test_model: Path, tmp_
     assert 8 <= n_tokens <= 14
     result = fresh_engine.generate([ChatMessage("user", "hello")], SamplingParams(max_tokens=8, temperature=0))
     assert result.stats.prompt_tokens == n_tokens
+
+
+@pytest.mark.skipif(os.name == "nt", reason="niceness is POSIX's; Windows gets the below-normal class")
+def test_the_window_s_engine_yields_the_cpu_to_the_window() -> None:
+    """The app's engine runs below the window's priority (so decoding on every core does not stall the
+    event loop); the API server's and the CLI's engines run at the priority they were started with."""
+    import psutil
+
+    own = psutil.Process().nice()
+    for yielding, expected in ((True, min(19, own + 5)), (False, own)):
+        engine = Engine(yield_to_window=yielding)
+        engine.start()
+        try:
+            assert engine.pid is not None
+            assert psutil.Process(engine.pid).nice() == expected
+        finally:
+            engine.close()
