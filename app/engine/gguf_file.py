@@ -266,14 +266,16 @@ def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
     """Step over ``count`` strings (a vocabulary: 49,152 to 262,144 of them) reading only their lengths:
     a tight loop, since the header is read while the user waits (the chat's model menu, a load)."""
     unpack, buf, end, pos = _LENGTH.unpack_from, cur.buf, cur.size, cur.pos
-    for _ in range(count):
-        if pos + 8 > end:
-            pos = end + 1  # the file ends inside a length
+    done = 0
+    while done < count and pos + 8 <= end:
+        after = pos + 8 + unpack(buf, pos)[0]
+        if after > end:
             break
-        pos += 8 + unpack(buf, pos)[0]
-    if pos > end:
-        raise InvalidModelError(f"not a valid GGUF model: the file ends inside the array {key!r} (truncated?)")
+        pos = after
+        done += 1
     cur.pos = pos
+    for _ in range(count - done):  # the bytes end inside the array: the cursor says so (a truncated file,
+        cur.string(f"an item of {key!r}", keep=False)  # or a remote prefix that needs more bytes)
 
 
 class _SkippedArray(int):
