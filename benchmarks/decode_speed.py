@@ -27,7 +27,6 @@ Writes benchmarks/results/decode_speed.json and decode_speed.md; also run by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -39,7 +38,7 @@ from typing import Any
 
 from app.engine.client import Engine
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
-from benchmarks.engine_bench import RESULTS, test_model
+from benchmarks.engine_bench import RESULTS, save_results, test_model
 from benchmarks.engine_bench import median as med
 from benchmarks.kv_reuse import CODE, PASSAGE, instruct_model
 from benchmarks.peer import build as build_peer
@@ -172,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for decode_speed.json and .md")
     args = parser.parse_args(argv)
     report = run(args.runs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode_speed.json").write_text(json.dumps(report, indent=2))
-    md = render(report)
-    (args.out / "decode_speed.md").write_text(md)
-    print(md)
+    save_results("decode_speed", report, render(report), args.out)
     return 0
 
 

@@ -11,12 +11,15 @@ helpers (prompts, the multi-turn script) live here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,27 @@ def test_model() -> Path:
     return Path(pkg.assemble(cache / pkg.MODEL_NAME))
 
 
-def save_results(name: str, report: dict[str, Any], md: str) -> None:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` and print the Markdown."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{name}.md").write_text(md)
+def save_results(name: str, report: dict[str, Any], md: str, folder: Path = RESULTS) -> None:
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` (``results/`` by default) and print the
+    Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (folder / f"{name}.md").write_text(md)
     print(md)
+
+
+@contextlib.contextmanager
+def kept_home() -> Iterator[None]:
+    """``PADDOCK_HOME`` as it was before the block, whatever the block set it to (``python -m benchmarks``
+    runs other benchmarks after one that points it at a temporary folder)."""
+    home = os.environ.get("PADDOCK_HOME")
+    try:
+        yield
+    finally:
+        if home is None:
+            os.environ.pop("PADDOCK_HOME", None)
+        else:
+            os.environ["PADDOCK_HOME"] = home
 
 
 def median(values: list[float]) -> float:

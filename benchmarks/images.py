@@ -35,8 +35,8 @@ from app.engine.client import Engine
 from app.engine.images import IMAGE_MARKER, ImageInput
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
 from app.imaging import decode_image
+from benchmarks.engine_bench import kept_home, save_results
 from benchmarks.engine_bench import median as med
-from benchmarks.engine_bench import save_results
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 QUESTION = " What colour is it? Answer in one word."
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args(argv)
     model = args.model or smollm2()
-    home = os.environ.get("PADDOCK_HOME")
-    try:
+    with kept_home():
         print("images…", file=sys.stderr)
         report: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"),
@@ -139,11 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "images": images_benchmark(model, args.runs),
         }
-    finally:
-        if home is None:
-            os.environ.pop("PADDOCK_HOME", None)
-        else:
-            os.environ["PADDOCK_HOME"] = home
     save_results("images", report, render(report))
     return 0
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from app.engine.client import Engine
 from app.engine.types import ChatMessage, LoadSettings, SamplingParams
+from benchmarks.engine_bench import kept_home, save_results
 from benchmarks.engine_bench import median as med
-from benchmarks.engine_bench import save_results
 
 TOPICS = ("bakery", "lighthouse", "orchard", "harbour", "observatory", "library", "vineyard")
 PASSAGE = ("The lighthouse at Point Reyes was built in 1870. Its first-order Fresnel lens, made in France, "
@@ -252,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args(argv)
     model = args.model or instruct_model()
-    home = os.environ.get("PADDOCK_HOME")
-    try:
+    with kept_home():
         report: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -268,11 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         report["switch"] = chat_switch(model, args.runs)
         print("speculative decoding…", file=sys.stderr)
         report["speculative"] = speculative(model, args.runs)
-    finally:
-        if home is None:
-            os.environ.pop("PADDOCK_HOME", None)
-        else:
-            os.environ["PADDOCK_HOME"] = home
     save_results("kv_reuse", report, render(report))
     return 0
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engine_bench import RESULTS, save_results
+from benchmarks.engine_bench import RESULTS, kept_home, save_results
 
 HARBOURS = ["Harwick", "Eldmoor", "Tarnby", "Quillon", "Brastow", "Fenwater", "Ostrel", "Mirrendale"]
 SUPPLIERS = ["Calloway Ropes", "Dunmere Marine", "Ashgrove Paints", "Pellinor Diesel", "Rookhaven Nets",
@@ -137,16 +137,9 @@ def run(model: Path, ctx: int, n_files: int, records: int, kinds: tuple[str, ...
     import os
 
     report: dict[str, Any] = {"model": model.name, "n_ctx": ctx, "files": n_files, "records_per_file": records}
-    home = os.environ.get("PADDOCK_HOME")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["PADDOCK_HOME"] = str(Path(tmp) / "home")
-            _run(report, Path(tmp), model, ctx, n_files, records, kinds)
-    finally:  # `python -m benchmarks` runs other benchmarks after this one
-        if home is None:
-            os.environ.pop("PADDOCK_HOME", None)
-        else:
-            os.environ["PADDOCK_HOME"] = home
+    with kept_home(), tempfile.TemporaryDirectory() as tmp:
+        os.environ["PADDOCK_HOME"] = str(Path(tmp) / "home")
+        _run(report, Path(tmp), model, ctx, n_files, records, kinds)
     return report
 
 
