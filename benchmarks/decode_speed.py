@@ -83,12 +83,24 @@ def measure(case: Case, model: Path, on: Engine, off: Engine, bin_dir: Path, thr
     depth = warm_off.stats.prompt_tokens  # llama-bench decodes after as many tokens as the prompt has
     pairs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     drafted, kept, loads, same = [], [], [], warm_on.text == warm_off.text
+    own: dict[str, list[float]] = {"on": [], "off": []}  # seconds of Paddock's own work per answer token
+    shares: dict[str, list[float]] = {"on": [], "off": []}  # llama_decode's share of the answer's time
+    client: list[float] = []  # CPU this process (the engine's client) used, as a share of the wall time
     for i in range(runs):
         loads.append(os.getloadavg()[0])
         for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
             peer = med(llama_bench(bin_dir, model, threads, 0, n, 1, depth))
+            cpu, wall = time.process_time(), time.perf_counter()
             result = _generate(on if which == "on" else off, case)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             pairs[which].append((result.stats.tokens_per_s, peer))
+            stats = result.stats
+            answer_s = stats.total_s - stats.ttft_s  # from the first answer token to the last
+            if stats.completion_tokens > 1 and answer_s > 0:
+                # drift-immune: both parts of one answer's time, measured together in the engine
+                own[which].append((answer_s - stats.decode_s) / (stats.completion_tokens - 1))
+                shares[which].append(stats.decode_s / answer_s)
+            client.append(cpu / wall)
             if which == "on":
                 drafted.append(result.stats.draft_tokens)
                 kept.append(result.stats.draft_accepted / max(1, result.stats.completion_tokens))
@@ -102,6 +114,9 @@ def measure(case: Case, model: Path, on: Engine, off: Engine, bin_dir: Path, thr
         "on_ratios": [round(a / b, 3) for a, b in pairs["on"]],
         "off_ratios": [round(a / b, 3) for a, b in pairs["off"]],
         "drafted": med(drafted), "drafted_kept_share": med(kept), "identical": same,
+        "own_us_on": med(own["on"]) * 1e6, "own_us_off": med(own["off"]) * 1e6,
+        "decode_share_on": med(shares["on"]), "decode_share_off": med(shares["off"]),
+        "decode_shares_off": [round(x, 4) for x in shares["off"]], "client_cpu": med(client),
         "load_median": med(loads), "load_max": max(loads),
     }
 
@@ -152,6 +167,26 @@ def render(r: dict[str, Any]) -> str:
             f"{c['off_ratio']:.3f} | {goal} | "
             f"{c['drafted']:.0f} ({c['drafted_kept_share']:.0%}) | {'yes' if c['identical'] else 'NO'} | "
             f"{c['load_median']:.1f} ({c['load_max']:.1f}) |"
+        )
+    lines += [
+        "",
+        "## Paddock's own work on each token, measured inside the engine",
+        "",
+        "The ratios above divide two runs made seconds apart, and this machine's speed drifts by 10–20 % "
+        "within seconds, so a single ratio ranges ±10 %. The engine also times, within each answer, the "
+        "calls to `llama_decode` (what llama-bench times) against the answer's whole time from its first "
+        "token to its last: what is left is Paddock's own work (sampling, text, stop strings, drafting, "
+        "sending), measured on the same tokens at the same moment, so drift cancels out. The engine's "
+        "client (this process, reading the stream) runs beside it and takes the CPU shown.",
+        "",
+        "| model | answer | llama_decode's share of the answer, drafts off | Paddock's own work per token, "
+        "drafts on / off | the client's CPU |",
+        "|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        lines.append(
+            f"| {c['model']} | {c['case']} | {c['decode_share_off']:.3f} | "
+            f"{c['own_us_on']:.0f} / {c['own_us_off']:.0f} µs | {c['client_cpu']:.1%} |"
         )
     lines += [
         "",

@@ -553,6 +553,9 @@ class EngineHost:
         """
         if token < 0:  # the first answer token: the prompt's logits are there
             return [sampler.sample(session.ctx)]
+        if lookup is None and drafter is None:  # the common case, kept short: it runs on every token
+            session.decode_one(token)
+            return [sampler.sample(session.ctx)]
         draft = lookup.draft(room - 1) if lookup is not None else []
         source: PromptLookup | DraftModel | None = lookup
         if not draft and drafter is not None and room > 1:
@@ -859,6 +862,7 @@ class EngineHost:
         unsent, unsent_thinking = "", ""  # text not sent yet (coalesced, see CHUNK_INTERVAL_S)
         sent_at = 0.0
         first_token_at: float | None = None
+        decoded_before = 0.0  # session.decode_s at the first answer token
         thinking_started: float | None = None
         thinking_s = 0.0
         n_generated = 0
@@ -883,13 +887,14 @@ class EngineHost:
                     if self.cancel.is_set():
                         finish = "cancelled"
                         break
-                    if session.n_past >= n_ctx - 1 - (token >= 0):
+                    past = session.n_past
+                    if past >= n_ctx - 1 - (token >= 0):
                         finish = "context_full"
                         notices.append("The answer reached the end of the model's context and was cut there.")
                         break
                     try:
                         ready = self._next_tokens(session, sampler, token, lookup, drafter, stats=stats,
-                                                  room=min(params.max_tokens - n_generated, n_ctx - 2 - session.n_past))
+                                                  room=min(params.max_tokens - n_generated, n_ctx - 2 - past))
                     except DecodeError as exc:
                         if self.cancel.is_set():
                             finish = "cancelled"
@@ -901,6 +906,7 @@ class EngineHost:
                 now = time.perf_counter()
                 if first_token_at is None:
                     first_token_at = now
+                    decoded_before = session.decode_s
                 if session.is_eog(taken):
                     finish = "stop"
                     break
@@ -959,8 +965,9 @@ class EngineHost:
         stats.total_s = ended - started
         if first_token_at is not None:
             stats.ttft_s = first_token_at - started
-            decode_s = ended - first_token_at
-            stats.tokens_per_s = (n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0
+            answer_s = ended - first_token_at
+            stats.tokens_per_s = (n_generated - 1) / answer_s if n_generated > 1 and answer_s > 0 else 0.0
+            stats.decode_s = session.decode_s - decoded_before
         return GenerationResult(parser.answer, stats, tuple(notices), parser.thinking, thinking_s, tuple(tool_calls),
                                 tuple(logprobs))
 

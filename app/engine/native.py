@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Any
 
 from app.engine.types import SamplingParams
@@ -52,6 +53,9 @@ class Session:
         self.vocab = llm._model.vocab
         self.n_batch = max(1, int(llm.n_batch))
         self._pieces: dict[int, bytes] = {}
+        # Whether each token seen ends a turn, cached: right after a decode step the caches are cold
+        # and every foreign call costs ten times what it does warm (measured: 12 against 0.6 us)
+        self._eog: dict[int, bool] = {}
         # Special (control) tokens that render as their text: a family's markers, such as
         # gpt-oss' <|channel|>, which the output parser must see (llama-server's
         # "preserved tokens"). Every other control token renders as nothing.
@@ -64,6 +68,9 @@ class Session:
         self._llama_decode = lib.llama_decode
         self._batch: Any = None  # for decode_all (speculative drafts)
         self._batch_size = 0
+        # Seconds spent inside llama_decode by the token loop's steps (decode_one, decode_all): set
+        # against an answer's wall time, what is left is Paddock's own per-token work.
+        self.decode_s = 0.0
 
     @property
     def n_past(self) -> int:
@@ -152,7 +159,9 @@ class Session:
         if self._armed:
             self.arm_abort(False)
         self._one[0] = token
+        started = perf_counter()
         code = self._llama_decode(self.ctx, self._one_batch)
+        self.decode_s += perf_counter() - started
         if code != 0:
             raise DecodeError(code)
         llm = self.llm
@@ -186,7 +195,9 @@ class Session:
         if self._abort is not None and self._armed:
             self._armed = False
             lib._lib.llama_set_abort_callback(self.ctx, self._no_abort, None)
+        started = perf_counter()
         code = int(lib.llama_decode(self.ctx, batch))
+        self.decode_s += perf_counter() - started
         if code != 0:
             raise DecodeError(code)
         self.llm.input_ids[past : past + n] = tokens
@@ -198,7 +209,10 @@ class Session:
             self._batch = None
 
     def is_eog(self, token: int) -> bool:
-        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     def show_special(self, tokens: Sequence[int]) -> None:
         self.shown_special = frozenset(tokens)
@@ -254,6 +268,9 @@ class Sampler:
         self._logits_at.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         self._logits_at.restype = ctypes.c_void_p
         self._row = ctypes.c_float * n_vocab
+        # The NumPy view of the last logits row read, by its address: a one-token step's logits are
+        # always at the same place, so each step costs one foreign call, not three objects more
+        self._view: tuple[int, Any] = (0, None)
         self.chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = self._add
         greedy = params.temperature <= 0
@@ -309,10 +326,16 @@ class Sampler:
 
     def logits(self, ctx: Any, index: int = -1) -> Any:
         """The logits of batch position ``index`` as a NumPy view of llama.cpp's buffer (no copy)."""
+        address = self._logits_at(ctx, index)
+        cached, view = self._view
+        if address == cached:
+            return view
         import numpy as np
 
-        row: Any = self._row.from_address(self._logits_at(ctx, index))
-        return np.frombuffer(row, dtype=np.float32)
+        row: Any = self._row.from_address(address)
+        view = np.frombuffer(row, dtype=np.float32)
+        self._view = (address, view)
+        return view
 
     def sample(self, ctx: Any, index: int = -1) -> int:
         """Draw the next token from the logits of batch position ``index`` (the last by

@@ -190,6 +190,9 @@ class GenerationStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     tokens_per_s: float = 0.0
+    # of the time from the first answer token to the last, the seconds llama.cpp spent decoding; the
+    # rest is Paddock's own work on each token (sampling, text, stop strings, sending, drafting)
+    decode_s: float = 0.0
     finish_reason: str = ""
     dropped_messages: int = 0
     n_ctx: int = 0

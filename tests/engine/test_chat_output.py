@@ -60,6 +60,16 @@ def test_partial_marker_is_held_then_released() -> None:
     assert parser.feed("3 b") == [("answer", " <3 b")]  # not a marker after all
 
 
+def test_text_without_a_marker_start_passes_at_once_and_a_plain_word_stop_is_still_found() -> None:
+    parser = OutputParser(("THE END",), FMT["think"])
+    assert parser.feed("Once upon") == [("answer", "Once upon")]  # holds no marker's first character
+    assert parser.feed(" a time. T") == [("answer", " a time.")]  # " T" may start the stop: held
+    assert parser.feed("HE EN") == []
+    assert parser.feed("D and more") == []
+    assert parser.stopped
+    assert parser.answer == "Once upon a time."
+
+
 def test_fallback_answer_prefix_is_dropped() -> None:
     parser = run(" Answer: Paris.\nQuestion: next", None, 2, stops=("\nQuestion:",), strip_prefixes=("Answer:",))
     assert parser.answer == "Paris."

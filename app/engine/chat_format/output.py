@@ -62,6 +62,11 @@ class OutputParser:
         self._tool_json_start = tool_json_start
         self.in_tool = False
         self.tool_text = ""  # a tool call's text, from its opening marker on
+        # The first characters of every marker any state may look for: text holding none of them
+        # can neither hold a marker nor end with the start of one, and is let through at once
+        # (most pieces of most answers: the token loop's common case)
+        every = (*self._stops, *self._tool_starts, *self._strip_prefixes, *(reasoning.markers if reasoning else ()))
+        self._marker_starts = frozenset(m[0] for m in every if m)
 
     def _markers(self) -> list[str]:
         markers = list(self._stops)
@@ -81,6 +86,10 @@ class OutputParser:
             return []
         self._pending += text
         out: list[Piece] = []
+        if self._marker_starts.isdisjoint(self._pending):
+            ready, self._pending = self._pending, ""
+            self._emit(ready, out)
+            return out
         while self._pending:
             markers = self._markers()
             at, marker = _earliest(self._pending, markers)
