@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
 
 from app.engine.types import SamplingParams
 
@@ -53,6 +53,7 @@ HEARTBEAT_MS = 5
 LONG_STALL_MS = 50  # a stall this long is traced: where the GUI thread was while it lasted
 LONG_GC_MS = 10  # a garbage collection this long is listed in the report, with when and on which thread
 TIMEOUT_S = 1800  # a run that has not finished by then is reported as failed
+FIRST_PAINT_TIMEOUT_S = 60  # a window not painted by then: the drive begins anyway, and says so
 
 
 def live_objects() -> dict[str, int]:
@@ -125,6 +126,7 @@ class DriveReport:
     rss_end_mb: float = 0.0
     checkpoint: dict[str, Any] = field(default_factory=dict)
     growth: dict[str, Any] = field(default_factory=dict)
+    first_paint_s: float = 0.0  # from the process's start to the end of the window's first paint
     stalls_ms: list[float] = field(default_factory=list)
     long_stalls: list[dict[str, Any]] = field(default_factory=list)  # see StallTracer
     gc_pauses: dict[str, Any] = field(default_factory=dict)  # see GcPauses
@@ -140,7 +142,7 @@ class DriveReport:
             "refcounts_start": self.refcounts_start, "refcounts_end": self.refcounts_end,
             "refcounts_after_close": self.refcounts_after_close,
             "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
-            "checkpoint": self.checkpoint, "growth": self.growth,
+            "checkpoint": self.checkpoint, "growth": self.growth, "first_paint_s": round(self.first_paint_s, 2),
             "stall_p99_ms": round(p99, 1), "stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
             "heartbeats": len(stalls), "long_stalls": self.long_stalls, "gc_pauses": self.gc_pauses,
             "quit_via_action": self.quit_via_action,
@@ -276,7 +278,7 @@ class GcPauses:
     def summary(self) -> dict[str, Any]:
         return {"by_generation": [{"generation": g, "count": self.count[g], "total_ms": round(self.total_ms[g], 1),
                                    "max_ms": round(self.max_ms[g], 1)} for g in range(3)],
-                "long": self.long}
+                "long": self.long, "frozen": gc.get_freeze_count()}
 
 
 class Autopilot(QObject):
@@ -302,6 +304,9 @@ class Autopilot(QObject):
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
         self._deadline.timeout.connect(self._give_up)
+        self._unpainted = QTimer(self)  # started until the window's first paint
+        self._unpainted.setSingleShot(True)
+        self._unpainted.timeout.connect(self._never_painted)
 
     def _make_steps(self) -> list[_Step]:
         steps: list[_Step] = []
@@ -316,8 +321,29 @@ class Autopilot(QObject):
         return steps
 
     def start(self) -> None:
-        """Begin once the event loop runs."""
-        QTimer.singleShot(0, self._begin)
+        """Begin once the window has been painted for the first time, as a user begins once it shows.
+
+        Until then the user waits for the app to start, not on a window that does not answer: that time is
+        reported as ``first_paint_s`` (from the process's start), and the heartbeat starts after it.
+        """
+        self.window.installEventFilter(self)
+        self._unpainted.start(FIRST_PAINT_TIMEOUT_S * 1000)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.window and event.type() == QEvent.Type.Paint and self._unpainted.isActive():
+            self._unpainted.stop()
+            self.window.removeEventFilter(self)
+            QTimer.singleShot(0, self._painted)  # once this paint (and its children's) has ended
+        return False
+
+    def _painted(self) -> None:
+        self.report.first_paint_s = time.time() - psutil.Process().create_time()
+        self._begin()
+
+    def _never_painted(self) -> None:
+        self.window.removeEventFilter(self)
+        self.report.errors.append(f"the window was not painted within {FIRST_PAINT_TIMEOUT_S} s")
+        self._begin()
 
     def _begin(self) -> None:
         w = self.window
