@@ -1,14 +1,15 @@
 """Soak: the real window streams 200 answers over 10 chats, then quits through File > Quit.
 
-    .venv/bin/python -m benchmarks.soak [--answers 200] [--chats 10] [--model PATH]
+    .venv/bin/python -m benchmarks.soak [--answers 200] [--chats 10] [--model PATH] [--trace-stalls] [--out DIR]
 
 Runs the app as a user does, as its own process (``paddock --drive``, see
 app/ui/autopilot.py), offscreen, with the SmolLM2 instruct model, and reports
 what a long session does to it: GUI process memory growth, the drift of the
 reference counts of None/True/False (PySide6 6.12 on Python 3.11 loses them
-until the process aborts), event-loop stalls (a 5 ms heartbeat's lateness,
-p99 and max) and the exit code.  Writes benchmarks/results/soak.json and
-soak.md; also run at the end of ``python -m benchmarks``.
+until the process aborts), the time to the window's first paint, event-loop
+stalls from then on (a 5 ms heartbeat's lateness, p99 and max), garbage
+collections by generation, and the exit code.  Writes soak.json and soak.md to
+benchmarks/results/ (or --out); also run at the end of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.ui.autopilot import DrivePlan, run_driven
-from benchmarks.engine_bench import save_results
+from app.ui.autopilot import LONG_GC_MS, DrivePlan, run_driven
+from benchmarks.engine_bench import RESULTS, save_results
 
 
 def instruct_model() -> Path:
@@ -61,11 +62,13 @@ def soak(model: Path, answers: int, chats: int, max_tokens: int = 48, trace_stal
         "refcount_drift": drift,
         "checkpoint": report.get("checkpoint", {}),
         "growth_after_checkpoint": report.get("growth", {}),
+        "first_paint_s": report.get("first_paint_s"),
         "stall_p99_ms": report.get("stall_p99_ms"),
         "stall_max_ms": report.get("stall_max_ms"),
         "heartbeats": report.get("heartbeats"),
         "traced": trace_stalls,
         "long_stalls": report.get("long_stalls", []),
+        "gc_pauses": report.get("gc_pauses", {}),
         "wall_s": round(wall, 1),
         "stderr_tail": run.stderr[-800:] if run.returncode else "",
     }
@@ -100,11 +103,32 @@ def render(r: dict[str, Any]) -> str:
         f"{', '.join(f'{k} {v:+d}' for k, v in growth.get('refcounts', {}).items())} |",
         f"| live objects that grew most, answer {cp.get('answers')} → last | "
         f"{', '.join(f'{k} {v:+d}' for k, v in list(growth.get('objects', {}).items())[:8])} |",
-        f"| event-loop stall (5 ms heartbeat lateness), p99 / max | {r['stall_p99_ms']} / {r['stall_max_ms']} ms |",
+        f"| time to first paint (process start → the window first painted; the heartbeat starts after it) | "
+        f"{r.get('first_paint_s')} s |",
+        f"| event-loop stall (5 ms heartbeat lateness, first paint → Quit), p99 / max | {r['stall_p99_ms']} / "
+        f"{r['stall_max_ms']} ms |",
+        f"| garbage collections (count, longest) by generation 0 / 1 / 2 | {_gc_line(r.get('gc_pauses', {}))} |",
         f"| wall time | {r['wall_s']} s |",
         "",
         *(_long_stalls(r["long_stalls"]) if r.get("traced") else []),
+        *_long_collections(r.get("gc_pauses", {})),
     ])
+
+
+def _gc_line(pauses: dict[str, Any]) -> str:
+    gens = pauses.get("by_generation", [])
+    return " / ".join(f"{g['count']}, {g['max_ms']} ms" for g in gens) or "not recorded"
+
+
+def _long_collections(pauses: dict[str, Any]) -> list[str]:
+    """Each collection long enough to show as a stall (any thread's holds the interpreter lock)."""
+    long = pauses.get("long", [])
+    if not long:
+        return []
+    lines = [f"Garbage collections of {LONG_GC_MS} ms or more:", ""]
+    lines += [f"- generation {c['generation']}, {c['ms']} ms at {c['at_s']} s, after {c['after_answers']} answers, "
+              f"on thread {c['thread']} ({c['collected']} collected)" for c in long]
+    return [*lines, ""]
 
 
 def _long_stalls(traces: list[dict[str, Any]]) -> list[str]:
@@ -128,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-stalls", action="store_true",
                         help="note where the GUI thread was during each stall over 50 ms (a diagnostic: see "
                              "app.ui.autopilot.StallTracer)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for soak.json and soak.md")
     args = parser.parse_args(argv)
     model = args.model or instruct_model()
     print(f"soak: {args.answers} answers over {args.chats} chats…", file=sys.stderr)
@@ -139,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
                                  text=True).stdout.strip(),
     })
-    save_results("soak", result, render(result))
+    save_results("soak", result, render(result), args.out)
     return 0 if result["exit_code"] == 0 and not result["fatal_error"] else 1
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
 
 from app.engine.types import SamplingParams
 
@@ -51,7 +51,9 @@ PROMPTS = (
 )
 HEARTBEAT_MS = 5
 LONG_STALL_MS = 50  # a stall this long is traced: where the GUI thread was while it lasted
+LONG_GC_MS = 10  # a garbage collection this long is listed in the report, with when and on which thread
 TIMEOUT_S = 1800  # a run that has not finished by then is reported as failed
+FIRST_PAINT_TIMEOUT_S = 60  # a window not painted by then: the drive begins anyway, and says so
 
 
 def live_objects() -> dict[str, int]:
@@ -124,8 +126,10 @@ class DriveReport:
     rss_end_mb: float = 0.0
     checkpoint: dict[str, Any] = field(default_factory=dict)
     growth: dict[str, Any] = field(default_factory=dict)
+    first_paint_s: float = 0.0  # from the process's start to the end of the window's first paint
     stalls_ms: list[float] = field(default_factory=list)
     long_stalls: list[dict[str, Any]] = field(default_factory=list)  # see StallTracer
+    gc_pauses: dict[str, Any] = field(default_factory=dict)  # see GcPauses
     quit_via_action: bool = False
     finished: bool = False
     duration_s: float = 0.0
@@ -138,9 +142,10 @@ class DriveReport:
             "refcounts_start": self.refcounts_start, "refcounts_end": self.refcounts_end,
             "refcounts_after_close": self.refcounts_after_close,
             "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
-            "checkpoint": self.checkpoint, "growth": self.growth,
+            "checkpoint": self.checkpoint, "growth": self.growth, "first_paint_s": round(self.first_paint_s, 2),
             "stall_p99_ms": round(p99, 1), "stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
-            "heartbeats": len(stalls), "long_stalls": self.long_stalls, "quit_via_action": self.quit_via_action,
+            "heartbeats": len(stalls), "long_stalls": self.long_stalls, "gc_pauses": self.gc_pauses,
+            "quit_via_action": self.quit_via_action,
             "finished": self.finished,
             "duration_s": round(self.duration_s, 2),
         }
@@ -190,14 +195,14 @@ class StallTracer:
     (a few traces a run) 200-answer drives ended cleanly, but the tests never turn it on.
     """
 
-    def __init__(self, answers: list[dict[str, Any]]) -> None:
+    def __init__(self, answers: list[dict[str, Any]], started: float) -> None:
         self.answers = answers  # the report's, for "after how many answers"
         self.traces: dict[float, dict[str, Any]] = {}  # by the beat the stall came after
         self.last_beat = time.perf_counter()
         self._main = threading.main_thread().ident
         self._taken_for = 0.0
         self._ignored: set[float] = set()
-        self._started = time.perf_counter()
+        self._started = started  # "at_s" counts from here
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-tracer", daemon=True)
 
@@ -231,6 +236,51 @@ class StallTracer:
             }
 
 
+class GcPauses:
+    """How long each garbage collection took, by generation (``gc.callbacks``).
+
+    A collection holds the interpreter lock on whichever thread it runs, so one on a worker thread
+    stalls the GUI thread as much as one on the GUI thread.  Collections of LONG_GC_MS or more are
+    listed with when they started (seconds from ``started``, the clock the StallTracer uses too), after
+    how many answers and on which thread.
+    """
+
+    def __init__(self, answers: list[dict[str, Any]], started: float) -> None:
+        self.answers = answers
+        self.started = started
+        self.count = [0, 0, 0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self.max_ms = [0.0, 0.0, 0.0]
+        self.long: list[dict[str, Any]] = []
+        self._began = 0.0
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._began) * 1000
+        gen = info["generation"]
+        self.count[gen] += 1
+        self.total_ms[gen] += ms
+        self.max_ms[gen] = max(self.max_ms[gen], ms)
+        if ms >= LONG_GC_MS:
+            self.long.append({"generation": gen, "ms": round(ms, 1), "at_s": round(self._began - self.started, 2),
+                              "after_answers": len(self.answers), "thread": threading.current_thread().name,
+                              "collected": info["collected"]})
+
+    def summary(self) -> dict[str, Any]:
+        return {"by_generation": [{"generation": g, "count": self.count[g], "total_ms": round(self.total_ms[g], 1),
+                                   "max_ms": round(self.max_ms[g], 1)} for g in range(3)],
+                "long": self.long, "frozen": gc.get_freeze_count()}
+
+
 class Autopilot(QObject):
     """Types, clicks and quits in a :class:`MainWindow`, one step after the other, on the GUI thread."""
 
@@ -248,10 +298,15 @@ class Autopilot(QObject):
         self._beat.setInterval(HEARTBEAT_MS)
         self._beat.timeout.connect(self._heartbeat)
         self._last_beat = 0.0
-        self._tracer = StallTracer(self.report.answers) if plan.trace_stalls else None
+        clock = time.perf_counter()
+        self._tracer = StallTracer(self.report.answers, clock) if plan.trace_stalls else None
+        self._gc = GcPauses(self.report.answers, clock)
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
         self._deadline.timeout.connect(self._give_up)
+        self._unpainted = QTimer(self)  # started until the window's first paint
+        self._unpainted.setSingleShot(True)
+        self._unpainted.timeout.connect(self._never_painted)
 
     def _make_steps(self) -> list[_Step]:
         steps: list[_Step] = []
@@ -266,8 +321,29 @@ class Autopilot(QObject):
         return steps
 
     def start(self) -> None:
-        """Begin once the event loop runs."""
-        QTimer.singleShot(0, self._begin)
+        """Begin once the window has been painted for the first time, as a user begins once it shows.
+
+        Until then the user waits for the app to start, not on a window that does not answer: that time is
+        reported as ``first_paint_s`` (from the process's start), and the heartbeat starts after it.
+        """
+        self.window.installEventFilter(self)
+        self._unpainted.start(FIRST_PAINT_TIMEOUT_S * 1000)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.window and event.type() == QEvent.Type.Paint and self._unpainted.isActive():
+            self._unpainted.stop()
+            self.window.removeEventFilter(self)
+            QTimer.singleShot(0, self._painted)  # once this paint (and its children's) has ended
+        return False
+
+    def _painted(self) -> None:
+        self.report.first_paint_s = time.time() - psutil.Process().create_time()
+        self._begin()
+
+    def _never_painted(self) -> None:
+        self.window.removeEventFilter(self)
+        self.report.errors.append(f"the window was not painted within {FIRST_PAINT_TIMEOUT_S} s")
+        self._begin()
 
     def _begin(self) -> None:
         w = self.window
@@ -281,6 +357,7 @@ class Autopilot(QObject):
         w.chat_page.use_model_file(self.plan.model)
         self._deadline.start(TIMEOUT_S * 1000)
         self._beat.start()
+        self._gc.start()
         self._set_beat(time.perf_counter())
         if self._tracer is not None:
             self._tracer.start()
@@ -351,7 +428,9 @@ class Autopilot(QObject):
         if self.plan.checkpoint and len(self.report.answers) == self.plan.checkpoint:
             if self._tracer is not None:
                 self._tracer.ignore(self._last_beat)
+            self._gc.stop()  # the mark's own full collection is not the app's
             self._mark = memory_mark()
+            self._gc.start()
             self.report.checkpoint = {"answers": self.plan.checkpoint, "rss_mb": self._mark["rss_mb"],
                                       "refcounts": self._mark["refcounts"]}
             self._set_beat(time.perf_counter())  # the mark's own pause is not the app's stall
@@ -359,7 +438,7 @@ class Autopilot(QObject):
 
     def _finish(self) -> None:
         self._beat.stop()
-        self._stop_tracer()
+        self._stop_watching()
         self._deadline.stop()
         self.report.finished = True
         self._quit()
@@ -367,11 +446,13 @@ class Autopilot(QObject):
     def _give_up(self) -> None:
         self.report.errors.append(f"the run did not finish within {TIMEOUT_S} s")
         self._beat.stop()
-        self._stop_tracer()
+        self._stop_watching()
         self.window.controller.stop()
         self._quit()
 
-    def _stop_tracer(self) -> None:
+    def _stop_watching(self) -> None:
+        self._gc.stop()
+        self.report.gc_pauses = self._gc.summary()
         if self._tracer is not None:
             self._tracer.stop()
             self.report.long_stalls = list(self._tracer.traces.values())

@@ -34,6 +34,10 @@ def test_app_streams_many_answers_and_quits_cleanly(tmp_path: Path, instruct_mod
     data = run.report
     assert data["finished"], data["errors"]
     assert data["quit_via_action"]
+    assert data["first_paint_s"] > 0  # the drive (and its heartbeat) began at the window's first paint
+    # What startup made was frozen out of the collector's walks (run_app), and collections were timed.
+    assert data["gc_pauses"]["frozen"] > 0
+    assert data["gc_pauses"]["by_generation"][0]["count"] > 0
     assert data["errors"] == []
     answers = data["answers"]
     assert len(answers) == ANSWERS

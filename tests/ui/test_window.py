@@ -265,6 +265,26 @@ def test_settings_apply_to_the_next_load_and_persist(qtbot: QtBot, window: MainW
     assert w.chat_page.settings_panel.system.toPlainText() == "Answer in one word."
 
 
+def test_chat_settings_are_written_only_when_they_change(qtbot: QtBot, window: MainWindow) -> None:
+    """Every send saves the settings panel first; with nothing changed that writes nothing (each write waits for
+    the disk on the GUI thread)."""
+    w = window
+    w.new_chat()
+    conv_id = w.current_conv
+    assert conv_id is not None
+    page = w.chat_page
+    page.save_chat_settings()
+    writes = w.store.db.conn.total_changes
+    page.save_chat_settings()
+    assert w.store.db.conn.total_changes == writes
+    page.settings_panel.system.setPlainText("Answer briefly.")
+    page.settings_panel.max_tokens.setValue(77)
+    page.save_chat_settings()
+    conv = w.store.conversation(conv_id)
+    assert conv.system_prompt == "Answer briefly."
+    assert conv.sampling.max_tokens == 77
+
+
 def test_enter_while_streaming_keeps_the_message_without_a_dialog(qtbot: QtBot, window: MainWindow) -> None:
     w = window
     w.store.update_conversation(w.current_conv, sampling=SamplingParams(temperature=0.0, max_tokens=300))  # type: ignore[arg-type]

@@ -372,15 +372,23 @@ class ChatPage(QWidget):
                 self.bridge.error(str(exc))
 
     def save_chat_settings(self) -> None:
+        """Store the settings panel's values for the current chat: only those that changed, since each write
+        waits for the disk (``synchronous=FULL``) on this thread, and every send comes through here."""
         if self.current_conv is None:
             return
         conv = self.store.conversation(self.current_conv)
-        self.store.update_conversation(
-            self.current_conv,
-            system_prompt=self.settings_panel.system.toPlainText(),
-            sampling=self.settings_panel.sampling(conv.sampling),
-        )
-        self.store.set_chat_adapters(self.current_conv, self.settings_panel.adapters.adapters())
+        system = self.settings_panel.system.toPlainText()
+        sampling = self.settings_panel.sampling(conv.sampling)
+        changes: dict[str, object] = {}
+        if system != conv.system_prompt:
+            changes["system_prompt"] = system
+        if sampling != conv.sampling:
+            changes["sampling"] = sampling
+        if changes:
+            self.store.update_conversation(self.current_conv, **changes)
+        adapters = list(self.settings_panel.adapters.adapters())
+        if adapters != self.store.chat_adapters(self.current_conv):
+            self.store.set_chat_adapters(self.current_conv, adapters)
 
     def _adapter_choices(self) -> list[tuple[str, str]]:
         """The library's adapters for the current chat's model (the settings panel's *Add adapter* menu)."""

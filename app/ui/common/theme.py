@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleHintReturn, QStyleOption, QWidget
-
-
-class _AppStyle(QProxyStyle):
-    """Fusion, without the green-tick / red-cross icons it puts on dialog buttons: flat like the rest."""
-
-    def styleHint(self, hint: QStyle.StyleHint, option: QStyleOption | None = None, widget: QWidget | None = None,
-                  returnData: QStyleHintReturn | None = None) -> int:
-        if hint == QStyle.StyleHint.SH_DialogButtonBox_ButtonsHaveIcons:
-            return 0
-        return super().styleHint(hint, option, widget, returnData)
+from PySide6.QtWidgets import QApplication, QStyleFactory
 
 
 def system_is_dark() -> bool:
@@ -28,7 +18,9 @@ def system_is_dark() -> bool:
 
 
 def apply_theme(app: QApplication, dark: bool) -> None:
-    app.setStyle(_AppStyle("Fusion"))
+    # Fusion as it is: a Python QProxyStyle would be called back for every style hint, ~150 times per message
+    # widget built (a third of the time to build one); what it changed is a style sheet property below.
+    app.setStyle(QStyleFactory.create("Fusion"))
     pal = QPalette()
     if dark:
         colors = {
@@ -63,6 +55,7 @@ def _stylesheet(dark: bool) -> str:
     border = "#33363b" if dark else "#e1e4e8"
     muted = "#8a8f98"
     return f"""
+    QDialogButtonBox {{ dialogbuttonbox-buttons-have-icons: 0; }} /* no green ticks and red crosses: flat */
     QFrame#sidebar {{ background: {side}; border-right: 1px solid {border}; }}
     QListView#conversationList {{ background: transparent; border: none; font-size: 13px; }}
     QListView#conversationList::item {{ padding: 7px 8px; border-radius: 6px; }}
