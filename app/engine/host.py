@@ -553,9 +553,6 @@ class EngineHost:
         """
         if token < 0:  # the first answer token: the prompt's logits are there
             return [sampler.sample(session.ctx)]
-        if lookup is None and drafter is None:  # the common case, kept short: it runs on every token
-            session.decode_one(token)
-            return [sampler.sample(session.ctx)]
         draft = lookup.draft(room - 1) if lookup is not None else []
         source: PromptLookup | DraftModel | None = lookup
         if not draft and drafter is not None and room > 1:

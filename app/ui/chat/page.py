@@ -386,7 +386,7 @@ class ChatPage(QWidget):
             changes["sampling"] = sampling
         if changes:
             self.store.update_conversation(self.current_conv, **changes)
-        adapters = list(self.settings_panel.adapters.adapters())
+        adapters = self.settings_panel.adapters.adapters()
         if adapters != self.store.chat_adapters(self.current_conv):
             self.store.set_chat_adapters(self.current_conv, adapters)
 
